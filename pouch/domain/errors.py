@@ -1,0 +1,88 @@
+"""Domain errors. Each is what a client ends up seeing, rendered in its provider's shape.
+
+`status` is the HTTP status, `code` the OpenAI-style `error.code`, `kind` the coarse reason
+pouch records on the flow (auth, model, rate, budget, price, request, store).
+"""
+
+from __future__ import annotations
+
+
+class PouchError(Exception):
+    """Base class: a request pouch refuses, with a message saying what to do."""
+
+    status = 400
+    code = "invalid_request_error"
+    kind = "request"
+
+    def __init__(self, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+class InvalidKey(PouchError):
+    """Seen by a client whose key is missing, unknown, revoked or expired."""
+
+    status = 401
+    code = "invalid_api_key"
+    kind = "auth"
+
+
+class ModelNotAllowed(PouchError):
+    """Seen by a client asking for a model outside its key's allowlist."""
+
+    status = 403
+    code = "model_not_allowed"
+    kind = "model"
+
+
+class RateLimited(PouchError):
+    """Seen by a client over its key's requests/min, tokens/min or concurrency limit."""
+
+    status = 429
+    code = "rate_limit_exceeded"
+    kind = "rate"
+
+
+class BudgetExhausted(PouchError):
+    """Seen by a client whose key cannot cover this request's worst-case cost."""
+
+    status = 429
+    code = "insufficient_quota"
+    kind = "budget"
+
+
+class ModelNotPriced(PouchError):
+    """Seen by a client asking for a model pouch has no price for (never billed as $0)."""
+
+    status = 400
+    code = "model_not_priced"
+    kind = "price"
+
+
+class BadRequest(PouchError):
+    """Seen by a client whose request body pouch cannot read (it is not forwarded)."""
+
+    status = 400
+    code = "invalid_request_error"
+    kind = "request"
+
+
+class EndpointNotMetered(PouchError):
+    """Seen by a client calling a paid endpoint pouch cannot price (the operator may opt in)."""
+
+    status = 403
+    code = "endpoint_not_metered"
+    kind = "endpoint"
+
+
+class StoreUnavailable(PouchError):
+    """Seen by a client when the gateway cannot reach its store: fail closed, nothing forwarded."""
+
+    status = 503
+    code = "store_unavailable"
+    kind = "store"
+
+
+class InvalidInput(ValueError):
+    """Seen by an operator: a bad flag or option value (negative budget, bad period, bad glob)."""

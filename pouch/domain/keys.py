@@ -1,0 +1,119 @@
+"""Pouch keys: who may spend what, on which models, how fast."""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import hmac
+import re
+import secrets
+from datetime import datetime
+
+from pouch.domain.errors import InvalidInput
+from pouch.domain.money import Money
+from pouch.domain.periods import Period, Window
+
+SECRET_PREFIX = "pouch-"
+PREFIX_LENGTH = len(SECRET_PREFIX) + 6  # what lists and logs show: "pouch-Ab3dEf"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+_GLOB = re.compile(r"^[A-Za-z0-9._:/@*?\[\]!-]+$")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Key:
+    id: int
+    name: str
+    prefix: str
+    secret_hash: str
+    created_at: datetime
+    anchor: datetime  # start of the first budget window; moved by auto-renewal
+    budget: Money | None = None  # None: no budget limit (still metered)
+    period: Period = Period("none")
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
+    models: tuple[str, ...] = ()  # allowlist globs; empty: every model
+    expires_at: datetime | None = None
+    auto_renew: bool = False
+    mock: bool = False
+    revoked: bool = False
+
+    def allows_model(self, model: str) -> bool:
+        return not self.models or any(fnmatch.fnmatchcase(model, glob) for glob in self.models)
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def window(self, now: datetime) -> Window:
+        return self.period.window(now, self.anchor)
+
+
+def new_secret() -> str:
+    """A fresh key secret: 256 bits of randomness, URL-safe (it may travel in ``?key=``)."""
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_secret(secret: str) -> str:
+    """Keys are looked up by this hash; the secret itself is never stored.
+
+    A fast hash is right here: secrets are 256-bit random, so there is nothing to brute-force.
+    """
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def display_prefix(secret: str) -> str:
+    return secret[:PREFIX_LENGTH]
+
+
+def looks_like_pouch_key(credential: str) -> bool:
+    return credential.startswith(SECRET_PREFIX)
+
+
+def same_hash(a: str, b: str) -> bool:
+    return hmac.compare_digest(a, b)
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name or ""):
+        raise InvalidInput(
+            f"bad key name {name!r}: 1-64 letters, digits, '.', '_', '@' or '-', "
+            "starting with a letter or digit"
+        )
+    if name.isdigit():
+        raise InvalidInput(f"bad key name {name!r}: a name cannot be all digits (ids are)")
+    return name
+
+
+def parse_models(text: str | None) -> tuple[str, ...]:
+    """``"gpt-4o*,claude-*"`` -> allowlist globs. Empty text: every model."""
+    if not text:
+        return ()
+    globs = tuple(part.strip() for part in text.split(","))
+    for glob in globs:
+        if not _GLOB.match(glob) or glob.count("[") != glob.count("]"):
+            raise InvalidInput(
+                f"bad model glob {glob!r}: use model names with * and ? wildcards, "
+                "comma-separated, e.g. 'gpt-4o*,claude-sonnet-4*'"
+            )
+    return globs
+
+
+def parse_limit(what: str, value: int | None) -> int | None:
+    if value is None:
+        return None
+    if value <= 0:
+        raise InvalidInput(f"bad {what} {value}: must be a positive whole number (omit for no limit)")
+    return value
+
+
+def parse_budget(text: str | None) -> Money | None:
+    if text is None or str(text).strip().lower() in ("", "none"):
+        return None
+    try:
+        budget = Money.usd(text)
+    except (ValueError, TypeError):
+        raise InvalidInput(f"bad budget {text!r}: give USD such as 5 or 12.50") from None
+    if budget.pico < 0:
+        raise InvalidInput(f"bad budget {text!r}: a budget cannot be negative")
+    return budget

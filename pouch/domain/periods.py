@@ -1,0 +1,102 @@
+"""Budget periods: when a key's spend starts again from zero.
+
+- ``none``: one window from the key's anchor, forever.
+- ``daily`` / ``weekly`` / ``monthly``: calendar windows in UTC (weeks start on Monday).
+- rolling ``<n>s|m|h|d`` (``3600s``, ``12h``, ``30d``): back-to-back windows of that length
+  counted from the key's anchor (its creation, or its last auto-renewal).
+
+A window never starts before the key's anchor, so an auto-renewal (which moves the anchor)
+starts a fresh window: that is how spend is reset, persistently, without deleting history.
+"""
+
+from __future__ import annotations
+
+import calendar
+import dataclasses
+import re
+from datetime import UTC, datetime, timedelta
+
+from pouch.domain.errors import InvalidInput
+
+CALENDAR = ("daily", "weekly", "monthly")
+_ROLLING = re.compile(r"^([1-9][0-9]{0,8})([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Window:
+    start: datetime
+    end: datetime | None  # None: the window never ends
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Period:
+    spec: str  # canonical text: "none", "daily", "weekly", "monthly" or e.g. "12h"
+    rolling: timedelta | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Period:
+        spec = (text or "").strip().lower()
+        if spec in ("none", *CALENDAR):
+            return cls(spec)
+        if m := _ROLLING.match(spec):
+            return cls(spec, timedelta(seconds=int(m[1]) * _UNIT_SECONDS[m[2]]))
+        raise InvalidInput(
+            f"bad period {text!r}: use none, daily, weekly, monthly, or a rolling duration "
+            "such as 3600s, 90m, 12h, 30d"
+        )
+
+    def __str__(self) -> str:
+        return self.spec
+
+    def window(self, now: datetime, anchor: datetime) -> Window:
+        """The budget window containing ``now`` for a key anchored at ``anchor``."""
+        now, anchor = _utc(now), _utc(anchor)
+        if self.spec == "none":
+            return Window(anchor, None)
+        if self.rolling is not None:
+            elapsed = max(now - anchor, timedelta(0))
+            start = anchor + self.rolling * (elapsed // self.rolling)
+            return Window(start, start + self.rolling)
+        start, end = _calendar_window(self.spec, now)
+        return Window(max(start, anchor), end)
+
+    def extend(self, instant: datetime) -> datetime:
+        """``instant`` moved on by one period (auto-renewal of an expiry)."""
+        instant = _utc(instant)
+        if self.rolling is not None:
+            return instant + self.rolling
+        if self.spec == "daily":
+            return instant + timedelta(days=1)
+        if self.spec == "weekly":
+            return instant + timedelta(weeks=1)
+        if self.spec == "monthly":
+            return _add_month(instant)
+        raise InvalidInput("a key with period 'none' cannot auto-renew: give it a period")
+
+
+def _calendar_window(spec: str, now: datetime) -> tuple[datetime, datetime]:
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if spec == "daily":
+        return day, day + timedelta(days=1)
+    if spec == "weekly":
+        start = day - timedelta(days=day.weekday())
+        return start, start + timedelta(weeks=1)
+    start = day.replace(day=1)
+    return start, _add_month(start)
+
+
+def _add_month(instant: datetime) -> datetime:
+    year, month = instant.year + instant.month // 12, instant.month % 12 + 1
+    day = min(instant.day, calendar.monthrange(year, month)[1])
+    return instant.replace(year=year, month=month, day=day)
+
+
+def _utc(instant: datetime) -> datetime:
+    if instant.tzinfo is None:
+        return instant.replace(tzinfo=UTC)
+    return instant.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
