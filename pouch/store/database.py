@@ -1,0 +1,186 @@
+"""The store's connection and tables (peewee).
+
+The database is chosen by URL: ``sqlite:///path/pouch.db`` (the default, under ``POUCH_HOME``)
+or ``postgresql://user:pass@host/db`` when several gateway processes share one budget. Tables
+are created and changed only by the numbered migrations in ``pouch.store.migrations``; the
+models here mirror what the latest migration leaves.
+
+Timestamps are stored as naive UTC and come back aware (``aware()``): SQLite has no time zones
+and PostgreSQL's ``timestamp`` compares naive values exactly, which the ledger's unique
+(key, window) pair relies on.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import peewee as pw
+from playhouse import db_url
+
+database = pw.DatabaseProxy()
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "synchronous": "normal",  # with WAL: durable across process crashes, fsync at checkpoints
+    "busy_timeout": 30_000,  # ms; writers queue instead of failing under concurrency
+    "foreign_keys": 1,
+}
+
+
+def home() -> Path:
+    return Path(os.environ.get("POUCH_HOME") or "data")
+
+
+def default_url() -> str:
+    return f"sqlite:///{(home() / 'pouch.db').absolute()}"
+
+
+def resolve_url(url: str | None) -> str:
+    """``--db`` / ``POUCH_DB`` / the default SQLite file; a bare path means SQLite."""
+    url = url or os.environ.get("POUCH_DB") or default_url()
+    if "://" not in url:
+        url = f"sqlite:///{Path(url).absolute()}"
+    return url
+
+
+def connect(url: str | None = None) -> pw.Database:
+    """Open the database behind ``url`` and bind the tables to it (not yet migrated)."""
+    url = resolve_url(url)
+    if url.startswith("sqlite"):
+        path = db_url.parse(url)["database"]
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # IMMEDIATE: a transaction takes the write lock when it starts, so two processes
+        # never both read and then deadlock upgrading to write (SQLITE_BUSY mid-transaction).
+        db = db_url.connect(url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
+    else:
+        db = db_url.connect(url)
+    database.initialize(db)
+    return db
+
+
+def naive(instant: datetime | None) -> datetime | None:
+    if instant is None:
+        return None
+    if instant.tzinfo is not None:
+        instant = instant.astimezone(UTC).replace(tzinfo=None)
+    return instant
+
+
+def aware(instant: datetime | str | None) -> datetime | None:
+    if instant is None:
+        return None
+    if isinstance(instant, str):  # SQLite hands back text for computed columns
+        instant = datetime.fromisoformat(instant)
+    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
+
+
+class UTCDateTimeField(pw.DateTimeField):
+    field_type = "TIMESTAMP"
+
+    def db_value(self, value):
+        return super().db_value(naive(value))
+
+    def python_value(self, value):
+        return aware(super().python_value(value))
+
+
+class Table(pw.Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class KeyRow(Table):
+    name = pw.TextField(unique=True)
+    prefix = pw.TextField()
+    secret_hash = pw.TextField(unique=True)
+    budget_pico = pw.BigIntegerField(null=True)
+    period = pw.TextField(default="none")
+    rpm = pw.IntegerField(null=True)
+    tpm = pw.IntegerField(null=True)
+    max_concurrent = pw.IntegerField(null=True)
+    models = pw.TextField(default="")
+    expires_at = UTCDateTimeField(null=True)
+    auto_renew = pw.BooleanField(default=False)
+    mock = pw.BooleanField(default=False)
+    revoked = pw.BooleanField(default=False)
+    created_at = UTCDateTimeField()
+    anchor = UTCDateTimeField()
+    updated_at = UTCDateTimeField()
+
+    class Meta:
+        table_name = "pouch_keys"
+
+
+class LedgerRow(Table):
+    """Spend and open reservations of one key in one budget window."""
+
+    key = pw.ForeignKeyField(KeyRow, column_name="key_id", backref="ledger")
+    window_start = UTCDateTimeField()
+    window_end = UTCDateTimeField(null=True)
+    spent_pico = pw.BigIntegerField(default=0)
+    reserved_pico = pw.BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "pouch_ledger"
+
+
+class ReservationRow(Table):
+    """An admitted request's worst-case cost, held until it is settled or released."""
+
+    id = pw.TextField(primary_key=True)
+    key = pw.ForeignKeyField(KeyRow, column_name="key_id")
+    ledger = pw.ForeignKeyField(LedgerRow, column_name="ledger_id")
+    amount_pico = pw.BigIntegerField()
+    created_at = UTCDateTimeField()
+    deadline = UTCDateTimeField()
+    owner = pw.TextField()
+    provider = pw.TextField(null=True)
+    model = pw.TextField(null=True)
+    endpoint = pw.TextField(null=True)
+
+    class Meta:
+        table_name = "pouch_reservations"
+
+
+class UsageRow(Table):
+    ts = UTCDateTimeField()
+    key = pw.ForeignKeyField(KeyRow, column_name="key_id", null=True)
+    key_name = pw.TextField()
+    provider = pw.TextField(null=True)
+    model = pw.TextField(null=True)
+    endpoint = pw.TextField(null=True)
+    status = pw.IntegerField(null=True)
+    streamed = pw.BooleanField(default=False)
+    input_tokens = pw.BigIntegerField(default=0)
+    cached_tokens = pw.BigIntegerField(default=0)
+    cache_write_5m_tokens = pw.BigIntegerField(default=0)
+    cache_write_1h_tokens = pw.BigIntegerField(default=0)
+    output_tokens = pw.BigIntegerField(default=0)
+    reasoning_tokens = pw.BigIntegerField(default=0)
+    cost_pico = pw.BigIntegerField(default=0)
+    latency_ms = pw.IntegerField(null=True)
+    ttft_ms = pw.IntegerField(null=True)
+    mock = pw.BooleanField(default=False)
+    observed = pw.BooleanField(default=False)
+    request_id = pw.TextField(null=True)
+    reservation_id = pw.TextField(null=True, unique=True)
+    outcome = pw.TextField(default="ok")
+
+    class Meta:
+        table_name = "pouch_usage"
+
+
+TABLES = [KeyRow, LedgerRow, ReservationRow, UsageRow]
+
+
+def open_store(url: str | None = None) -> pw.Database:
+    """Connect and bring the schema up to date: what every entry point does first."""
+    from pouch.store.migrations import migrate
+
+    db = connect(url)
+    migrate(db)
+    return db

@@ -1,0 +1,130 @@
+"""Numbered schema migrations, recorded in ``pouch_migrations`` and applied at start-up.
+
+Each migration is SQL that SQLite and PostgreSQL both accept; ``{pk}`` stands for the
+dialect's auto-increment primary key. Never edit a released migration: add the next number.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import peewee as pw
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "keys, ledger, reservations, usage",
+        """
+        CREATE TABLE pouch_keys (
+            id {pk},
+            name TEXT NOT NULL UNIQUE,
+            prefix TEXT NOT NULL,
+            secret_hash TEXT NOT NULL UNIQUE,
+            budget_pico BIGINT,
+            period TEXT NOT NULL DEFAULT 'none',
+            rpm INTEGER,
+            tpm INTEGER,
+            max_concurrent INTEGER,
+            models TEXT NOT NULL DEFAULT '',
+            expires_at TIMESTAMP,
+            auto_renew BOOLEAN NOT NULL DEFAULT FALSE,
+            mock BOOLEAN NOT NULL DEFAULT FALSE,
+            revoked BOOLEAN NOT NULL DEFAULT FALSE,
+            created_at TIMESTAMP NOT NULL,
+            anchor TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL
+        );
+        CREATE TABLE pouch_ledger (
+            id {pk},
+            key_id INTEGER NOT NULL REFERENCES pouch_keys (id),
+            window_start TIMESTAMP NOT NULL,
+            window_end TIMESTAMP,
+            spent_pico BIGINT NOT NULL DEFAULT 0,
+            reserved_pico BIGINT NOT NULL DEFAULT 0,
+            UNIQUE (key_id, window_start)
+        );
+        CREATE TABLE pouch_reservations (
+            id TEXT PRIMARY KEY,
+            key_id INTEGER NOT NULL REFERENCES pouch_keys (id),
+            ledger_id INTEGER NOT NULL REFERENCES pouch_ledger (id),
+            amount_pico BIGINT NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            deadline TIMESTAMP NOT NULL,
+            owner TEXT NOT NULL,
+            provider TEXT,
+            model TEXT,
+            endpoint TEXT
+        );
+        CREATE INDEX pouch_reservations_deadline ON pouch_reservations (deadline);
+        CREATE TABLE pouch_usage (
+            id {pk},
+            ts TIMESTAMP NOT NULL,
+            key_id INTEGER REFERENCES pouch_keys (id),
+            key_name TEXT NOT NULL,
+            provider TEXT,
+            model TEXT,
+            endpoint TEXT,
+            status INTEGER,
+            streamed BOOLEAN NOT NULL DEFAULT FALSE,
+            input_tokens BIGINT NOT NULL DEFAULT 0,
+            cached_tokens BIGINT NOT NULL DEFAULT 0,
+            cache_write_5m_tokens BIGINT NOT NULL DEFAULT 0,
+            cache_write_1h_tokens BIGINT NOT NULL DEFAULT 0,
+            output_tokens BIGINT NOT NULL DEFAULT 0,
+            reasoning_tokens BIGINT NOT NULL DEFAULT 0,
+            cost_pico BIGINT NOT NULL DEFAULT 0,
+            latency_ms INTEGER,
+            ttft_ms INTEGER,
+            mock BOOLEAN NOT NULL DEFAULT FALSE,
+            observed BOOLEAN NOT NULL DEFAULT FALSE,
+            request_id TEXT,
+            reservation_id TEXT UNIQUE,
+            outcome TEXT NOT NULL DEFAULT 'ok'
+        );
+        CREATE INDEX pouch_usage_ts ON pouch_usage (ts);
+        CREATE INDEX pouch_usage_key_ts ON pouch_usage (key_id, ts);
+        """,
+    ),
+]
+
+
+def _primary_key(db: pw.Database) -> str:
+    if isinstance(db, pw.PostgresqlDatabase):
+        return "SERIAL PRIMARY KEY"
+    return "INTEGER PRIMARY KEY AUTOINCREMENT"
+
+
+def migrate(db: pw.Database) -> list[int]:
+    """Apply every migration not yet recorded; returns the numbers applied.
+
+    Safe when several gateways start at once: each migration runs in a transaction that
+    also records it, and a concurrent duplicate fails on the primary key and is skipped.
+    """
+    db.execute_sql(
+        "CREATE TABLE IF NOT EXISTS pouch_migrations "
+        "(id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMP NOT NULL)"
+    )
+    applied = []
+    for number, name, sql in MIGRATIONS:
+        done = db.execute_sql("SELECT 1 FROM pouch_migrations WHERE id = %d" % number).fetchone()
+        if done:
+            continue
+        try:
+            with db.atomic():
+                for statement in sql.format(pk=_primary_key(db)).split(";"):
+                    if statement.strip():
+                        db.execute_sql(statement)
+                db.execute_sql(
+                    "INSERT INTO pouch_migrations (id, name, applied_at) VALUES (%d, '%s', '%s')"
+                    % (number, name, datetime.now(UTC).replace(tzinfo=None).isoformat(" "))
+                )
+        except (pw.IntegrityError, pw.OperationalError, pw.ProgrammingError):
+            if not db.execute_sql("SELECT 1 FROM pouch_migrations WHERE id = %d" % number).fetchone():
+                raise
+            continue  # another process applied it first
+        log.info("applied migration %d: %s", number, name)
+        applied.append(number)
+    return applied

@@ -1,0 +1,87 @@
+"""Reading usage rows back: listings and per key / model / day totals."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import peewee as pw
+
+from pouch.domain.money import Money
+from pouch.store.database import UsageRow, naive
+
+TOKEN_COLUMNS = (
+    "input_tokens", "cached_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
+    "output_tokens", "reasoning_tokens",
+)
+GROUPS = ("key", "model", "day")
+
+
+def _where(key_name: str | None, since: datetime | None):
+    condition = pw.SQL("1 = 1")
+    if key_name:
+        condition &= UsageRow.key_name == key_name
+    if since:
+        condition &= UsageRow.ts >= naive(since)
+    return condition
+
+
+def rows(key_name: str | None = None, since: datetime | None = None) -> list[dict]:
+    """Usage rows, oldest first, in the DESIGN's JSON field names."""
+    query = UsageRow.select().where(_where(key_name, since)).order_by(UsageRow.ts, UsageRow.id)
+    return [
+        {
+            "id": row.id,
+            "ts": row.ts.isoformat(),
+            "key": row.key_name,
+            "provider": row.provider,
+            "model": row.model,
+            "endpoint": row.endpoint,
+            "status": row.status,
+            "streamed": row.streamed,
+            "input_tokens": row.input_tokens,
+            "cached_tokens": row.cached_tokens,
+            "cache_write_tokens": row.cache_write_5m_tokens + row.cache_write_1h_tokens,
+            "output_tokens": row.output_tokens,
+            "reasoning_tokens": row.reasoning_tokens,
+            "cost_usd": Money(row.cost_pico).json(),
+            "mock": row.mock,
+            "observed": row.observed,
+            "latency_ms": row.latency_ms,
+            "ttft_ms": row.ttft_ms,
+            "request_id": row.request_id,
+            "outcome": row.outcome,
+        }
+        for row in query
+    ]
+
+
+def totals(by: str, key_name: str | None = None, since: datetime | None = None) -> list[dict]:
+    """Requests, tokens and cost summed per key, model or day (UTC)."""
+    if by not in GROUPS:
+        raise ValueError(f"group by one of {', '.join(GROUPS)}")
+    group = {
+        "key": UsageRow.key_name,
+        "model": pw.fn.COALESCE(UsageRow.model, ""),
+        "day": pw.fn.SUBSTR(pw.Cast(UsageRow.ts, "TEXT"), 1, 10),
+    }[by]
+    sums = [pw.fn.SUM(getattr(UsageRow, column)).alias(column) for column in TOKEN_COLUMNS]
+    query = (
+        UsageRow.select(
+            group.alias("group"),
+            pw.fn.COUNT(UsageRow.id).alias("requests"),
+            *sums,
+            pw.fn.SUM(UsageRow.cost_pico).alias("cost_pico"),
+        )
+        .where(_where(key_name, since))
+        .group_by(group)
+        .order_by(group)
+        .dicts()
+    )
+    result = []
+    for row in query:
+        group_value = str(row["group"])[:10] if by == "day" else row["group"]
+        entry = {by: group_value, "requests": row["requests"]}
+        entry.update({column: int(row[column] or 0) for column in TOKEN_COLUMNS})
+        entry["cost_usd"] = Money(int(row["cost_pico"] or 0)).json()
+        result.append(entry)
+    return result
