@@ -1,0 +1,132 @@
+"""``pouch keys``: create, list, show, update, revoke and rotate pouch keys."""
+
+from __future__ import annotations
+
+import click
+
+from pouch.cli.main import emit_json, open_db, table
+from pouch.domain.periods import utcnow
+from pouch.services import keys as service
+from pouch.store import keys as key_store
+
+LIST_COLUMNS = ["id", "name", "prefix", "budget_usd", "spent_usd", "reserved_usd", "period",
+                "rpm", "tpm", "max_concurrent", "models", "flags"]
+
+
+def limit_options(for_update: bool):
+    """The options create and update share; on update, absent means unchanged."""
+
+    def decorate(command):
+        flag = "--mock/--no-mock" if for_update else "--mock"
+        renew = "--auto-renew/--no-auto-renew" if for_update else "--auto-renew"
+        options = [
+            click.option("--budget", metavar="USD", help="Spend limit per period in USD (e.g. 5 or 12.50); 'none' for no limit."),
+            click.option("--period", metavar="P", help="Budget period: none, daily, weekly, monthly (UTC calendar) or rolling 3600s/90m/12h/30d."),
+            click.option("--rpm", type=int, help="Requests per minute."),
+            click.option("--tpm", type=int, help="Tokens (input + max output) per minute."),
+            click.option("--max-concurrent", type=int, help="Requests in flight at once."),
+            click.option("--models", metavar="GLOB,...", help="Allowed models, comma-separated globs (gpt-4o*,claude-*); '' allows all."),
+            click.option("--expires", metavar="WHEN", help="Expiry: 2026-12-31, 2026-12-31T18:00Z, or from now: 12h, 30d, 2w; 'never' clears."),
+            click.option(renew, "auto_renew", is_flag=True, default=None, help="On expiry, extend by one period and start spend from zero."),
+            click.option(flag, "mock", is_flag=True, default=None, help="Answer with mock responses (recorded, never charged, nothing sent upstream)."),
+            click.option("--json", "as_json", is_flag=True, help="Print JSON."),
+        ]
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _row(described: dict) -> dict:
+    flags = [f for f in ("mock", "revoked", "auto_renew") if described[f]]
+    if described["expires_at"]:
+        flags.append(f"expires {described['expires_at'][:16]}")
+    return {**described, "models": ",".join(described["models"]) or "*",
+            "budget_usd": described["budget_usd"] or "-", "flags": " ".join(flags)}
+
+
+def _show(described: dict, as_json: bool, secret: str | None = None) -> None:
+    if secret is not None:
+        described = {**described, "key": secret}
+    if as_json:
+        emit_json(described)
+        return
+    for field, value in described.items():
+        if field != "key":
+            click.echo(f"{field:>14}: {'' if value is None else value}")
+    if secret is not None:
+        click.echo(f"\n{secret}\n")
+        click.secho("This secret is shown once and stored only as a hash: keep it now.", fg="yellow", err=True)
+
+
+@click.group()
+def keys():
+    """Manage pouch keys (what clients send instead of a provider key)."""
+
+
+@keys.command()
+@click.option("--name", required=True, help="Unique name (letters, digits, . _ @ -).")
+@limit_options(for_update=False)
+@click.pass_context
+def create(ctx, name, as_json, **options):
+    """Create a key and print its secret (once)."""
+    open_db(ctx)
+    key, secret = service.create(name, **options)
+    _show(service.describe(key), as_json, secret)
+
+
+@keys.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def list_keys(ctx, as_json):
+    """List keys with this period's spend."""
+    open_db(ctx)
+    now = utcnow()
+    described = [service.describe(key, now) for key in key_store.all_keys()]
+    if as_json:
+        emit_json(described)
+    else:
+        click.echo(table([_row(d) for d in described], LIST_COLUMNS))
+
+
+@keys.command()
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def show(ctx, key, as_json):
+    """Show one key (by name or id) with this period's spend."""
+    open_db(ctx)
+    _show(service.describe(key_store.get(key)), as_json)
+
+
+@keys.command()
+@click.argument("key")
+@click.option("--rename", metavar="NAME", help="Give the key a new name.")
+@limit_options(for_update=True)
+@click.pass_context
+def update(ctx, key, as_json, **options):
+    """Change a key's budget, limits, models, expiry or mode."""
+    open_db(ctx)
+    _show(service.describe(service.update(key, **options)), as_json)
+
+
+@keys.command()
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def revoke(ctx, key, as_json):
+    """Revoke a key: its requests are refused from now on (history is kept)."""
+    open_db(ctx)
+    _show(service.describe(key_store.revoke(key_store.get(key), utcnow())), as_json)
+
+
+@keys.command()
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def rotate(ctx, key, as_json):
+    """Give a key a new secret (printed once); the old one stops working. Budget and usage stay."""
+    open_db(ctx)
+    rotated, secret = key_store.rotate(key_store.get(key), utcnow())
+    _show(service.describe(rotated), as_json, secret)

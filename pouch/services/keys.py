@@ -1,0 +1,123 @@
+"""Key management as operators use it (CLI, mitmproxy commands): validate, then store."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+from pouch.domain.errors import InvalidInput
+from pouch.domain.keys import Key, check_name, parse_budget, parse_limit, parse_models
+from pouch.domain.periods import Period, utcnow
+from pouch.store import keys as key_store
+from pouch.store import ledger
+
+_RELATIVE = re.compile(r"^(\d+)([mhdw])$")
+_RELATIVE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_when(text: str | None, now: datetime, *, back: bool = False) -> datetime | None:
+    """``2026-12-31``, ``2026-12-31T18:00:00Z`` (UTC unless an offset is given), or a span
+    from now: ``90m``, ``12h``, ``30d``, ``2w`` (into the future, or the past with ``back``).
+    ``never`` / ``none`` / empty: no time at all."""
+    if text is None or text.strip().lower() in ("", "never", "none"):
+        return None
+    text = text.strip()
+    if m := _RELATIVE.match(text):
+        span = timedelta(**{_RELATIVE_UNITS[m[2]]: int(m[1])})
+        return now - span if back else now + span
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(
+            f"bad time {text!r}: give a date (2026-12-31), a UTC time (2026-12-31T18:00Z) "
+            "or a span such as 12h, 30d, 2w"
+        ) from None
+    return when.replace(tzinfo=when.tzinfo or now.tzinfo)
+
+
+def attributes(
+    *,
+    now: datetime,
+    budget: str | None = None,
+    period: str | None = None,
+    rpm: int | None = None,
+    tpm: int | None = None,
+    max_concurrent: int | None = None,
+    models: str | None = None,
+    expires: str | None = None,
+    auto_renew: bool | None = None,
+    mock: bool | None = None,
+) -> dict:
+    """Validated key attributes from operator input; only those given (not None) appear."""
+    given = {}
+    if budget is not None:
+        given["budget"] = parse_budget(budget)
+    if period is not None:
+        given["period"] = Period.parse(period)
+    for what, value in (("rpm", rpm), ("tpm", tpm), ("max_concurrent", max_concurrent)):
+        if value is not None:
+            given[what] = parse_limit(what.replace("_", " "), value)
+    if models is not None:
+        given["models"] = parse_models(models)
+    if expires is not None:
+        given["expires_at"] = parse_when(expires, now)
+    if auto_renew is not None:
+        given["auto_renew"] = auto_renew
+    if mock is not None:
+        given["mock"] = mock
+    return given
+
+
+def _check_renewal(key_period: Period, auto_renew: bool, expires_at) -> None:
+    if auto_renew and (key_period.spec == "none" or expires_at is None):
+        raise InvalidInput("--auto-renew needs a --period other than none and an --expires")
+
+
+def create(name: str, **options) -> tuple[Key, str]:
+    now = utcnow()
+    given = attributes(now=now, **options)
+    _check_renewal(given.get("period", Period("none")), given.get("auto_renew", False), given.get("expires_at"))
+    return key_store.create(check_name(name), now, **given)
+
+
+def update(name_or_id: str, rename: str | None = None, **options) -> Key:
+    now = utcnow()
+    key = key_store.get(name_or_id)
+    given = attributes(now=now, **options)
+    if rename is not None:
+        given["name"] = check_name(rename)
+    if not given:
+        raise InvalidInput("nothing to update: give at least one option (see --help)")
+    _check_renewal(
+        given.get("period", key.period),
+        given.get("auto_renew", key.auto_renew),
+        given.get("expires_at", key.expires_at),
+    )
+    return key_store.update(key, now, **given)
+
+
+def describe(key: Key, now: datetime | None = None) -> dict:
+    """A key as JSON (DESIGN field names), with its current window's spend; never the secret."""
+    now = now or utcnow()
+    spent, reserved = ledger.window_totals(key, now)
+    window = key.window(now)
+    return {
+        "id": key.id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "budget_usd": key.budget.json() if key.budget is not None else None,
+        "spent_usd": spent.json(),
+        "reserved_usd": reserved.json(),
+        "period": str(key.period),
+        "window_start": window.start.isoformat(),
+        "window_end": window.end.isoformat() if window.end else None,
+        "rpm": key.rpm,
+        "tpm": key.tpm,
+        "max_concurrent": key.max_concurrent,
+        "models": list(key.models),
+        "mock": key.mock,
+        "revoked": key.revoked,
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        "auto_renew": key.auto_renew,
+        "created_at": key.created_at.isoformat(),
+    }

@@ -1,0 +1,123 @@
+"""The keys CLI as an operator uses it: create -> show -> update -> revoke -> rotate."""
+
+import json
+import sqlite3
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from pouch.cli.main import cli
+from pouch.domain.keys import hash_secret
+
+
+def pouch(*args, ok=True):
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def as_json(*args):
+    return json.loads(pouch(*args, "--json").stdout)
+
+
+def all_commands(group, path=()):
+    for name, command in group.commands.items():
+        yield (*path, name)
+        if isinstance(command, click.Group):
+            yield from all_commands(command, (*path, name))
+
+
+@pytest.mark.parametrize("path", [()] + list(all_commands(cli)), ids=lambda p: " ".join(p) or "pouch")
+def test_every_command_has_help(path):
+    result = pouch(*path, "--help")
+    assert "Usage:" in result.output
+    command = cli
+    for name in path:
+        command = command.commands[name]
+    assert command.help, f"pouch {' '.join(path)} has no help text"
+
+
+def test_lifecycle(isolated_home):
+    created = as_json("keys", "create", "--name", "alice", "--budget", "5", "--period", "monthly",
+                      "--rpm", "60", "--models", "gpt-4o*,claude-*")
+    secret = created["key"]
+    assert secret.startswith("pouch-") and len(secret) > 40
+    assert created["prefix"] == secret[:12]
+    assert created["budget_usd"] == "5" and created["spent_usd"] == "0"
+    assert created["models"] == ["gpt-4o*", "claude-*"]
+
+    shown = as_json("keys", "show", "alice")
+    assert "key" not in shown and shown["id"] == created["id"]
+    assert as_json("keys", "show", str(created["id"]))["name"] == "alice"
+
+    updated = as_json("keys", "update", "alice", "--budget", "12.50", "--tpm", "1000", "--mock",
+                      "--period", "12h")
+    assert (updated["budget_usd"], updated["tpm"], updated["mock"], updated["period"]) == ("12.5", 1000, True, "12h")
+    assert updated["rpm"] == 60, "options not given stay as they were"
+    assert as_json("keys", "update", "alice", "--models", "")["models"] == []
+
+    assert as_json("keys", "revoke", "alice")["revoked"] is True
+
+    rotated = as_json("keys", "rotate", "alice")
+    assert rotated["key"] != secret and rotated["prefix"] == rotated["key"][:12]
+    assert [k["name"] for k in as_json("keys", "list")] == ["alice"]
+
+    db_bytes = b"".join(p.read_bytes() for p in isolated_home.glob("pouch.db*"))
+    for s in (secret, rotated["key"]):
+        assert s.encode() not in db_bytes, "a secret reached the database"
+    stored = sqlite3.connect(isolated_home / "pouch.db").execute("SELECT secret_hash FROM pouch_keys").fetchone()
+    assert stored == (hash_secret(rotated["key"]),)
+
+
+def test_create_prints_secret_once_in_text_mode():
+    result = pouch("keys", "create", "--name", "bob")
+    secret = next(line for line in result.stdout.splitlines() if line.startswith("pouch-") and len(line) > 40)
+    assert secret not in pouch("keys", "show", "bob").stdout
+    assert secret not in pouch("keys", "list").stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--budget", "-1"], "cannot be negative"),
+        (["--budget", "lots"], "bad budget"),
+        (["--period", "fortnightly"], "bad period"),
+        (["--period", "0h"], "bad period"),
+        (["--models", "gpt 4o"], "bad model glob"),
+        (["--models", "gpt-[4o"], "bad model glob"),
+        (["--rpm", "0"], "bad rpm"),
+        (["--expires", "someday"], "bad time"),
+        (["--auto-renew", "--expires", "30d"], "--auto-renew needs"),
+    ],
+)
+def test_invalid_input_is_refused_and_nothing_written(args, message):
+    result = pouch("keys", "create", "--name", "carol", *args, ok=False)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert as_json("keys", "list") == []
+
+
+@pytest.mark.parametrize("command", ["show", "update", "revoke", "rotate"])
+def test_unknown_key(command):
+    extra = ["--budget", "1"] if command == "update" else []
+    result = pouch("keys", command, "nobody", *extra, ok=False)
+    assert result.exit_code == 1 and "no key named 'nobody'" in result.output
+
+
+def test_duplicate_name_and_bad_update():
+    pouch("keys", "create", "--name", "dave")
+    assert "already exists" in pouch("keys", "create", "--name", "dave", ok=False).output
+    assert "nothing to update" in pouch("keys", "update", "dave", ok=False).output
+    before = as_json("keys", "show", "dave")
+    assert pouch("keys", "update", "dave", "--budget", "-3", ok=False).exit_code == 1
+    assert as_json("keys", "show", "dave") == before
+
+
+def test_db_option_and_env(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    pouch("--db", url, "keys", "create", "--name", "erin")
+    assert as_json("keys", "list") == []
+    monkeypatch.setenv("POUCH_DB", url)
+    assert [k["name"] for k in as_json("keys", "list")] == ["erin"]
