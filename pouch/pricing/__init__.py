@@ -1,0 +1,1 @@
+"""Model prices: the shipped table, operator overrides, and the cost of a request."""

@@ -1,0 +1,273 @@
+"""Model prices: the shipped table, the operator's overrides, name resolution, and the cost function.
+
+The shipped ``prices.json`` and the operator's ``$POUCH_HOME/prices.json`` share one format.
+Prices are USD per 1M tokens, written as exact decimal strings::
+
+    {"models": [
+      {"model": "gpt-4o", "provider": "openai", "mode": "chat",
+       "input": "2.50", "cached_input": "1.25", "output": "10.00",
+       "max_input_tokens": 128000, "max_output_tokens": 16384,
+       "source": "https://openai.com/api/pricing", "as_of": "2026-11-27"}
+    ]}
+
+Required: ``model``, ``provider``, ``input``, ``source``, ``as_of`` (ISO date), and ``output``
+unless ``mode`` is ``embedding`` (the default mode is ``chat``). Optional: ``cached_input``
+(cache reads), ``cache_write_5m`` / ``cache_write_1h`` (cache writes with the default and the
+extended lifetime: Anthropic's 5 minutes / 1 hour, OpenAI's default / 12 hours), ``reasoning``,
+``max_input_tokens``, ``max_output_tokens``, and ``tiers``: long-context prices such as
+``[{"above_input_tokens": 200000, "input": "2.50", "output": "15.00"}]``, which apply when a
+request's input tokens (cache reads and writes included) exceed the threshold; a tier replaces
+only the prices it names. Leave out a price the provider does not charge separately: cache reads
+and writes then cost the input price, reasoning tokens the output price. An override entry
+replaces the shipped entry with the same provider and model, or adds a model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import importlib.resources
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator
+from decimal import Decimal
+from pathlib import Path
+
+from pouch.domain.errors import InvalidInput
+from pouch.domain.money import ZERO, Money
+from pouch.domain.usage import Usage
+
+PRICE_FIELDS = ("input", "cached_input", "cache_write_5m", "cache_write_1h", "output", "reasoning")
+_ENTRY_FIELDS = {"model", "provider", "mode", "tiers", "max_input_tokens", "max_output_tokens", "source", "as_of"}
+_TIER_FIELDS = {"above_input_tokens", *PRICE_FIELDS}
+
+# Only these prefixes are stripped: "openrouter/..." names another seller, priced on its own.
+_PREFIXES = frozenset({"openai", "anthropic", "gemini", "google", "vertex_ai", "models", "publishers"})
+# Snapshot suffixes: -2024-08-06 (OpenAI), -20250929 and @20250929 (Anthropic, Vertex),
+# -05-06 (Gemini previews), -latest. Not "-preview": previews are priced apart from GA models.
+_SNAPSHOT = re.compile(r"(-20\d\d-\d\d-\d\d|[-@]20\d{6}|-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])|-latest)$")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Tier:
+    """Long-context prices, for requests with more than ``above_input_tokens`` input tokens."""
+
+    above_input_tokens: int
+    input: Money | None = None
+    cached_input: Money | None = None
+    cache_write_5m: Money | None = None
+    cache_write_1h: Money | None = None
+    output: Money | None = None
+    reasoning: Money | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Price:
+    """Per-token prices of one model; ``None``: no separate price (see the module docstring)."""
+
+    model: str
+    provider: str
+    mode: str
+    input: Money
+    output: Money
+    source: str
+    as_of: datetime.date
+    cached_input: Money | None = None
+    cache_write_5m: Money | None = None
+    cache_write_1h: Money | None = None
+    reasoning: Money | None = None
+    tiers: tuple[Tier, ...] = ()  # ascending thresholds
+    max_input_tokens: int | None = None
+    max_output_tokens: int | None = None
+
+    def for_input(self, input_tokens: int) -> Price:
+        """The prices that apply to a request with this many input tokens (tiers layered)."""
+        changes = {}
+        for tier in self.tiers:
+            if input_tokens > tier.above_input_tokens:
+                changes |= {f: getattr(tier, f) for f in PRICE_FIELDS if getattr(tier, f) is not None}
+        return dataclasses.replace(self, **changes) if changes else self
+
+    @property
+    def highest_output(self) -> Money:
+        """The most any output or reasoning token can cost, in any tier: for worst-case reservations."""
+        levels = [self, *self.tiers]
+        return max(p for level in levels for p in (level.output, level.reasoning) if p is not None)
+
+
+def cost(price: Price, usage: Usage) -> Money:
+    """What a request cost, exactly, in the tier its total input tokens select."""
+    p = price.for_input(usage.input_tokens)
+    return (
+        p.input * usage.uncached_input_tokens
+        + _or(p.cached_input, p.input) * usage.cached_tokens
+        + _or(p.cache_write_5m, p.input) * usage.cache_write_5m_tokens
+        + _or(p.cache_write_1h, p.input) * usage.cache_write_1h_tokens
+        + p.output * usage.visible_output_tokens
+        + _or(p.reasoning, p.output) * usage.reasoning_tokens
+    )
+
+
+def _or(price: Money | None, fallback: Money) -> Money:
+    # Not `price or fallback`: an operator's explicit "0" is a price, and Money(0) is falsy.
+    return fallback if price is None else price
+
+
+class PriceTable:
+    """Prices by model name. ``resolve`` runs on every request, so its answers are cached."""
+
+    def __init__(self, prices: Iterable[Price]):
+        self._by_key: dict[tuple[str, str], Price] = {}
+        for price in prices:  # later entries (the override file) replace earlier ones
+            self._by_key[(price.provider, price.model.lower())] = price
+        # A name several providers price resolves, without a provider, to the dearest:
+        # reserving too much is safe, billing too little is not.
+        self._by_name: dict[str, Price] = {}
+        for price in self._by_key.values():
+            known = self._by_name.get(price.model.lower())
+            if known is None or (price.highest_output, price.input) > (known.highest_output, known.input):
+                self._by_name[price.model.lower()] = price
+        # Bounded: model names come from clients.
+        self._cached_resolve = functools.lru_cache(maxsize=4096)(self._resolve)
+
+    @classmethod
+    def load(cls, override: Path | None = None) -> PriceTable:
+        shipped = importlib.resources.files(__package__).joinpath("prices.json")
+        document = json.loads(shipped.read_text(encoding="utf-8"), parse_float=Decimal)
+        prices = parse_prices(document, "shipped prices.json")
+        return cls(prices + (read_prices(override) if override is not None else []))
+
+    @classmethod
+    def default(cls, home: Path | None = None) -> PriceTable:
+        """The shipped table plus ``prices.json`` in ``home`` ($POUCH_HOME, default ./data), if there."""
+        home = home if home is not None else Path(os.environ.get("POUCH_HOME", "data"))
+        override = home / "prices.json"
+        return cls.load(override if override.exists() else None)
+
+    def resolve(self, model: str, provider: str | None = None) -> Price | None:
+        """The price of ``model`` (a dated snapshot gets its family's), or None if unknown."""
+        return self._cached_resolve(model, provider)
+
+    def _resolve(self, model: str, provider: str | None) -> Price | None:
+        names = _candidate_names(model)
+        if provider:
+            for name in names:
+                if price := self._by_key.get((provider.lower(), name)):
+                    return price
+        for name in names:
+            if price := self._by_name.get(name):
+                return price
+        return None
+
+    def __iter__(self) -> Iterator[Price]:
+        return iter(sorted(self._by_key.values(), key=lambda p: (p.provider, p.model)))
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+
+def _candidate_names(model: str) -> list[str]:
+    """Exact name, then without provider prefixes, then without a snapshot suffix. Never a prefix match."""
+    name = model.strip().lower()
+    names = [name]
+    head, _, rest = name.partition("/")
+    while rest and head in _PREFIXES:
+        name = rest
+        head, _, rest = name.partition("/")
+    names += [name, _SNAPSHOT.sub("", name)]
+    return list(dict.fromkeys(names))
+
+
+def read_prices(path: Path) -> list[Price]:
+    """Read and check a price file; InvalidInput names the file and the offending entry."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
+    except OSError as e:
+        raise InvalidInput(f"cannot read price file {path}: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise InvalidInput(f"price file {path} is not valid JSON: {e}") from None
+    return parse_prices(document, str(path))
+
+
+def parse_prices(document: object, origin: str) -> list[Price]:
+    """Check a decoded price file (the format in the module docstring); ``origin`` names it in errors."""
+    if not isinstance(document, dict) or not isinstance(document.get("models"), list):
+        raise InvalidInput(f'price file {origin}: expected an object {{"models": [...]}}')
+    prices, seen = [], set()
+    for index, entry in enumerate(document["models"]):
+        where = f"price file {origin}, models[{index}]"
+        try:
+            price = _parse_entry(entry)
+        except (ValueError, TypeError, ArithmeticError) as e:
+            raise InvalidInput(f"{where} {json.dumps(entry, default=str)[:200]}: {e}") from None
+        if (price.provider, price.model.lower()) in seen:
+            raise InvalidInput(f"{where}: {price.provider} model {price.model!r} is listed twice")
+        seen.add((price.provider, price.model.lower()))
+        prices.append(price)
+    return prices
+
+
+def _parse_entry(entry: object) -> Price:
+    fields = _check_fields(entry, _ENTRY_FIELDS | set(PRICE_FIELDS))
+    mode = fields.get("mode", "chat")
+    if mode not in ("chat", "embedding"):
+        raise ValueError(f'mode is "chat" or "embedding", not {mode!r}')
+    for name in ("model", "provider", "source", "as_of"):
+        if not isinstance(fields.get(name), str) or not fields[name].strip():
+            raise ValueError(f"{name} is required (a non-empty string)")
+    if "input" not in fields or (mode == "chat" and "output" not in fields):
+        raise ValueError("input and output prices are required" if mode == "chat" else "input price is required")
+    tiers = fields.get("tiers", [])
+    if not isinstance(tiers, list):
+        raise ValueError("tiers is a list")
+    return Price(
+        model=fields["model"].strip(),
+        provider=fields["provider"].strip().lower(),
+        mode=mode,
+        source=fields["source"],
+        as_of=datetime.date.fromisoformat(fields["as_of"]),
+        tiers=tuple(sorted(map(_parse_tier, tiers), key=lambda t: t.above_input_tokens)),
+        max_input_tokens=_count(fields.get("max_input_tokens"), "max_input_tokens"),
+        max_output_tokens=_count(fields.get("max_output_tokens"), "max_output_tokens"),
+        **({"output": ZERO} | _prices(fields)),  # embeddings produce no output tokens
+    )
+
+
+def _parse_tier(entry: object) -> Tier:
+    fields = _check_fields(entry, _TIER_FIELDS)
+    threshold = _count(fields.get("above_input_tokens"), "above_input_tokens")
+    if threshold is None or len(fields) < 2:
+        raise ValueError("a tier has above_input_tokens and at least one price")
+    return Tier(above_input_tokens=threshold, **_prices(fields))
+
+
+def _check_fields(entry: object, allowed: set[str]) -> dict:
+    if not isinstance(entry, dict):
+        raise ValueError("expected an object")
+    if unknown := sorted(set(entry) - allowed):
+        raise ValueError(f"unknown field(s) {', '.join(unknown)}")  # a typo would silently drop a price
+    return entry
+
+
+def _prices(fields: dict) -> dict[str, Money]:
+    return {name: _money(fields[name], name) for name in PRICE_FIELDS if name in fields}
+
+
+def _money(value: object, name: str) -> Money:
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        raise ValueError(f'{name} is USD per 1M tokens as a decimal string such as "2.50", not {value!r}')
+    try:
+        price = Money.per_million(value)
+    except ArithmeticError:  # decimal's InvalidOperation: not a number at all
+        raise ValueError(f"{name} is not a number: {value!r}") from None
+    if price.pico < 0:
+        raise ValueError(f"{name} is negative")
+    return price
+
+
+def _count(value: object, name: str) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+        raise ValueError(f"{name} is a positive whole number, not {value!r}")
+    return value
