@@ -60,10 +60,11 @@ def table(rows: list[dict], columns: list[str]) -> str:
 
 
 def _register():
-    from pouch.cli import keys, usage
+    from pouch.cli import keys, prices, usage
 
     cli.add_command(keys.keys)
     cli.add_command(usage.usage)
+    cli.add_command(prices.prices)
 
 
 _register()
