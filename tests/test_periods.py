@@ -55,7 +55,7 @@ def test_auto_renew_is_persisted_and_resets_spend(store):
     created = at(2026, 1, 1)
     key, _ = keys.create("renewing", created, budget=Money(100), period=Period.parse("daily"),
                          expires_at=at(2026, 1, 3), auto_renew=True)
-    held = ledger.reserve(key, Money(100), at(2026, 1, 2, 12), owner="t", hold=timedelta(hours=1))
+    held = ledger.reserve(key.id, key.window(at(2026, 1, 2, 12)), Money(100), at(2026, 1, 2, 12), owner="t", hold=timedelta(hours=1))
     ledger.finish(held.id, Money(100), {"ts": created, "key": key.id, "key_name": key.name})
 
     later = at(2026, 1, 5, 6)  # two and a bit days past expiry

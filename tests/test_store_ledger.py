@@ -23,18 +23,18 @@ def usage_for(key, **extra):
 
 def test_reserve_admits_up_to_budget_exactly(store):
     key, _ = keys.create("alice", NOW, budget=Money(100))
-    first = ledger.reserve(key, Money(60), NOW, owner="t", hold=HOLD)
+    first = ledger.reserve(key.id, key.window(NOW), Money(60), NOW, owner="t", hold=HOLD)
     assert isinstance(first, ledger.Reservation)
-    refusal = ledger.reserve(key, Money(41), NOW, owner="t", hold=HOLD)
+    refusal = ledger.reserve(key.id, key.window(NOW), Money(41), NOW, owner="t", hold=HOLD)
     assert isinstance(refusal, ledger.Refusal)
     assert (refusal.budget, refusal.spent, refusal.reserved) == (Money(100), Money(0), Money(60))
-    assert isinstance(ledger.reserve(key, Money(40), NOW, owner="t", hold=HOLD), ledger.Reservation)
+    assert isinstance(ledger.reserve(key.id, key.window(NOW), Money(40), NOW, owner="t", hold=HOLD), ledger.Reservation)
     assert ledger.window_totals(key, NOW) == (Money(0), Money(100))
 
 
 def test_finish_settles_exactly_once_and_records_usage(store):
     key, _ = keys.create("alice", NOW, budget=Money(100))
-    held = ledger.reserve(key, Money(60), NOW, owner="t", hold=HOLD)
+    held = ledger.reserve(key.id, key.window(NOW), Money(60), NOW, owner="t", hold=HOLD)
     assert ledger.finish(held.id, Money(25), usage_for(key, input_tokens=7))
     assert not ledger.finish(held.id, Money(25), usage_for(key))
     assert ledger.window_totals(key, NOW) == (Money(25), Money(0))
@@ -44,15 +44,15 @@ def test_finish_settles_exactly_once_and_records_usage(store):
 
 def test_release_frees_the_budget(store):
     key, _ = keys.create("alice", NOW, budget=Money(100))
-    held = ledger.reserve(key, Money(100), NOW, owner="t", hold=HOLD)
-    assert isinstance(ledger.reserve(key, Money(1), NOW, owner="t", hold=HOLD), ledger.Refusal)
+    held = ledger.reserve(key.id, key.window(NOW), Money(100), NOW, owner="t", hold=HOLD)
+    assert isinstance(ledger.reserve(key.id, key.window(NOW), Money(1), NOW, owner="t", hold=HOLD), ledger.Refusal)
     assert ledger.finish(held.id, Money(0), usage_for(key, status=500))
-    assert isinstance(ledger.reserve(key, Money(100), NOW, owner="t", hold=HOLD), ledger.Reservation)
+    assert isinstance(ledger.reserve(key.id, key.window(NOW), Money(100), NOW, owner="t", hold=HOLD), ledger.Reservation)
 
 
 def test_no_budget_is_always_admitted_and_metered(store):
     key, _ = keys.create("open", NOW)
-    held = ledger.reserve(key, Money.usd("1000000"), NOW, owner="t", hold=HOLD)
+    held = ledger.reserve(key.id, key.window(NOW), Money.usd("1000000"), NOW, owner="t", hold=HOLD)
     assert isinstance(held, ledger.Reservation)
     ledger.finish(held.id, Money.usd("3"), usage_for(key))
     assert ledger.window_totals(key, NOW)[0] == Money.usd("3")
@@ -60,16 +60,16 @@ def test_no_budget_is_always_admitted_and_metered(store):
 
 def test_lowered_budget_binds_immediately(store):
     key, _ = keys.create("alice", NOW, budget=Money(100))
-    ledger.reserve(key, Money(50), NOW, owner="t", hold=HOLD)
+    ledger.reserve(key.id, key.window(NOW), Money(50), NOW, owner="t", hold=HOLD)
     keys.update(key, NOW, budget=Money(60))
-    assert isinstance(ledger.reserve(key, Money(11), NOW, owner="t", hold=HOLD), ledger.Refusal)
+    assert isinstance(ledger.reserve(key.id, key.window(NOW), Money(11), NOW, owner="t", hold=HOLD), ledger.Refusal)
 
 
 def test_new_period_starts_from_zero_and_old_reservation_settles_into_its_own(store):
     key, _ = keys.create("alice", NOW, budget=Money(100), period=Period.parse("daily"))
-    held = ledger.reserve(key, Money(90), NOW, owner="t", hold=HOLD)
+    held = ledger.reserve(key.id, key.window(NOW), Money(90), NOW, owner="t", hold=HOLD)
     tomorrow = NOW + timedelta(days=1)
-    assert isinstance(ledger.reserve(key, Money(100), tomorrow, owner="t", hold=HOLD), ledger.Reservation)
+    assert isinstance(ledger.reserve(key.id, key.window(tomorrow), Money(100), tomorrow, owner="t", hold=HOLD), ledger.Reservation)
     ledger.finish(held.id, Money(80), usage_for(key))
     assert ledger.window_totals(key, NOW) == (Money(80), Money(0))
     assert ledger.window_totals(key, tomorrow) == (Money(0), Money(100))
@@ -77,9 +77,9 @@ def test_new_period_starts_from_zero_and_old_reservation_settles_into_its_own(st
 
 def test_recover_charges_stale_reservations_in_full(store):
     key, _ = keys.create("alice", NOW, budget=Money(100))
-    stale = ledger.reserve(key, Money(30), NOW, owner="gw-a", hold=HOLD)
-    mine = ledger.reserve(key, Money(20), NOW, owner="gw-b", hold=HOLD)
-    live = ledger.reserve(key, Money(10), NOW, owner="gw-c", hold=HOLD)
+    stale = ledger.reserve(key.id, key.window(NOW), Money(30), NOW, owner="gw-a", hold=HOLD)
+    mine = ledger.reserve(key.id, key.window(NOW), Money(20), NOW, owner="gw-b", hold=HOLD)
+    live = ledger.reserve(key.id, key.window(NOW), Money(10), NOW, owner="gw-c", hold=HOLD)
     later = NOW + HOLD + timedelta(seconds=1)
     assert ledger.recover(later - timedelta(seconds=2), owner="gw-b") == 1  # only its own run's
     assert ledger.recover(later) == 2  # then everything past its deadline
@@ -98,7 +98,7 @@ def _reserve_many(url, key_id, amounts, threads):
     admitted, refused, lock = [], [], threading.Lock()
 
     def one(amount):
-        result = ledger.reserve(key, Money(amount), NOW, owner="t", hold=HOLD)
+        result = ledger.reserve(key.id, key.window(NOW), Money(amount), NOW, owner="t", hold=HOLD)
         with lock:
             if isinstance(result, ledger.Reservation):
                 admitted.append((result.id, amount))

@@ -86,3 +86,19 @@ class StoreUnavailable(PouchError):
 
 class InvalidInput(ValueError):
     """Seen by an operator: a bad flag or option value (negative budget, bad period, bad glob)."""
+
+
+class UnknownEndpoint(PouchError):
+    """Seen by a client calling a path on an LLM host that pouch does not know (not forwarded)."""
+
+    status = 404
+    code = "unknown_endpoint"
+    kind = "endpoint"
+
+
+class GatewayError(PouchError):
+    """Seen by a client when a link of the chain failed: the request is not forwarded."""
+
+    status = 500
+    code = "gateway_error"
+    kind = "gateway"

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 import peewee as pw
 
 from pouch.domain.keys import Key
+from pouch.domain.periods import Window
 from pouch.domain.money import Money
 from pouch.store.database import KeyRow, LedgerRow, ReservationRow, UsageRow, database, naive
 
@@ -24,6 +25,7 @@ class Reservation:
     key_id: int
     amount: Money
     window_start: datetime
+    remaining: Money | None  # budget left after this reservation; None: no budget
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -37,20 +39,20 @@ class Refusal:
     window_end: datetime | None
 
 
-def _ledger_id(key: Key, now: datetime) -> int:
-    window = key.window(now)
+def _ledger_id(key_id: int, window: Window) -> int:
     LedgerRow.insert(
-        key=key.id, window_start=window.start, window_end=window.end
+        key=key_id, window_start=window.start, window_end=window.end
     ).on_conflict_ignore().execute()
     return (
         LedgerRow.select(LedgerRow.id)
-        .where(LedgerRow.key == key.id, LedgerRow.window_start == naive(window.start))
+        .where(LedgerRow.key == key_id, LedgerRow.window_start == naive(window.start))
         .scalar()
     )
 
 
 def reserve(
-    key: Key,
+    key_id: int,
+    window: Window,
     amount: Money,
     now: datetime,
     *,
@@ -60,7 +62,7 @@ def reserve(
     model: str | None = None,
     endpoint: str | None = None,
 ) -> Reservation | Refusal:
-    """Admit ``amount`` against the key's current window only if it fits the budget.
+    """Admit ``amount`` against the key's budget window ``window`` only if it fits.
 
     ``hold`` bounds how long the reservation may stay open before recovery settles it
     (see ``recover``). A key without a budget is always admitted (and still metered).
@@ -69,7 +71,7 @@ def reserve(
         raise ValueError("a reservation cannot be negative")
     budget = KeyRow.select(KeyRow.budget_pico).where(KeyRow.id == LedgerRow.key)
     with database.atomic():
-        ledger_id = _ledger_id(key, now)
+        ledger_id = _ledger_id(key_id, window)
         admitted = (
             LedgerRow.update(reserved_pico=LedgerRow.reserved_pico + amount.pico)
             .where(
@@ -79,10 +81,11 @@ def reserve(
             )
             .execute()
         )
+        row = LedgerRow.get_by_id(ledger_id)
+        budget_pico = KeyRow.select(KeyRow.budget_pico).where(KeyRow.id == key_id).scalar()
         if not admitted:
-            row = LedgerRow.get_by_id(ledger_id)
             return Refusal(
-                budget=Money(KeyRow.get_by_id(key.id).budget_pico or 0),
+                budget=Money(budget_pico or 0),
                 spent=Money(row.spent_pico),
                 reserved=Money(row.reserved_pico),
                 window_start=row.window_start,
@@ -91,7 +94,7 @@ def reserve(
         reservation_id = uuid.uuid4().hex
         ReservationRow.insert(
             id=reservation_id,
-            key=key.id,
+            key=key_id,
             ledger=ledger_id,
             amount_pico=amount.pico,
             created_at=now,
@@ -101,7 +104,8 @@ def reserve(
             model=model,
             endpoint=endpoint,
         ).execute()
-    return Reservation(reservation_id, key.id, amount, key.window(now).start)
+    remaining = None if budget_pico is None else Money(budget_pico - row.spent_pico - row.reserved_pico)
+    return Reservation(reservation_id, key_id, amount, window.start, remaining)
 
 
 def finish(reservation_id: str, cost: Money, usage: dict) -> bool:
@@ -109,6 +113,8 @@ def finish(reservation_id: str, cost: Money, usage: dict) -> bool:
 
     The usage row is written in the same transaction, so an admitted request has a usage
     row if and only if its reservation is closed. Returns False if it was already closed.
+    The row's cost is ``cost`` unless ``usage`` names its own ``cost_pico`` (a mock records
+    what it would have cost while charging nothing).
     """
     with database.atomic() as tx:
         row = (
@@ -126,13 +132,13 @@ def finish(reservation_id: str, cost: Money, usage: dict) -> bool:
             reserved_pico=LedgerRow.reserved_pico - row.amount_pico,
             spent_pico=LedgerRow.spent_pico + cost.pico,
         ).where(LedgerRow.id == row.ledger_id).execute()
-        UsageRow.insert(**usage, cost_pico=cost.pico, reservation_id=reservation_id).execute()
+        UsageRow.insert({"cost_pico": cost.pico, **usage, "reservation_id": reservation_id}).execute()
     return True
 
 
 def record(usage: dict, cost: Money = Money(0)) -> None:
     """Record usage that held no reservation (refused requests, observed credentials)."""
-    UsageRow.insert(**usage, cost_pico=cost.pico).execute()
+    UsageRow.insert({"cost_pico": cost.pico, **usage}).execute()
 
 
 def recover(now: datetime, *, owner: str | None = None) -> int:
