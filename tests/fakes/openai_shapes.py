@@ -1,0 +1,297 @@
+"""What the fake OpenAI answers: OpenAI-shaped JSON bodies and SSE events, as pure functions.
+
+Each route takes the parsed request body and the request's ``Controls`` and returns a JSON
+object or a ``list[Event]`` (a stream). It raises ``ValueError`` for a body OpenAI would refuse
+with 400. Usage is realistic by default: prompts are counted the way the gateway counts them
+(``pouch.tokens``, tiktoken), completions are the reply text's tokens.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import random
+import re
+import struct
+import time
+import uuid
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from pouch.tokens.count import count_prompt, count_text
+
+MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-5", "o3-mini", "text-embedding-3-small")
+EMBEDDING_DIMENSIONS = 1536
+
+
+@dataclass(frozen=True)
+class Controls:
+    """How one request is answered: the ``x-fake-*`` headers, else ``FakeOpenAI.behaviour``."""
+
+    usage: dict | None = None  # overrides: prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens
+    status: int | None = None  # answer with this status and an OpenAI-shaped error
+    reply: str | None = None  # the reply text instead of "echo: <last user message>"
+    chunks: int | None = None  # content chunks a streamed reply is split into; default one per word
+    delay: float = 0.0  # seconds before the response headers
+    chunk_delay: float = 0.0  # seconds between streamed events
+    abort_after: int | None = None  # cut the connection once this many content chunks went out
+    no_usage: bool = False  # a provider that forgets usage: no usage chunk, no usage object
+
+
+class Event(NamedTuple):
+    data: bytes  # one whole SSE event, blank line included
+    is_content: bool  # counts towards Controls.abort_after
+
+
+class Usage(NamedTuple):
+    prompt: int  # includes cached, as OpenAI reports it
+    completion: int  # includes reasoning, as OpenAI reports it
+    cached: int = 0
+    reasoning: int = 0
+
+
+class Reply(NamedTuple):
+    text: str
+    truncated: bool  # the request's max tokens cut it short ("length" / "incomplete")
+    usage: Usage
+
+
+def error_body(status: int, message: str) -> dict:
+    kind, code = {
+        401: ("invalid_request_error", "invalid_api_key"),
+        404: ("invalid_request_error", None),
+        429: ("requests", "rate_limit_exceeded"),
+    }.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def _object(body) -> dict:
+    if not isinstance(body, dict):
+        raise ValueError("We could not parse the JSON body of your request. (fake: expected an object)")
+    if not isinstance(body.get("model"), str):
+        raise ValueError("you must provide a model parameter")
+    return body
+
+
+def _text_of(content) -> str:
+    """A message's text: a string, or the text parts of a list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def _last_user_text(messages) -> str:
+    if isinstance(messages, str):  # responses' `input` may be a bare string
+        return messages
+    users = [m for m in messages or () if isinstance(m, dict) and m.get("role") == "user"]
+    return _text_of(users[-1].get("content")) if users else ""
+
+
+def _reply(controls: Controls, model: str, prompt_tokens: int, said: str, max_tokens) -> Reply:
+    text = controls.reply if controls.reply is not None else f"echo: {said}"
+    truncated = False
+    if isinstance(max_tokens, int):
+        words = text.split()
+        # Truncate by words, then drop words until the tokens fit too: a real model never bills
+        # more output than the cap, and budget tests rely on that.
+        while words and (len(words) > max_tokens or count_text(model, " ".join(words)) > max_tokens):
+            words.pop()
+            truncated = True
+        text = " ".join(words) if truncated else text
+    usage = Usage(prompt_tokens, count_text(model, text))
+    overrides = dict(controls.usage or {})
+    for alias, name in (("input_tokens", "prompt_tokens"), ("output_tokens", "completion_tokens")):
+        if alias in overrides:
+            overrides[name] = overrides.pop(alias)
+    unknown = set(overrides) - {"prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens"}
+    if unknown:
+        raise ValueError(f"fake: unknown usage fields {sorted(unknown)}")
+    reasoning = overrides.get("reasoning_tokens", 0)
+    usage = Usage(
+        overrides.get("prompt_tokens", usage.prompt),
+        # OpenAI's completion count includes reasoning; keep that true when only reasoning is set.
+        overrides.get("completion_tokens", usage.completion + reasoning),
+        overrides.get("cached_tokens", 0),
+        reasoning,
+    )
+    return Reply(text, truncated, usage)
+
+
+def _pieces(text: str, chunks: int | None) -> list[str]:
+    """``text`` split at word starts into ``chunks`` pieces (one per word by default)."""
+    words = re.findall(r"\s*\S+", text)
+    chunks = min(chunks or len(words), len(words))
+    return ["".join(words[i * len(words) // chunks : (i + 1) * len(words) // chunks]) for i in range(chunks)]
+
+
+def _sse(data, event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
+
+
+def _chat_usage(usage: Usage) -> dict:
+    return {
+        "prompt_tokens": usage.prompt,
+        "completion_tokens": usage.completion,
+        "total_tokens": usage.prompt + usage.completion,
+        "prompt_tokens_details": {"cached_tokens": usage.cached, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": usage.reasoning,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def _openai_stream(controls: Controls, reply: Reply, body: dict, base: dict, choice, first=None) -> list[Event]:
+    """A chat or completions stream: ``first`` (chat's role chunk), content, finish, usage, [DONE]."""
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    # With include_usage, OpenAI puts "usage": null on every chunk before the usage chunk.
+    extra = {"usage": None} if include_usage else {}
+
+    def event(one_choice, is_content=False):
+        return Event(_sse({**base, "choices": [one_choice], **extra}), is_content)
+
+    events = [event(first)] if first else []
+    events += [event(choice(piece, None), True) for piece in _pieces(reply.text, controls.chunks)]
+    events.append(event(choice("", "length" if reply.truncated else "stop")))
+    if include_usage and not controls.no_usage:
+        events.append(Event(_sse({**base, "choices": [], "usage": _chat_usage(reply.usage)}), False))
+    return [*events, Event(_sse("[DONE]"), False)]
+
+
+def chat_completions(body, controls: Controls):
+    body = _object(body)
+    model = body["model"]
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    said = _last_user_text(body.get("messages"))
+    reply = _reply(controls, model, count_prompt(model, body, "chat"), said, max_tokens)
+    base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model,
+            "system_fingerprint": "fp_fake", "service_tier": "default"}
+    if not body.get("stream"):
+        message = {"role": "assistant", "content": reply.text, "refusal": None, "annotations": []}
+        finish = "length" if reply.truncated else "stop"
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+        usage = {} if controls.no_usage else {"usage": _chat_usage(reply.usage)}
+        return {**base, "object": "chat.completion", "choices": [choice], **usage}
+
+    def choice(text, finish_reason, delta=None):
+        delta = delta or ({"content": text} if text else {})
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+    first = choice("", None, {"role": "assistant", "content": "", "refusal": None})
+    return _openai_stream(controls, reply, body, {**base, "object": "chat.completion.chunk"}, choice, first)
+
+
+def completions(body, controls: Controls):
+    body = _object(body)
+    model = body["model"]
+    prompt = body.get("prompt", "")
+    said = prompt if isinstance(prompt, str) else next((p for p in reversed(prompt) if isinstance(p, str)), "")
+    # Legacy completions default max_tokens to 16, so a long echo is cut there, as OpenAI's is.
+    reply = _reply(controls, model, count_prompt(model, body, "completions"), said, body.get("max_tokens", 16))
+    base = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+            "model": model, "system_fingerprint": "fp_fake"}
+
+    def choice(text, finish_reason):
+        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+
+    if not body.get("stream"):
+        usage = {} if controls.no_usage else {"usage": _chat_usage(reply.usage)}
+        return {**base, "choices": [choice(reply.text, "length" if reply.truncated else "stop")], **usage}
+    return _openai_stream(controls, reply, body, base, choice)
+
+
+def responses(body, controls: Controls):
+    body = _object(body)
+    model = body["model"]
+    said = _last_user_text(body.get("input"))
+    reply = _reply(controls, model, count_prompt(model, body, "responses"), said, body.get("max_output_tokens"))
+    usage = reply.usage
+    part = {"type": "output_text", "text": reply.text, "annotations": [], "logprobs": []}
+    item = {"id": f"msg_{uuid.uuid4().hex}", "type": "message", "status": "completed", "role": "assistant",
+            "content": [part]}
+    response = {
+        "id": f"resp_{uuid.uuid4().hex}", "object": "response", "created_at": int(time.time()),
+        "status": "incomplete" if reply.truncated else "completed", "error": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if reply.truncated else None,
+        "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
+        "model": model, "output": [item], "parallel_tool_calls": True, "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None}, "store": True, "temperature": 1.0,
+        "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [], "top_p": 1.0,
+        "truncation": "disabled", "user": None, "metadata": {},
+        "usage": None if controls.no_usage else {
+            "input_tokens": usage.prompt,
+            "input_tokens_details": {"cached_tokens": usage.cached},
+            "output_tokens": usage.completion,
+            "output_tokens_details": {"reasoning_tokens": usage.reasoning},
+            "total_tokens": usage.prompt + usage.completion,
+        },
+    }
+    if not body.get("stream"):
+        if controls.no_usage:
+            del response["usage"]
+        return response
+
+    pending = {**response, "status": "in_progress", "incomplete_details": None, "output": [], "usage": None}
+    at = {"item_id": item["id"], "output_index": 0, "content_index": 0}
+    events = [
+        ("response.created", {"response": pending}, False),
+        ("response.in_progress", {"response": pending}, False),
+        ("response.output_item.added",
+         {"output_index": 0, "item": {**item, "status": "in_progress", "content": []}}, False),
+        ("response.content_part.added", {**at, "part": {**part, "text": ""}}, False),
+        *(("response.output_text.delta", {**at, "delta": piece, "logprobs": []}, True)
+          for piece in _pieces(reply.text, controls.chunks)),
+        ("response.output_text.done", {**at, "text": reply.text, "logprobs": []}, False),
+        ("response.content_part.done", {**at, "part": part}, False),
+        ("response.output_item.done", {"output_index": 0, "item": item}, False),
+        # A reply cut by max_output_tokens ends with response.incomplete, as OpenAI's does.
+        ("response.incomplete" if reply.truncated else "response.completed", {"response": response}, False),
+    ]
+    return [Event(_sse({"type": kind, "sequence_number": n, **data}, kind), content)
+            for n, (kind, data, content) in enumerate(events)]
+
+
+def _vector(value, dimensions: int) -> list[float]:
+    """A deterministic unit-free vector: the same input always embeds the same way."""
+    seed = hashlib.sha256(json.dumps(value).encode()).digest()
+    rng = random.Random(seed)
+    return [round(rng.uniform(-1, 1), 6) for _ in range(dimensions)]
+
+
+def embeddings(body, controls: Controls):
+    body = _object(body)
+    prompt = count_prompt(body["model"], body, "embeddings")  # first: it refuses malformed input
+    value = body.get("input")
+    # One text, one list of token ids, or a list of either.
+    inputs = [value] if isinstance(value, str) or (value and isinstance(value[0], int)) else list(value or [])
+    dimensions = body.get("dimensions", EMBEDDING_DIMENSIONS)
+    data = []
+    for index, one in enumerate(inputs):
+        vector = _vector(one, dimensions)
+        if body.get("encoding_format") == "base64":  # little-endian float32, as OpenAI sends
+            vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": vector})
+    if controls.usage:
+        prompt = controls.usage.get("prompt_tokens", controls.usage.get("input_tokens", prompt))
+    usage = {} if controls.no_usage else {"usage": {"prompt_tokens": prompt, "total_tokens": prompt}}
+    return {"object": "list", "data": data, "model": body["model"], **usage}
+
+
+def models(body, controls: Controls):
+    data = [{"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "openai"} for m in MODELS]
+    return {"object": "list", "data": data}
+
+
+ROUTES = {
+    ("POST", "/v1/chat/completions"): chat_completions,
+    ("POST", "/v1/responses"): responses,
+    ("POST", "/v1/completions"): completions,
+    ("POST", "/v1/embeddings"): embeddings,
+    ("GET", "/v1/models"): models,
+}
