@@ -1,0 +1,1 @@
+"""LLM providers: one small class each, looked up by host."""

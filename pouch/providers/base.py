@@ -1,0 +1,113 @@
+"""What the chain needs to know about a provider, and nothing vendor-specific.
+
+A provider says which hosts and paths it owns, reads a request (model, stream flag, output
+cap, prompt), reads usage from a JSON body or from SSE events as they pass, writes errors in
+its own shape (so SDKs raise their own exception classes), swaps in the upstream credential,
+and fabricates mock responses. The links in ``addons/`` use only this interface.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+from pouch.domain.errors import PouchError
+from pouch.domain.usage import Usage
+
+METERED, FREE, UNMETERED = "metered", "free", "unmetered"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One kind of request a provider serves.
+
+    ``metering``: METERED (priced and budgeted), FREE (no cost: passes with the real
+    credential, no usage row), UNMETERED (costs money pouch cannot price: refused unless
+    the operator opts in). ``api`` names the request shape for token counting
+    (``pouch.tokens.count.count_prompt``): chat, responses, completions, embeddings,
+    anthropic_messages, gemini. ``name`` is what usage rows record (``chat.completions``).
+    """
+
+    name: str
+    metering: str
+    api: str = ""
+
+
+@dataclasses.dataclass(slots=True)
+class Call:
+    """A metered request as pouch understands it (read from the request, before forwarding)."""
+
+    model: str
+    stream: bool
+    max_output: int | None  # the client's own output cap, None if it set none
+    choices: int = 1  # outputs generated per request (OpenAI n / best_of): worst case multiplies
+
+
+@dataclasses.dataclass(slots=True)
+class Reply:
+    """A response pouch writes itself (errors, mocks)."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+class StreamTracker(Protocol):
+    """Follows one streamed response; lives for one flow.
+
+    ``feed`` gets raw body bytes as they arrive and returns the bytes to send on to the
+    client (usually the same bytes; a tracker that must drop an event, such as the usage
+    chunk pouch asked for but the client did not, holds back an incomplete event until it
+    is whole). ``feed(b"")`` marks the end and flushes. ``feed`` never raises.
+
+    While it holds an event back, ``feed`` returns ``b""`` mid-stream. Do not hand that to
+    mitmproxy as a chunk: on an HTTP/1 chunked response an empty chunk is the end-of-body
+    marker, so the client's stream would end early. Return ``[]`` (no chunks) instead.
+    """
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def usage(self) -> Usage | None:
+        """The provider's final usage, if the stream carried it."""
+
+    def output_text(self) -> str:
+        """All output text seen so far (content, tool-call arguments), for partial billing."""
+
+    def model(self) -> str | None:
+        """The model the provider reported, if any."""
+
+
+class Provider(Protocol):
+    name: str  # "openai"
+    hosts: tuple[str, ...]  # hosts owned, e.g. ("api.openai.com",)
+    credential_env: tuple[str, ...]  # environment variables holding the real key, first wins
+
+    def endpoint(self, method: str, path: str) -> Endpoint | None:
+        """Classify a request; None for a path this provider does not know (refused)."""
+
+    def credential(self, headers, query) -> list[str]:
+        """Every credential the client sent, where this provider's SDKs send it."""
+
+    def read_call(self, endpoint: Endpoint, path: str, body: dict) -> Call:
+        """Model, stream flag and output cap of a metered request; BadRequest if unreadable."""
+
+    def cap_output(self, endpoint: Endpoint, body: dict, max_tokens: int) -> None:
+        """Set the request's output cap (pouch caps a request that would not fit otherwise)."""
+
+    def prepare_stream(self, endpoint: Endpoint, body: dict) -> bool:
+        """Make a streamed request report usage; True if pouch had to ask for it (then the
+        tracker removes what the client did not ask for)."""
+
+    def usage_from_body(self, endpoint: Endpoint, body: dict) -> tuple[Usage | None, str | None]:
+        """(usage, model) from a complete JSON response."""
+
+    def stream_tracker(self, endpoint: Endpoint, injected_usage: bool) -> StreamTracker: ...
+
+    def error(self, error: PouchError) -> Reply:
+        """The error in this provider's own shape (status, JSON body, headers)."""
+
+    def authorize(self, headers, query, secret: str) -> None:
+        """Remove every client credential and set the real one."""
+
+    def mock(self, endpoint: Endpoint, call: Call, body: dict, usage: Usage, text: str) -> Reply:
+        """A fabricated response (JSON, or the full SSE sequence when ``call.stream``)."""

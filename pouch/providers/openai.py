@@ -1,0 +1,210 @@
+"""OpenAI (api.openai.com) as a pouch provider.
+
+OpenAI-compatible hosts (Groq, Together, a local vLLM, ...) reuse this class with their own
+name, hosts, credential variables and base path, as constructor arguments or class
+attributes of a subclass.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from pouch.domain.errors import BadRequest, PouchError
+from pouch.domain.usage import Usage
+from pouch.providers import openai_mock
+from pouch.providers.base import FREE, METERED, UNMETERED, Call, Endpoint, Reply, StreamTracker
+from pouch.providers.openai_usage import ChatStreamTracker, ResponsesStreamTracker, usage_from_dict
+
+# Paths below the base path ("/v1"); "{id}" stands for one path segment.
+_ROUTES = (
+    ("POST", "/chat/completions", Endpoint("chat.completions", METERED, "chat")),
+    ("POST", "/responses", Endpoint("responses", METERED, "responses")),
+    ("POST", "/completions", Endpoint("completions", METERED, "completions")),
+    ("POST", "/embeddings", Endpoint("embeddings", METERED, "embeddings")),
+    ("POST", "/moderations", Endpoint("moderations", FREE)),
+    ("GET", "/models", Endpoint("models.list", FREE)),
+    ("GET", "/models/{id}", Endpoint("models.retrieve", FREE)),
+    ("POST", "/responses/input_tokens", Endpoint("responses.input_tokens", FREE)),
+    ("GET", "/responses/{id}", Endpoint("responses.retrieve", FREE)),
+    ("DELETE", "/responses/{id}", Endpoint("responses.delete", FREE)),
+    ("GET", "/responses/{id}/input_items", Endpoint("responses.input_items", FREE)),
+    # Cancelling a background response stops generation; what was generated is billed on the
+    # original request, not on the cancel.
+    ("POST", "/responses/{id}/cancel", Endpoint("responses.cancel", FREE)),
+    ("GET", "/chat/completions", Endpoint("chat.completions.list", FREE)),
+    ("GET", "/chat/completions/{id}", Endpoint("chat.completions.retrieve", FREE)),
+    ("DELETE", "/chat/completions/{id}", Endpoint("chat.completions.delete", FREE)),
+    ("GET", "/chat/completions/{id}/messages", Endpoint("chat.completions.messages", FREE)),
+)
+_EXACT_ROUTES = {(method, path): endpoint for method, path, endpoint in _ROUTES if "{id}" not in path}
+_ID_ROUTES = tuple(
+    (method, re.compile(re.escape(path).replace(r"\{id\}", "[^/]+") + "$"), endpoint)
+    for method, path, endpoint in _ROUTES
+    if "{id}" in path
+)
+# Paid APIs pouch cannot price, by first path segment, whatever the method.
+_UNMETERED = {
+    family: Endpoint(family, UNMETERED)
+    for family in (
+        "images", "audio", "batches", "fine_tuning", "realtime", "files", "uploads",
+        "vector_stores", "assistants", "threads", "videos", "containers", "evals",
+    )
+}  # fmt: skip
+
+_CAP_FIELDS = {"chat": "max_completion_tokens", "responses": "max_output_tokens", "completions": "max_tokens"}
+_COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # what OpenAI generates when a completions request sets none
+_MAX_CAP = 10_000_000
+_MAX_CHOICES = 128
+_CREDENTIAL_HEADERS = ("authorization", "api-key", "x-api-key")
+
+
+class OpenAI:
+    name = "openai"
+    hosts: tuple[str, ...] = ("api.openai.com",)
+    credential_env: tuple[str, ...] = ("OPENAI_API_KEY",)
+    base_path = "/v1"
+
+    def __init__(
+        self,
+        name: str | None = None,
+        hosts: tuple[str, ...] | None = None,
+        credential_env: tuple[str, ...] | None = None,
+        base_path: str | None = None,
+    ):
+        if name is not None:
+            self.name = name
+        if hosts is not None:
+            self.hosts = tuple(hosts)
+        if credential_env is not None:
+            self.credential_env = tuple(credential_env)
+        if base_path is not None:
+            self.base_path = base_path.rstrip("/")
+
+    def endpoint(self, method: str, path: str) -> Endpoint | None:
+        path = path.split("?", 1)[0]
+        if not path.startswith(self.base_path + "/"):
+            return None
+        path = path[len(self.base_path) :]
+        method = method.upper()
+        if found := _EXACT_ROUTES.get((method, path)):
+            return found
+        for route_method, pattern, endpoint in _ID_ROUTES:
+            if route_method == method and pattern.match(path):
+                return endpoint
+        return _UNMETERED.get(path[1:].split("/", 1)[0])
+
+    def credential(self, headers, query) -> list[str]:
+        """Bearer tokens, Azure-style ``api-key`` and ``x-api-key``, each distinct value once."""
+        found = []
+        for value in headers.get_all("authorization"):
+            scheme, _, token = value.strip().partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                found.append(token.strip())
+        for header in _CREDENTIAL_HEADERS[1:]:
+            found.extend(value.strip() for value in headers.get_all(header) if value.strip())
+        return list(dict.fromkeys(found))
+
+    def read_call(self, endpoint: Endpoint, path: str, body: dict) -> Call:
+        if not isinstance(body, dict):
+            raise BadRequest("the request body must be a JSON object")
+        model = body.get("model")
+        if not isinstance(model, str) or not model.strip():
+            raise BadRequest("'model' must be a non-empty string naming the model")
+        api = endpoint.api
+        if api == "embeddings":
+            return Call(model=model, stream=False, max_output=0)
+        stream = body.get("stream")
+        if stream is not None and not isinstance(stream, bool):
+            raise BadRequest("'stream' must be true or false")
+        if api == "chat":
+            caps = [c for c in (_cap(body, "max_completion_tokens"), _cap(body, "max_tokens")) if c is not None]
+            return Call(model, bool(stream), min(caps) if caps else None, _choices(body, "n"))
+        if api == "responses":
+            return Call(model, bool(stream), _cap(body, "max_output_tokens"))
+        if api == "completions":
+            cap = _cap(body, "max_tokens")
+            # Every best_of candidate is generated and billed, not only the n returned.
+            choices = max(_choices(body, "n"), _choices(body, "best_of"))
+            return Call(model, bool(stream), _COMPLETIONS_DEFAULT_MAX_TOKENS if cap is None else cap, choices)
+        raise ValueError(f"{endpoint.name} is not a metered {self.name} endpoint")
+
+    def cap_output(self, endpoint: Endpoint, body: dict, max_tokens: int) -> None:
+        if field := _CAP_FIELDS.get(endpoint.api):
+            body[field] = max_tokens
+
+    def prepare_stream(self, endpoint: Endpoint, body: dict) -> bool:
+        """Chat and completions streams carry usage only when asked; a Responses stream always
+        ends with it."""
+        if endpoint.api not in ("chat", "completions") or body.get("stream") is not True:
+            return False
+        options = body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage") is True:
+            return False
+        # Anything but an object here would be refused upstream; an object with usage is better.
+        options = options if isinstance(options, dict) else {}
+        body["stream_options"] = {**options, "include_usage": True}
+        return True
+
+    def usage_from_body(self, endpoint: Endpoint, body: dict) -> tuple[Usage | None, str | None]:
+        if not isinstance(body, dict):
+            return None, None
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            model = None
+        return usage_from_dict(endpoint.api, body.get("usage")), model
+
+    def stream_tracker(self, endpoint: Endpoint, injected_usage: bool) -> StreamTracker:
+        if endpoint.api == "responses":
+            return ResponsesStreamTracker()
+        if endpoint.api in ("chat", "completions"):
+            return ChatStreamTracker(endpoint.api, injected_usage)
+        raise ValueError(f"{endpoint.name} does not stream")
+
+    def error(self, error: PouchError) -> Reply:
+        """OpenAI's error shape; ``type`` is what OpenAI itself sends for the same status."""
+        headers = {"content-type": "application/json"}
+        if error.code == "insufficient_quota":
+            kind = "insufficient_quota"
+            headers["x-should-retry"] = "false"  # the official SDKs would otherwise retry a 429
+        elif error.status == 429:
+            kind = "requests"
+        elif error.status >= 500:
+            kind = "server_error"
+        else:
+            kind = "invalid_request_error"
+        body = {"error": {"message": error.message, "type": kind, "param": None, "code": error.code}}
+        return Reply(error.status, json.dumps(body).encode(), {**headers, **error.headers})
+
+    def authorize(self, headers, query, secret: str) -> None:
+        for header in _CREDENTIAL_HEADERS:
+            headers.pop(header, None)
+        headers["authorization"] = f"Bearer {secret}"
+
+    def mock(self, endpoint: Endpoint, call: Call, body: dict, usage: Usage, text: str) -> Reply:
+        return openai_mock.mock(endpoint.api, call, body, usage, text)
+
+
+def _cap(body: dict, field: str) -> int | None:
+    """An output cap: absent or null is None; anything but a positive int is refused."""
+    value = body.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_CAP:
+        raise BadRequest(f"'{field}' must be a positive integer (at most {_MAX_CAP:,}), got {_shown(value)}")
+    return value
+
+
+def _choices(body: dict, field: str) -> int:
+    value = body.get(field)
+    if value is None:
+        return 1
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_CHOICES:
+        raise BadRequest(f"'{field}' must be an integer from 1 to {_MAX_CHOICES}, got {_shown(value)}")
+    return value
+
+
+def _shown(value: object) -> str:
+    """A client's value, short enough to quote back in an error message."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
