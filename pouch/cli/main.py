@@ -60,8 +60,10 @@ def table(rows: list[dict], columns: list[str]) -> str:
 
 
 def _register():
-    from pouch.cli import keys, prices, usage
+    from pouch.cli import keys, prices, run, usage
 
+    cli.add_command(run.run)
+    cli.add_command(run.web)
     cli.add_command(keys.keys)
     cli.add_command(usage.usage)
     cli.add_command(prices.prices)

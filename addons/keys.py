@@ -1,0 +1,142 @@
+"""Chain link 1: who is calling. Finds the pouch key where the provider's SDKs send it,
+resolves it by hash (cached), and refuses missing, unknown, revoked or expired keys, unknown
+or unpriceable endpoints, unreadable bodies and models the key may not use."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+from mitmproxy import ctx, exceptions, http
+
+from pouch.domain import errors
+from pouch.domain.keys import Key, hash_secret, looks_like_pouch_key
+from pouch.domain.periods import utcnow
+from pouch.providers.base import METERED, UNMETERED
+from pouch.providers.registry import for_host
+from pouch.services import chain
+from pouch.services.key_cache import KeyCache
+from pouch.services.store_thread import store_thread
+from pouch.store import database
+from pouch.store import keys as key_store
+
+log = logging.getLogger(__name__)
+
+
+def parse_body(flow: http.HTTPFlow) -> dict:
+    try:
+        body = json.loads(flow.request.get_content(strict=True) or b"")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise errors.BadRequest(f"request body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise errors.BadRequest("request body must be a JSON object")
+    return body
+
+
+def key_facts(key: Key) -> dict:
+    return {
+        "id": key.id, "name": key.name, "prefix": key.prefix, "mock": key.mock,
+        "rpm": key.rpm, "tpm": key.tpm, "max_concurrent": key.max_concurrent,
+        "period": str(key.period), "anchor": key.anchor.isoformat(),
+    }
+
+
+class Keys:
+    def __init__(self):
+        self.cache = KeyCache()
+
+    def load(self, loader):
+        loader.add_option("pouch_db", str, "", "Store URL: sqlite:///path.db or postgresql://user:pass@host/db. "
+                          "Default: $POUCH_DB, else a SQLite file under $POUCH_HOME (./data).")
+        loader.add_option("pouch_unknown_keys", str, "reject",
+                          "What to do with a credential that is not a pouch key: 'reject' (401) or 'observe' "
+                          "(let it through untouched and record its usage under a fingerprint).")
+        loader.add_option("pouch_unmetered", str, "refuse",
+                          "Paid endpoints pouch cannot price (images, audio, files, batches, fine-tuning, "
+                          "realtime...): 'refuse' (403) or 'allow' (forwarded unbudgeted).")
+        loader.add_option("pouch_key_cache", float, 5.0,
+                          "Seconds a key lookup is cached (revocations take effect within this time).")
+
+    def configure(self, updated):
+        if "pouch_db" in updated:
+            try:
+                database.open_store(ctx.options.pouch_db or None)
+            except Exception as e:
+                raise exceptions.OptionsError(f"pouch_db: cannot open the store: {e}") from e
+            self.cache.clear()
+        if "pouch_unknown_keys" in updated and ctx.options.pouch_unknown_keys not in ("reject", "observe"):
+            raise exceptions.OptionsError("pouch_unknown_keys must be 'reject' or 'observe'")
+        if "pouch_unmetered" in updated and ctx.options.pouch_unmetered not in ("refuse", "allow"):
+            raise exceptions.OptionsError("pouch_unmetered must be 'refuse' or 'allow'")
+        if "pouch_key_cache" in updated:
+            self.cache.ttl = ctx.options.pouch_key_cache
+
+    @chain.fail_closed
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error:
+            return
+        provider = for_host(flow.request.host)
+        if provider is None:
+            return  # not an LLM host: not pouch's business
+        flow.metadata[chain.PROVIDER] = provider.name
+        await self._admit(flow, provider)
+
+    async def _admit(self, flow, provider) -> None:
+        credentials = set(provider.credential(flow.request.headers, flow.request.query))
+        if not credentials:
+            raise errors.InvalidKey("no API key: send your pouch key where you would send the provider's key")
+        if len(credentials) > 1:
+            raise errors.InvalidKey("several different credentials in one request: send only your pouch key")
+        secret = credentials.pop()
+        key = await self._lookup(hash_secret(secret))
+        if key is None and not looks_like_pouch_key(secret) and ctx.options.pouch_unknown_keys == "observe":
+            flow.metadata[chain.OBSERVED] = hashlib.sha256(secret.encode()).hexdigest()[:12]
+        elif key is None:
+            raise errors.InvalidKey("unknown API key: use a pouch key (see `pouch keys list`)")
+        else:
+            key = await self._check(key)
+
+        endpoint = provider.endpoint(flow.request.method, flow.request.path)
+        if endpoint is None:
+            raise errors.UnknownEndpoint(f"pouch does not know {flow.request.method} {flow.request.path}")
+        flow.metadata[chain.ENDPOINT] = {"name": endpoint.name, "metering": endpoint.metering, "api": endpoint.api}
+        if key is not None:
+            flow.metadata[chain.KEY] = key_facts(key)
+        if endpoint.metering == UNMETERED and ctx.options.pouch_unmetered != "allow":
+            raise errors.EndpointNotMetered(
+                f"{endpoint.name} costs money that pouch cannot meter yet, so it is refused "
+                "(the operator can allow it with pouch_unmetered=allow)")
+        if endpoint.metering != METERED:
+            return
+        body = parse_body(flow)
+        call = provider.read_call(endpoint, flow.request.path, body)
+        if key is not None and not key.allows_model(call.model):
+            raise errors.ModelNotAllowed(
+                f"key '{key.name}' may not use model '{call.model}' (allowed: {', '.join(key.models)})")
+        flow.metadata[chain.BODY] = body
+        flow.metadata[chain.CALL] = {"model": call.model, "stream": call.stream,
+                                     "max_output": call.max_output, "choices": call.choices}
+
+    async def _lookup(self, secret_hash: str) -> Key | None:
+        found, key = self.cache.get(secret_hash)
+        if not found:
+            try:
+                key = await store_thread.run(KeyCache.load, secret_hash)
+            except Exception as e:
+                log.error("pouch: key lookup failed: %s", e)
+                raise errors.StoreUnavailable("the gateway cannot reach its key store; try again shortly") from e
+            self.cache.put(secret_hash, key)
+        return key
+
+    async def _check(self, key: Key) -> Key:
+        if key.revoked:
+            raise errors.InvalidKey(f"key '{key.name}' has been revoked")
+        now = utcnow()
+        if key.expired(now) and key.auto_renew:
+            key = await store_thread.run(key_store.renew_if_expired, key, now)
+            self.cache.put(key.secret_hash, key)
+        if key.expired(now):
+            raise errors.InvalidKey(f"key '{key.name}' expired at {key.expires_at:%Y-%m-%d %H:%M} UTC")
+        return key
+

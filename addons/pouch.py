@@ -1,0 +1,31 @@
+"""pouch: the whole chain, in order. Run it with
+
+    mitmdump -s addons/pouch.py      (headless)
+    mitmweb  -s addons/pouch.py      (with the traffic inspector)
+
+or `pouch run` / `pouch web`, which add sensible defaults.
+"""
+
+import sys
+from pathlib import Path
+
+# mitmproxy puts this directory first on sys.path while it loads the script, where this
+# file would shadow the `pouch` package; the checkout root goes first so that `pouch` is
+# the library and `addons` this package, installed or not.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from addons.budget import Budget  # noqa: E402
+from addons.keys import Keys  # noqa: E402
+from addons.mock import Mock  # noqa: E402
+from addons.ratelimit import RateLimit  # noqa: E402
+from addons.upstream import Upstream  # noqa: E402
+from addons.usage import UsageMeter  # noqa: E402
+
+addons = [
+    Keys(),
+    RateLimit(),
+    Budget(),
+    Mock(),
+    UsageMeter(),
+    Upstream(),
+]

@@ -1,0 +1,77 @@
+"""Chain link 2: requests/min, tokens/min and requests in flight, per key.
+
+Limits live in this process's memory (the event loop is their only writer, so they are
+exact under any concurrency). With several gateways sharing one store each enforces the
+limits on its own share of the traffic.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import weakref
+
+from mitmproxy import http
+
+from pouch.domain.errors import RateLimited
+from pouch.domain.ratelimit import KeyLimits
+from pouch.services import chain, prompt
+
+class RateLimit:
+    def __init__(self):
+        self.limits: dict[int, KeyLimits] = {}
+        # flow -> (limits, release): the finalizer also frees the slot of a flow that ends
+        # without a response or error hook, so a key can never be stuck at its limit.
+        self._slots: weakref.WeakKeyDictionary[http.HTTPFlow, tuple[KeyLimits, weakref.finalize]] = (
+            weakref.WeakKeyDictionary())
+
+    def _limits_for(self, key: dict) -> KeyLimits | None:
+        if not (key["rpm"] or key["tpm"] or key["max_concurrent"]):
+            return None
+        limits = self.limits.get(key["id"])
+        if limits is None or not limits.matches(key["rpm"], key["tpm"], key["max_concurrent"]):
+            # New key, or its limits were changed: start over with the new numbers (carrying
+            # the in-flight count, which is a fact, not a setting).
+            in_flight = limits.in_flight if limits else 0
+            limits = self.limits[key["id"]] = KeyLimits(key["rpm"], key["tpm"], key["max_concurrent"])
+            limits.in_flight = in_flight
+        return limits
+
+    @chain.fail_closed
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error:
+            return
+        key = flow.metadata.get(chain.KEY)
+        if not key or (limits := self._limits_for(key)) is None:
+            return
+        tokens = 0
+        if key["tpm"] and chain.metered(flow):
+            call = flow.metadata[chain.CALL]
+            tokens = await prompt.input_tokens(flow) + (call["max_output"] or 0) * call["choices"]
+        verdict = limits.admit(time.monotonic(), tokens)
+        if verdict.retry_after:
+            headers = dict(verdict.headers)
+            if not math.isinf(verdict.retry_after):
+                headers["retry-after"] = str(math.ceil(verdict.retry_after))
+                headers["retry-after-ms"] = str(math.ceil(verdict.retry_after * 1000))
+            else:
+                headers["x-should-retry"] = "false"
+            chain.refuse(flow, RateLimited(f"key '{key['name']}' is rate limited: {verdict.reason}", headers))
+            return
+        self._slots[flow] = (limits, weakref.finalize(flow, limits.release))
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        held = self._slots.get(flow)
+        if held is not None and flow.response is not None:
+            flow.response.headers.update(held[0].headers(time.monotonic()))
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._release(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._release(flow)
+
+    def _release(self, flow: http.HTTPFlow) -> None:
+        held = self._slots.pop(flow, None)
+        if held is not None:
+            held[1]()  # runs release once

@@ -1,0 +1,93 @@
+"""Chain link 6: send the request on. Swaps the pouch key for the real provider credential
+(from the gateway's environment), applies ``pouch_route``, and writes back a body the chain
+changed. The last line of defence: a flow to an LLM host that no earlier link accounted
+for is refused, never forwarded."""
+
+from __future__ import annotations
+
+import json
+import os
+import typing
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from mitmproxy import ctx, exceptions, http
+
+from pouch.domain.errors import GatewayError, StoreUnavailable
+from pouch.providers.registry import PROVIDERS, for_host
+from pouch.services import chain
+
+
+class Route(typing.NamedTuple):
+    host: str
+    scheme: str
+    target_host: str
+    port: int
+    path_prefix: str
+
+
+def parse_route(spec: str) -> Route:
+    """``api.openai.com=http://127.0.0.1:8000/v1-proxy`` -> Route."""
+    host, sep, url = spec.partition("=")
+    parts = urlsplit(url.strip())
+    if not sep or not host.strip() or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"bad route {spec!r}: use HOST=URL, e.g. api.openai.com=http://127.0.0.1:8000")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return Route(host.strip().lower(), parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
+
+
+class Upstream:
+    def __init__(self):
+        self.routes: dict[str, Route] = {}
+
+    def load(self, loader):
+        loader.add_option("pouch_route", Sequence[str], [],
+                          "Send a provider host to another base URL: HOST=URL (repeatable), e.g. "
+                          "api.openai.com=https://my-azure.example or api.openai.com=http://127.0.0.1:8000 "
+                          "(a local vLLM, a test fake).")
+
+    def configure(self, updated):
+        if "pouch_route" in updated:
+            try:
+                self.routes = {r.host: r for r in map(parse_route, ctx.options.pouch_route)}
+            except ValueError as e:
+                raise exceptions.OptionsError(str(e)) from e
+
+    def running(self):
+        # Decrypt only LLM hosts (everything else is tunnelled untouched) and connect upstream
+        # only when a request is actually forwarded - unless the operator chose otherwise.
+        if not ctx.options.allow_hosts and not ctx.options.ignore_hosts:
+            hosts = {h for p in PROVIDERS.values() for h in p.hosts}
+            ctx.options.update(allow_hosts=[rf"^{h.replace('.', '[.]')}(:\d+)?$" for h in sorted(hosts)])
+        if not ctx.options.has_changed("connection_strategy"):
+            ctx.options.update(connection_strategy="lazy")
+
+    @chain.fail_closed
+    async def request(self, flow: http.HTTPFlow) -> None:
+        body = flow.metadata.pop(chain.BODY, None)
+        if flow.metadata.pop(chain.BODY_CHANGED, False) and not flow.response:
+            flow.request.content = json.dumps(body, ensure_ascii=False).encode()
+        if flow.response or flow.error:
+            return
+        provider = for_host(flow.request.host)
+        if provider is None:
+            return
+        if chain.PROVIDER not in flow.metadata or not (chain.KEY in flow.metadata or chain.OBSERVED in flow.metadata):
+            raise GatewayError("pouch did not account for this request, so it was not forwarded")
+        if chain.metered(flow) and chain.KEY in flow.metadata and chain.RESERVATION not in flow.metadata:
+            raise StoreUnavailable("this request holds no budget reservation, so it was not forwarded")
+        if chain.KEY in flow.metadata:  # observed credentials pass untouched
+            secret = next((os.environ[v] for v in provider.credential_env if os.environ.get(v)), None)
+            if not secret:
+                raise GatewayError(f"the gateway has no {provider.name} credential: set "
+                                   f"{' or '.join(provider.credential_env)} in its environment")
+            provider.authorize(flow.request.headers, flow.request.query, secret)
+        for name in [n for n in flow.request.headers if n.lower().startswith("x-pouch-")]:
+            del flow.request.headers[name]
+        # Bodies must be readable to meter them: no compression from the provider.
+        flow.request.headers["accept-encoding"] = "identity"
+        route = self.routes.get(flow.request.host.lower())
+        if route:
+            flow.request.scheme, flow.request.port = route.scheme, route.port
+            flow.request.host = route.target_host
+            flow.request.path = route.path_prefix + flow.request.path

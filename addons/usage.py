@@ -1,0 +1,172 @@
+"""Chain link 5: measure what each request used, price it, and close its reservation.
+
+Streams are followed as they pass (never buffered). Every way a metered request can end
+closes its reservation exactly once, with one usage row:
+
+- provider usage (JSON body or stream)            -> charged at cost
+- a stream cut short (client hung up, upstream
+  aborted) before the provider's usage arrived    -> input + output seen so far
+- a 2xx response without usage                    -> the full reservation (never $0)
+- upstream 4xx/5xx, pouch refusal, never sent     -> released (nothing charged)
+- mock                                            -> recorded at what it would cost, not charged
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+import weakref
+from datetime import UTC, datetime
+
+from mitmproxy import http
+
+from pouch.domain.money import Money
+from pouch.domain.usage import Usage
+from pouch.pricing.table import cost
+from pouch.providers.base import StreamTracker
+from pouch.services import chain
+from pouch.services.prices import price_table
+from pouch.services.store_thread import store_thread
+from pouch.store import ledger
+from pouch.tokens.count import count_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(slots=True)
+class Followed:
+    tracker: StreamTracker
+    first_byte: float | None = None
+
+
+def sent_upstream(flow: http.HTTPFlow) -> bool:
+    conn = flow.server_conn
+    return conn.timestamp_tcp_setup is not None and (not conn.tls or conn.timestamp_tls_setup is not None)
+
+
+class UsageMeter:
+    def __init__(self):
+        self._streams: weakref.WeakKeyDictionary[http.HTTPFlow, Followed] = weakref.WeakKeyDictionary()
+
+    @chain.fail_closed
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not chain.metered(flow) or not flow.metadata[chain.CALL]["stream"]:
+            return
+        provider = chain.provider_of(flow)
+        endpoint = provider.endpoint(flow.request.method, flow.request.path)
+        if provider.prepare_stream(endpoint, flow.metadata[chain.BODY]):
+            flow.metadata[chain.INJECTED_USAGE] = flow.metadata[chain.BODY_CHANGED] = True
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if (not chain.metered(flow) or chain.REFUSED in flow.metadata or chain.MOCK in flow.metadata
+                or flow.response.status_code >= 400
+                or not flow.response.headers.get("content-type", "").startswith("text/event-stream")):
+            return
+        provider = chain.provider_of(flow)
+        endpoint = provider.endpoint(flow.request.method, flow.request.path)
+        followed = Followed(provider.stream_tracker(endpoint, flow.metadata.get(chain.INJECTED_USAGE, False)))
+        self._streams[flow] = followed
+
+        def feed(data: bytes) -> bytes:
+            try:
+                if followed.first_byte is None and data:
+                    followed.first_byte = time.time()
+                # never b"": on a chunked HTTP/1 response an empty chunk ends the body
+                return followed.tracker.feed(data) or []
+            except Exception:  # a stream callable must never raise: pass the bytes on
+                log.exception("pouch: stream tracking failed")
+                return data
+
+        flow.response.stream = feed
+
+    @chain.fail_closed
+    async def response(self, flow: http.HTTPFlow) -> None:
+        self._close(flow)
+
+    @chain.fail_closed
+    async def error(self, flow: http.HTTPFlow) -> None:
+        self._close(flow)
+
+    def _close(self, flow: http.HTTPFlow) -> None:
+        reservation = flow.metadata.get(chain.RESERVATION)
+        observed = chain.OBSERVED in flow.metadata
+        followed = self._streams.pop(flow, None)
+        if not chain.metered(flow) or not (reservation or observed) or chain.RESULT in flow.metadata:
+            return
+        try:
+            usage, charged, outcome = self._measure(flow, followed)
+        except Exception:
+            log.exception("pouch: measuring usage failed; charging the full reservation")
+            usage, charged, outcome = Usage(), True, "measure_failed"
+        call = flow.metadata[chain.CALL]
+        price = price_table().resolve(call["model"], flow.metadata[chain.PROVIDER])
+        if outcome in ("measure_failed", "no_usage"):  # we cannot tell: assume the worst
+            would_cost = Money.usd(reservation["amount_usd"]) if reservation else Money(0)
+        else:
+            would_cost = cost(price, usage) if price else Money(0)
+        charge = would_cost if charged else Money(0)
+        row = self._row(flow, followed, usage, outcome, would_cost)
+        if reservation:
+            store_thread.later(ledger.finish, reservation["id"], charge, row)
+        else:
+            store_thread.later(ledger.record, row)
+        flow.metadata[chain.RESULT] = {
+            **{f.name: getattr(usage, f.name) for f in dataclasses.fields(usage)},
+            "cost_usd": would_cost.json(), "charged_usd": charge.json(), "outcome": outcome,
+        }
+
+    def _measure(self, flow: http.HTTPFlow, followed: Followed | None) -> tuple[Usage, bool, str]:
+        """(usage, whether it is charged, outcome) for a flow that has ended."""
+        call = flow.metadata[chain.CALL]
+        if chain.REFUSED in flow.metadata:
+            return Usage(), False, "refused"
+        if chain.MOCK in flow.metadata:
+            return Usage(**flow.metadata[chain.MOCK]), False, "mock"
+        if flow.response is not None and flow.response.status_code >= 400:
+            return Usage(), False, "upstream_error"
+        if followed is not None:
+            usage = followed.tracker.usage()
+            if usage is not None:
+                return usage, True, "ok" if flow.error is None else "cut_after_usage"
+            seen = count_text(call["model"], followed.tracker.output_text())
+            return Usage(input_tokens=call.get("input_tokens", 0), output_tokens=seen), True, "cut_short"
+        if flow.response is not None:
+            provider = chain.provider_of(flow)
+            endpoint = provider.endpoint(flow.request.method, flow.request.path)
+            try:
+                body = json.loads(flow.response.get_content(strict=False) or b"null")
+            except ValueError:
+                body = None
+            usage = provider.usage_from_body(endpoint, body)[0] if isinstance(body, dict) else None
+            return (usage, True, "ok") if usage is not None else (Usage(), True, "no_usage")
+        if not sent_upstream(flow):
+            return Usage(), False, "not_sent"
+        return Usage(input_tokens=call.get("input_tokens", 0)), True, "cut_short"
+
+    @staticmethod
+    def _row(flow: http.HTTPFlow, followed: Followed | None, usage: Usage, outcome: str, would_cost: Money) -> dict:
+        key, call, response = flow.metadata.get(chain.KEY), flow.metadata[chain.CALL], flow.response
+        started = flow.request.timestamp_start
+        ended = response.timestamp_end if response is not None and response.timestamp_end else time.time()
+        first = followed.first_byte if followed else (response.timestamp_start if response is not None else None)
+        return {
+            "ts": datetime.fromtimestamp(started, UTC),
+            "key": key["id"] if key else None,
+            "key_name": key["name"] if key else f"observed:{flow.metadata[chain.OBSERVED]}",
+            "provider": flow.metadata[chain.PROVIDER],
+            "model": call["model"],
+            "endpoint": flow.metadata[chain.ENDPOINT]["name"],
+            "status": response.status_code if response is not None else None,
+            "streamed": bool(call["stream"]),
+            **{f.name: getattr(usage, f.name) for f in dataclasses.fields(usage)},
+            "cost_pico": would_cost.pico,
+            "latency_ms": round((ended - started) * 1000),
+            "ttft_ms": round((first - started) * 1000) if first else None,
+            "mock": chain.MOCK in flow.metadata,
+            "observed": key is None,
+            "request_id": (response.headers.get("x-request-id") or response.headers.get("request-id"))
+            if response is not None else None,
+            "outcome": outcome,
+        }

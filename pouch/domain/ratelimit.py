@@ -1,0 +1,116 @@
+"""Rate-limit math: sliding one-minute windows for requests and tokens, and a counter for
+requests in flight. Pure and single-threaded: the gateway's event loop owns the state."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+
+WINDOW_SECONDS = 60.0
+
+
+class SlidingWindow:
+    """At most ``limit`` units in any ``window`` seconds (an exact sliding log, not buckets,
+    so a burst at a minute's edge cannot double the rate)."""
+
+    def __init__(self, limit: int, window: float = WINDOW_SECONDS):
+        self.limit = limit
+        self.window = window
+        self._log: collections.deque[tuple[float, int]] = collections.deque()
+        self._used = 0
+
+    def _expire(self, now: float) -> None:
+        while self._log and self._log[0][0] <= now - self.window:
+            self._used -= self._log.popleft()[1]
+
+    def try_take(self, now: float, amount: int = 1) -> float:
+        """Take ``amount`` if it fits; returns 0.0, else seconds until it would (inf: never)."""
+        self._expire(now)
+        if self._used + amount <= self.limit:
+            if amount:
+                self._log.append((now, amount))
+                self._used += amount
+            return 0.0
+        if amount > self.limit:
+            return math.inf
+        # Free the oldest entries until it fits; it fits when the last of them expires.
+        freed, needed = 0, self._used + amount - self.limit
+        for stamp, units in self._log:
+            freed += units
+            if freed >= needed:
+                return max(stamp + self.window - now, 0.001)
+        return self.window  # unreachable: the log holds every used unit
+
+    def give_back(self, amount: int) -> None:
+        """Return units taken for a request that turned out not to be sent (newest first)."""
+        while amount and self._log:
+            stamp, units = self._log.pop()
+            back = min(units, amount)
+            self._used -= back
+            amount -= back
+            if units > back:
+                self._log.append((stamp, units - back))
+
+    def remaining(self, now: float) -> int:
+        self._expire(now)
+        return max(self.limit - self._used, 0)
+
+    def reset_in(self, now: float) -> float:
+        """Seconds until the window has fully refilled."""
+        self._expire(now)
+        return max(self._log[-1][0] + self.window - now, 0.0) if self._log else 0.0
+
+
+@dataclasses.dataclass(slots=True)
+class Verdict:
+    retry_after: float  # 0.0: admitted
+    reason: str = ""
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+class KeyLimits:
+    """One key's limits; any may be None (no limit)."""
+
+    def __init__(self, rpm: int | None, tpm: int | None, max_concurrent: int | None):
+        self.requests = SlidingWindow(rpm) if rpm else None
+        self.tokens = SlidingWindow(tpm) if tpm else None
+        self.max_concurrent = max_concurrent
+        self.in_flight = 0
+
+    def matches(self, rpm, tpm, max_concurrent) -> bool:
+        return (
+            (self.requests.limit if self.requests else None) == rpm
+            and (self.tokens.limit if self.tokens else None) == tpm
+            and self.max_concurrent == max_concurrent
+        )
+
+    def admit(self, now: float, tokens: int) -> Verdict:
+        """Take one request slot, ``tokens`` tokens and a concurrency slot, all or nothing."""
+        if self.max_concurrent is not None and self.in_flight >= self.max_concurrent:
+            return Verdict(1.0, f"{self.in_flight} requests already in flight (limit {self.max_concurrent})",
+                           self.headers(now))
+        if self.requests and (wait := self.requests.try_take(now)):
+            return Verdict(wait, f"over {self.requests.limit} requests per minute", self.headers(now))
+        if self.tokens and (wait := self.tokens.try_take(now, tokens)):
+            if self.requests:
+                self.requests.give_back(1)
+            if math.isinf(wait):
+                return Verdict(wait, f"this request needs {tokens} tokens, more than the key's "
+                                     f"{self.tokens.limit} tokens per minute", self.headers(now))
+            return Verdict(wait, f"over {self.tokens.limit} tokens per minute", self.headers(now))
+        self.in_flight += 1
+        return Verdict(0.0, headers=self.headers(now))
+
+    def release(self) -> None:
+        self.in_flight = max(self.in_flight - 1, 0)
+
+    def headers(self, now: float) -> dict[str, str]:
+        """OpenAI's x-ratelimit-* names, so clients that read them just work."""
+        headers = {}
+        for kind, window in (("requests", self.requests), ("tokens", self.tokens)):
+            if window:
+                headers[f"x-ratelimit-limit-{kind}"] = str(window.limit)
+                headers[f"x-ratelimit-remaining-{kind}"] = str(window.remaining(now))
+                headers[f"x-ratelimit-reset-{kind}"] = f"{window.reset_in(now):.3f}s"
+        return headers

@@ -1,0 +1,79 @@
+"""What the chain's links share: the ``flow.metadata`` names, the one way a link answers a
+client, and the guard that makes a failing link refuse instead of forwarding unaccounted.
+
+Metadata values are plain JSON-like data (mitmproxy copies and saves them with the flow).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from mitmproxy import http
+
+from pouch.domain.errors import GatewayError, PouchError
+from pouch.providers.base import Provider
+from pouch.providers.registry import PROVIDERS
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "pouch.provider"  # provider name, set for every flow to an LLM host
+ENDPOINT = "pouch.endpoint"  # {"name", "metering", "api"}
+KEY = "pouch.key"  # the pouch key: {"id", "name", "prefix", "mock", limits, "period", "anchor"}
+OBSERVED = "pouch.observed"  # fingerprint of a non-pouch credential let through (observe mode)
+CALL = "pouch.call"  # {"model", "stream", "max_output", "choices", "input_tokens", "exact"}
+BODY = "pouch.body"  # the parsed request JSON while the request is in the chain (then dropped)
+BODY_CHANGED = "pouch.body_changed"
+INJECTED_USAGE = "pouch.injected_usage"  # pouch asked the provider for stream usage
+RESERVATION = "pouch.reservation"  # {"id", "amount_usd", "remaining_usd"}
+CAPPED = "pouch.output_cap"  # output cap pouch set on a request that had none
+MOCK = "pouch.mock"  # {"usage": {...}, "text_tokens": n}: a mock response was served
+REFUSED = "pouch.refused"  # {"kind", "status", "message"}: pouch answered with an error
+RESULT = "pouch.usage"  # what was recorded: tokens, cost, remaining budget
+
+
+def provider_of(flow: http.HTTPFlow) -> Provider | None:
+    name = flow.metadata.get(PROVIDER)
+    return PROVIDERS.get(name) if name else None
+
+
+def metered(flow: http.HTTPFlow) -> bool:
+    endpoint = flow.metadata.get(ENDPOINT)
+    return bool(endpoint) and endpoint["metering"] == "metered"
+
+
+def refuse(flow: http.HTTPFlow, error: PouchError) -> None:
+    """Answer the client with ``error`` in its provider's shape; nothing goes upstream."""
+    provider = provider_of(flow)
+    if provider is None:
+        raise RuntimeError("refuse() needs a flow to an LLM host")
+    reply = provider.error(error)
+    flow.response = http.Response.make(reply.status, reply.body, reply.headers)
+    flow.metadata[REFUSED] = {"kind": error.kind, "status": error.status, "message": error.message}
+
+
+def fail_closed(hook):
+    """Hook guard. In the request phase a PouchError becomes that refusal and any other
+    exception a GatewayError refusal: never a silent forward of an unaccounted request.
+    In the response phase exceptions are logged (the usage link settles conservatively)."""
+
+    @functools.wraps(hook)
+    async def guarded(self, flow: http.HTTPFlow):
+        try:
+            return await hook(self, flow)
+        except PouchError as e:
+            if hook.__name__ == "request" and not flow.response and provider_of(flow):
+                refuse(flow, e)
+            else:
+                raise
+        except Exception:
+            log.exception("pouch: %s.%s failed on %s", type(self).__name__, hook.__name__, flow.request.url)
+            if hook.__name__ != "request" or flow.response:
+                return
+            if provider_of(flow):
+                refuse(flow, GatewayError(f"pouch could not process this request ({type(self).__name__} "
+                                          "failed); it was not forwarded"))
+            else:
+                flow.kill()
+
+    return guarded

@@ -1,0 +1,44 @@
+"""Input tokens of a metered request, counted once per flow and shared by the links that
+need them (tokens/min limits, budget reservation, mock usage)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from mitmproxy import http
+
+from pouch.domain.errors import BadRequest
+from pouch.services import chain
+from pouch.tokens.count import count_prompt, count_text, input_upper_bound, is_exact
+
+# Bodies above this size are tokenized in a worker thread (tiktoken releases the GIL), so a
+# 100k-token prompt never stalls the event loop that serves every other flow.
+OFF_LOOP_BYTES = 32 * 1024
+
+
+def _count(call: dict, body: dict, api: str) -> tuple[int, bool]:
+    try:
+        counted = count_prompt(call["model"], body, api)
+    except ValueError as e:
+        raise BadRequest(f"cannot read the prompt: {e}") from None
+    exact = is_exact(call["model"])
+    return (counted if exact else input_upper_bound(call["model"], counted)), exact
+
+
+async def input_tokens(flow: http.HTTPFlow) -> int:
+    """Exact for OpenAI models, an upper bound (documented safety factor) for the others."""
+    call = flow.metadata[chain.CALL]
+    if "input_tokens" not in call:
+        body, api = flow.metadata[chain.BODY], flow.metadata[chain.ENDPOINT]["api"]
+        if len(flow.request.raw_content or b"") > OFF_LOOP_BYTES:
+            counted, exact = await asyncio.to_thread(_count, call, body, api)
+        else:
+            counted, exact = _count(call, body, api)
+        call["input_tokens"], call["exact"] = counted, exact
+    return call["input_tokens"]
+
+
+def warm() -> None:
+    """Load the tokenizers now (about half a second) so the first request does not pay it."""
+    count_text("gpt-4o", "warm")
+    count_text("gpt-4", "warm")
