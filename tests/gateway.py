@@ -1,0 +1,120 @@
+"""A real gateway for end-to-end tests: mitmdump with the chain, routed to a fake provider.
+
+One mitmdump serves two modes: a regular proxy (clients set HTTPS_PROXY and trust the
+gateway's CA) and reverse mode in front of api.openai.com (clients set base_url).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2
+import openai
+
+from pouch.store import database, ledger
+from pouch.store.database import ReservationRow, UsageRow
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL_OPENAI_KEY = "sk-real-provider-key-never-shown-to-clients"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gateway:
+    def __init__(self, home: Path, routes: dict[str, str], upstream_ca: str | None, options: dict | None = None):
+        self.home = home
+        self.port, self.reverse_port = free_port(), free_port()
+        self.db_url = f"sqlite:///{home / 'pouch.db'}"
+        self.confdir = home / "mitmproxy"
+        self.log_path = home / "mitmdump.log"
+        args = [
+            str(Path(sys.executable).with_name("mitmdump")), "-s", str(ROOT / "addons" / "pouch.py"),
+            "--mode", f"regular@{self.port}",
+            "--mode", f"reverse:https://api.openai.com@{self.reverse_port}",
+            "--set", f"confdir={self.confdir}",
+            "--set", f"pouch_db={self.db_url}",
+            "--set", "flow_detail=0",
+            "--set", "pouch_instance=test-gateway",
+        ]
+        for host, url in routes.items():
+            args += ["--set", f"pouch_route={host}={url}"]
+        if upstream_ca:
+            args += ["--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"]
+        for name, value in (options or {}).items():
+            args += ["--set", f"{name}={value}"]
+        self.args = args
+        self.env = dict(os.environ, OPENAI_API_KEY=REAL_OPENAI_KEY, POUCH_HOME=str(home))
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Gateway:
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mitmdump exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                for port in (self.port, self.reverse_port):
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"mitmdump did not start: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    @property
+    def ca_path(self) -> Path:
+        return self.confdir / "mitmproxy-ca-cert.pem"
+
+    def _tls(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_path))
+
+    def client(self, secret: str, *, reverse: bool = False, **kwargs) -> openai.OpenAI:
+        """The real openai SDK, through HTTPS_PROXY-style proxying or reverse mode."""
+        kwargs.setdefault("max_retries", 0)
+        if reverse:
+            return openai.OpenAI(api_key=secret, base_url=f"http://127.0.0.1:{self.reverse_port}/v1", **kwargs)
+        http_client = httpx2.Client(proxy=f"http://127.0.0.1:{self.port}", verify=self._tls(), timeout=30)
+        return openai.OpenAI(api_key=secret, http_client=http_client, **kwargs)
+
+    def async_client(self, secret: str, *, reverse: bool = False, **kwargs) -> openai.AsyncOpenAI:
+        kwargs.setdefault("max_retries", 0)
+        if reverse:
+            return openai.AsyncOpenAI(api_key=secret, base_url=f"http://127.0.0.1:{self.reverse_port}/v1", **kwargs)
+        http_client = httpx2.AsyncClient(proxy=f"http://127.0.0.1:{self.port}", verify=self._tls(), timeout=30,
+                                         limits=httpx2.Limits(max_connections=200))
+        return openai.AsyncOpenAI(api_key=secret, http_client=http_client, **kwargs)
+
+    def open_store(self) -> None:
+        database.open_store(self.db_url)
+
+    def settled(self, expected_rows: int | None = None, timeout: float = 15) -> None:
+        """Wait until the gateway has closed every reservation (settlement runs off the hot
+        path, just after each response) and, if given, written ``expected_rows`` usage rows."""
+        self.open_store()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ledger.open_reservations() == 0 and (expected_rows is None or UsageRow.select().count() >= expected_rows):
+                return
+            time.sleep(0.05)
+        raise AssertionError(
+            f"not settled: {ReservationRow.select().count()} reservations open, {UsageRow.select().count()} rows")
