@@ -91,7 +91,7 @@ class Keys:
         secret = credentials.pop()
         key = await self._lookup(hash_secret(secret))
         if key is None and not looks_like_pouch_key(secret) and ctx.options.pouch_unknown_keys == "observe":
-            flow.metadata[chain.OBSERVED] = hashlib.sha256(secret.encode()).hexdigest()[:12]
+            flow.metadata[chain.OBSERVED] = hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()[:12]
         elif key is None:
             raise errors.InvalidKey("unknown API key: use a pouch key (see `pouch keys list`)")
         else:
@@ -134,7 +134,11 @@ class Keys:
             raise errors.InvalidKey(f"key '{key.name}' has been revoked")
         now = utcnow()
         if key.expired(now) and key.auto_renew:
-            key = await store_thread.run(key_store.renew_if_expired, key, now)
+            try:
+                key = await store_thread.run(key_store.renew_if_expired, key, now)
+            except Exception as e:
+                log.error("pouch: renewing key %s failed: %s", key.name, e)
+                raise errors.StoreUnavailable("the gateway cannot reach its key store; try again shortly") from e
             self.cache.put(key.secret_hash, key)
         if key.expired(now):
             raise errors.InvalidKey(f"key '{key.name}' expired at {key.expires_at:%Y-%m-%d %H:%M} UTC")

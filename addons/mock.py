@@ -50,9 +50,14 @@ def fit(model: str, text: str, max_tokens: int | None) -> tuple[str, int]:
     if max_tokens is None or tokens <= max_tokens:
         return text, tokens
     words = text.split(" ")
-    while words and count_text(model, " ".join(words)) > max_tokens:
-        words = words[: max(len(words) * max_tokens // tokens, len(words) - 1)]
-    text = " ".join(words)
+    fits, too_long = 0, len(words)  # binary search: a few tokenizations, not one per word
+    while too_long - fits > 1:
+        middle = (fits + too_long) // 2
+        if count_text(model, " ".join(words[:middle])) <= max_tokens:
+            fits = middle
+        else:
+            too_long = middle
+    text = " ".join(words[:fits])
     return text, count_text(model, text)
 
 
@@ -79,14 +84,17 @@ class Mock:
         provider, facts = chain.provider_of(flow), flow.metadata[chain.CALL]
         endpoint = provider.endpoint(flow.request.method, flow.request.path)
         body = flow.metadata[chain.BODY]
-        call = Call(facts["model"], facts["stream"], facts["max_output"], facts["choices"])
+        # The cap pouch set (when the budget could not cover the model's maximum) binds like the client's.
+        cap = flow.metadata.get(chain.CAPPED) or facts["max_output"]
+        call = Call(facts["model"], facts["stream"], cap, facts["choices"])
         input_tokens = await prompt.input_tokens(flow)
         if endpoint.api == "embeddings":
             text, output_tokens = "", 0
         else:
             reply = ctx.options.pouch_mock_reply or last_user_text(endpoint.api, body) or "(mock reply)"
-            text, output_tokens = fit(call.model, reply, flow.metadata.get(chain.CAPPED) or call.max_output)
-        usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+            text, output_tokens = fit(call.model, reply, call.max_output)
+        # n choices: the mock answers n times, each reply billed
+        usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens * call.choices)
         if ctx.options.pouch_mock_latency > 0:
             await asyncio.sleep(ctx.options.pouch_mock_latency)
         made = provider.mock(endpoint, call, body, usage, text)

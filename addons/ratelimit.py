@@ -29,12 +29,10 @@ class RateLimit:
         if not (key["rpm"] or key["tpm"] or key["max_concurrent"]):
             return None
         limits = self.limits.get(key["id"])
-        if limits is None or not limits.matches(key["rpm"], key["tpm"], key["max_concurrent"]):
-            # New key, or its limits were changed: start over with the new numbers (carrying
-            # the in-flight count, which is a fact, not a setting).
-            in_flight = limits.in_flight if limits else 0
+        if limits is None:
             limits = self.limits[key["id"]] = KeyLimits(key["rpm"], key["tpm"], key["max_concurrent"])
-            limits.in_flight = in_flight
+        elif not limits.matches(key["rpm"], key["tpm"], key["max_concurrent"]):
+            limits.reconfigure(key["rpm"], key["tpm"], key["max_concurrent"])
         return limits
 
     @chain.fail_closed

@@ -26,7 +26,7 @@ from pouch.domain.money import Money
 from pouch.domain.usage import Usage
 from pouch.pricing.table import cost
 from pouch.providers.base import StreamTracker
-from pouch.services import chain
+from pouch.services import chain, prompt
 from pouch.services.prices import price_table
 from pouch.services.store_thread import store_thread
 from pouch.store import ledger
@@ -52,7 +52,11 @@ class UsageMeter:
 
     @chain.fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not chain.metered(flow) or not flow.metadata[chain.CALL]["stream"]:
+        if flow.response or flow.error or not chain.metered(flow):
+            return
+        if chain.OBSERVED in flow.metadata:
+            await prompt.input_tokens(flow)  # no budget link counted it; a cut stream needs it
+        if not flow.metadata[chain.CALL]["stream"]:
             return
         provider = chain.provider_of(flow)
         endpoint = provider.endpoint(flow.request.method, flow.request.path)
@@ -115,6 +119,7 @@ class UsageMeter:
         flow.metadata[chain.RESULT] = {
             **{f.name: getattr(usage, f.name) for f in dataclasses.fields(usage)},
             "cost_usd": would_cost.json(), "charged_usd": charge.json(), "outcome": outcome,
+            "latency_ms": row["latency_ms"], "ttft_ms": row["ttft_ms"],
         }
 
     def _measure(self, flow: http.HTTPFlow, followed: Followed | None) -> tuple[Usage, bool, str]:

@@ -73,10 +73,15 @@ class KeyLimits:
     """One key's limits; any may be None (no limit)."""
 
     def __init__(self, rpm: int | None, tpm: int | None, max_concurrent: int | None):
+        self.in_flight = 0
+        self.reconfigure(rpm, tpm, max_concurrent)
+
+    def reconfigure(self, rpm: int | None, tpm: int | None, max_concurrent: int | None) -> None:
+        """New limits start with fresh windows; requests in flight stay counted (and release
+        into this same object, so a change never strands their slots)."""
         self.requests = SlidingWindow(rpm) if rpm else None
         self.tokens = SlidingWindow(tpm) if tpm else None
         self.max_concurrent = max_concurrent
-        self.in_flight = 0
 
     def matches(self, rpm, tpm, max_concurrent) -> bool:
         return (

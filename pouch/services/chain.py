@@ -62,10 +62,13 @@ def fail_closed(hook):
         try:
             return await hook(self, flow)
         except PouchError as e:
-            if hook.__name__ == "request" and not flow.response and provider_of(flow):
+            if hook.__name__ != "request" or flow.response:
+                raise
+            if provider_of(flow):
                 refuse(flow, e)
             else:
-                raise
+                log.error("pouch: %s on %s (no provider to answer in shape): killed", e, flow.request.url)
+                flow.kill()
         except Exception:
             log.exception("pouch: %s.%s failed on %s", type(self).__name__, hook.__name__, flow.request.url)
             if hook.__name__ != "request" or flow.response:
