@@ -1,13 +1,20 @@
 """Chain link 6: send the request on. Swaps the pouch key for the real provider credential
 (from the gateway's environment), applies ``pouch_route``, and writes back a body the chain
 changed. The last line of defence: a flow to an LLM host that no earlier link accounted
-for is refused, never forwarded."""
+for is refused, never forwarded.
+
+Credentials never sit in a flow that anything can see: the client's credential is replaced
+by a placeholder here, and the one to send upstream is written in by ``LateCredential``,
+an addon appended after every other (mitmweb's view, flow saving, interception), then
+replaced by its placeholder again when the response or an error arrives.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import typing
+import weakref
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
@@ -16,6 +23,7 @@ from mitmproxy import ctx, exceptions, http
 from pouch.domain.errors import GatewayError, StoreUnavailable
 from pouch.providers.registry import PROVIDERS, for_host
 from pouch.services import chain
+from pouch.services.secrets import placeholder, replace_in_request
 
 
 class Route(typing.NamedTuple):
@@ -36,9 +44,32 @@ def parse_route(spec: str) -> Route:
     return Route(host.strip().lower(), parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
 
 
+class LateCredential:
+    """Writes the upstream credential into the request after every other addon has seen it."""
+
+    def __init__(self):
+        # flow -> {placeholder: credential}; never in flow.metadata, which is saved and shown
+        self.pending: weakref.WeakKeyDictionary[http.HTTPFlow, dict[str, str]] = weakref.WeakKeyDictionary()
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        swaps = self.pending.get(flow)
+        if swaps and not flow.response and not flow.error:
+            replace_in_request(flow.request, swaps)
+
+    def hide(self, flow: http.HTTPFlow) -> None:
+        swaps = self.pending.pop(flow, None)
+        if swaps:
+            replace_in_request(flow.request, {secret: shown for shown, secret in swaps.items()})
+
+    def done(self) -> None:
+        for flow in list(self.pending):  # in flight at shutdown: hide before flows are saved
+            self.hide(flow)
+
+
 class Upstream:
     def __init__(self):
         self.routes: dict[str, Route] = {}
+        self.late = LateCredential()
 
     def load(self, loader):
         loader.add_option("pouch_route", Sequence[str], [],
@@ -54,8 +85,12 @@ class Upstream:
                 raise exceptions.OptionsError(str(e)) from e
 
     def running(self):
-        # Decrypt only LLM hosts (everything else is tunnelled untouched) and connect upstream
-        # only when a request is actually forwarded - unless the operator chose otherwise.
+        if self.late not in ctx.master.addons.chain:
+            ctx.master.addons.add(self.late)
+        # Decrypt only LLM hosts (everything else is tunnelled untouched), unless the operator
+        # set allow/ignore hosts. Connect upstream only when a request is really forwarded:
+        # mitmproxy's default (eager) would dial the provider before pouch could refuse or
+        # route a request, so pouch replaces the default (a non-default choice is kept).
         if not ctx.options.allow_hosts and not ctx.options.ignore_hosts:
             hosts = {h for p in PROVIDERS.values() for h in p.hosts}
             ctx.options.update(allow_hosts=[rf"^{h.replace('.', '[.]')}(:\d+)?$" for h in sorted(hosts)])
@@ -67,21 +102,28 @@ class Upstream:
         body = flow.metadata.pop(chain.BODY, None)
         if flow.metadata.pop(chain.BODY_CHANGED, False) and not flow.response:
             flow.request.content = json.dumps(body, ensure_ascii=False).encode()
-        if flow.response or flow.error:
-            return
         provider = for_host(flow.request.host)
         if provider is None:
             return
+        sent = provider.credential(flow.request.headers, flow.request.query)
+        replace_in_request(flow.request, {secret: placeholder(secret) for secret in sent})
+        if flow.response or flow.error:
+            return
         if chain.PROVIDER not in flow.metadata or not (chain.KEY in flow.metadata or chain.OBSERVED in flow.metadata):
+            flow.metadata[chain.PROVIDER] = provider.name  # so the refusal is in its shape
             raise GatewayError("pouch did not account for this request, so it was not forwarded")
         if chain.metered(flow) and chain.KEY in flow.metadata and chain.RESERVATION not in flow.metadata:
             raise StoreUnavailable("this request holds no budget reservation, so it was not forwarded")
-        if chain.KEY in flow.metadata:  # observed credentials pass untouched
+        if chain.KEY in flow.metadata:
             secret = next((os.environ[v] for v in provider.credential_env if os.environ.get(v)), None)
             if not secret:
                 raise GatewayError(f"the gateway has no {provider.name} credential: set "
                                    f"{' or '.join(provider.credential_env)} in its environment")
-            provider.authorize(flow.request.headers, flow.request.query, secret)
+            shown = f"<{provider.credential_env[0]}>"
+            provider.authorize(flow.request.headers, flow.request.query, shown)
+            self.late.pending[flow] = {shown: secret}
+        else:  # observed: the client's own credential goes upstream untouched
+            self.late.pending[flow] = {placeholder(secret): secret for secret in sent}
         for name in [n for n in flow.request.headers if n.lower().startswith("x-pouch-")]:
             del flow.request.headers[name]
         # Bodies must be readable to meter them: no compression from the provider.
@@ -91,3 +133,12 @@ class Upstream:
             flow.request.scheme, flow.request.port = route.scheme, route.port
             flow.request.host = route.target_host
             flow.request.path = route.path_prefix + flow.request.path
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        self.late.hide(flow)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self.late.hide(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self.late.hide(flow)

@@ -1,0 +1,36 @@
+"""Keeping credentials out of everything people can see: mitmweb, saved flows, logs.
+
+A flow carries only placeholders while addons, the web UI and flow files look at it; the
+real upstream credential is written into the request as the very last step before it is
+sent, and replaced by its placeholder again as soon as the response (or an error) comes.
+"""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+from pouch.domain.keys import display_prefix, looks_like_pouch_key
+
+
+def placeholder(secret: str) -> str:
+    """What a credential looks like in the UI: a pouch key's display prefix, or the first
+    few characters of anything else."""
+    if looks_like_pouch_key(secret):
+        return f"{display_prefix(secret)}…"
+    return f"{secret[:6]}…redacted"
+
+
+def replace_in_request(request: http.Request, swaps: dict[str, str]) -> None:
+    """Replace each credential text in the request's headers and URL by its substitute."""
+    encoded = {old.encode(): new.encode() for old, new in swaps.items() if old}
+    fields = []
+    for name, value in request.headers.fields:
+        for old, new in encoded.items():
+            value = value.replace(old, new)
+        fields.append((name, value))
+    request.headers.fields = tuple(fields)
+    path = request.path
+    for old, new in swaps.items():
+        if old and old in path:
+            path = path.replace(old, new)
+    request.path = path
