@@ -43,14 +43,13 @@ class Gateway:
             "--mode", f"reverse:https://api.openai.com@{self.reverse_port}",
             "--set", f"confdir={self.confdir}",
             "--set", f"pouch_db={self.db_url}",
-            "--set", "flow_detail=0",
-            "--set", "pouch_instance=test-gateway",
         ]
+        options = {"flow_detail": "0", "pouch_instance": "test-gateway", **(options or {})}
         for host, url in routes.items():
             args += ["--set", f"pouch_route={host}={url}"]
         if upstream_ca:
             args += ["--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"]
-        for name, value in (options or {}).items():
+        for name, value in options.items():
             args += ["--set", f"{name}={value}"]
         self.args = args
         self.env = dict(os.environ, OPENAI_API_KEY=REAL_OPENAI_KEY, POUCH_HOME=str(home))
