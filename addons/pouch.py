@@ -15,6 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from addons.budget import Budget  # noqa: E402
+from addons.inspect import Inspect  # noqa: E402
 from addons.keys import Keys  # noqa: E402
 from addons.mock import Mock  # noqa: E402
 from addons.ratelimit import RateLimit  # noqa: E402
@@ -28,4 +29,5 @@ addons = [
     Mock(),
     UsageMeter(),
     Upstream(),
+    Inspect(),  # not a link: explains each flow in mitmweb (comments, markers, LLM view, commands)
 ]

@@ -31,20 +31,28 @@ def free_port() -> int:
 
 
 class Gateway:
-    def __init__(self, home: Path, routes: dict[str, str], upstream_ca: str | None, options: dict | None = None):
+    def __init__(self, home: Path, routes: dict[str, str], upstream_ca: str | None, options: dict | None = None,
+                 tool: str = "mitmdump"):
         self.home = home
-        self.port, self.reverse_port = free_port(), free_port()
+        self.port, self.reverse_port, self.web_port = free_port(), free_port(), free_port()
+        self.web_password = "test-web-password"
         self.db_url = f"sqlite:///{home / 'pouch.db'}"
         self.confdir = home / "mitmproxy"
         self.log_path = home / "mitmdump.log"
         args = [
-            str(Path(sys.executable).with_name("mitmdump")), "-s", str(ROOT / "addons" / "pouch.py"),
+            str(Path(sys.executable).with_name(tool)), "-s", str(ROOT / "addons" / "pouch.py"),
             "--mode", f"regular@{self.port}",
             "--mode", f"reverse:https://api.openai.com@{self.reverse_port}",
             "--set", f"confdir={self.confdir}",
             "--set", f"pouch_db={self.db_url}",
         ]
-        options = {"flow_detail": "0", "pouch_instance": "test-gateway", **(options or {})}
+        options = {"pouch_instance": "test-gateway", **(options or {})}
+        if tool == "mitmweb":
+            options = {"web_port": self.web_port, "web_password": self.web_password, "web_open_browser": "false",
+                       "store_streamed_bodies": "true", **options}
+        else:
+            options = {"flow_detail": "0", **options}
+        self.ports = (self.port, self.reverse_port) + ((self.web_port,) if tool == "mitmweb" else ())
         for host, url in routes.items():
             args += ["--set", f"pouch_route={host}={url}"]
         if upstream_ca:
@@ -64,7 +72,7 @@ class Gateway:
             if self.process.poll() is not None:
                 raise RuntimeError(f"mitmdump exited: {self.log_path.read_text()[-3000:]}")
             try:
-                for port in (self.port, self.reverse_port):
+                for port in self.ports:
                     socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
                 return self
             except OSError:
