@@ -12,7 +12,7 @@ Commands for mitmweb's / mitmproxy's command bar: ``pouch.keys``, ``pouch.usage`
 
 from __future__ import annotations
 
-from mitmproxy import command, contentviews, http
+from mitmproxy import command, contentviews, ctx, http
 
 from pouch.domain.money import Money
 from pouch.domain.periods import utcnow
@@ -35,6 +35,13 @@ class Inspect:
 
     def load(self, loader):
         contentviews.add(self.view)  # replaces a previous registration (script reload)
+
+    def running(self):
+        # mitmweb's flow list shows the comment column, unless the operator chose columns.
+        if "web_columns" in ctx.options and not ctx.options.has_changed("web_columns"):
+            columns = list(ctx.options.web_columns)
+            ctx.options.update(web_columns=columns[: columns.index("status") + 1] + ["comment"]
+                               + columns[columns.index("status") + 1:])
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._explain(flow)

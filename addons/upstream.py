@@ -119,7 +119,8 @@ class Upstream:
             if not secret:
                 raise GatewayError(f"the gateway has no {provider.name} credential: set "
                                    f"{' or '.join(provider.credential_env)} in its environment")
-            shown = f"<{provider.credential_env[0]}>"
+            # What the UI shows instead: which real key went upstream, for which pouch key.
+            shown = f"<{provider.credential_env[0]} for {' '.join(map(placeholder, sent))}>"
             provider.authorize(flow.request.headers, flow.request.query, shown)
             self.late.pending[flow] = {shown: secret}
         else:  # observed: the client's own credential goes upstream untouched
