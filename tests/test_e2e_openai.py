@@ -290,3 +290,35 @@ def test_burst_of_100_on_a_budget_for_10(gateway, fake, mode):
     assert sum(r.cost_pico for r in rows) == total.pico
     if mode == "hang_up":
         assert {r.outcome for r in rows} == {"cut_short"} and all(r.output_tokens >= 1 for r in rows)
+
+
+def limited_burst(gateway, secret, n):
+    """n simultaneous requests; returns (admitted, rate-limited)."""
+
+    async def one(client):
+        try:
+            await client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=20)
+            return "ok"
+        except openai.RateLimitError as e:
+            assert e.code == "rate_limit_exceeded" and "retry-after" in e.response.headers
+            return "limited"
+
+    async def main():
+        client = gateway.async_client(secret)
+        outcomes = await asyncio.gather(*(one(client) for _ in range(n)))
+        await client.close()
+        return outcomes
+
+    outcomes = asyncio.run(main())
+    return outcomes.count("ok"), outcomes.count("limited")
+
+
+@pytest.mark.parametrize("limit", [{"rpm": 7}, {"max_concurrent": 3}, {"tpm": 400}])
+def test_rate_limits_hold_under_a_burst(gateway, fake, limit):
+    fake.behaviour.update(delay=0.5)  # all in flight together
+    _, secret = new_key(**limit)
+    admitted, limited = limited_burst(gateway, secret, 30)
+    per_request = count_prompt(MODEL, {"messages": HELLO}, "chat") + 20
+    expected = {"rpm": 7, "max_concurrent": 3, "tpm": 400 // per_request}[next(iter(limit))]
+    assert (admitted, limited) == (expected, 30 - expected)
+    assert len(fake.requests) == expected
