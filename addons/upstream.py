@@ -44,6 +44,16 @@ def parse_route(spec: str) -> Route:
     return Route(host.strip().lower(), parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
 
 
+def llm_host_patterns() -> list[str]:
+    """Regexes for mitmproxy's allow_hosts: each provider host, and every subdomain of a
+    provider that owns a domain (a host listed with a leading dot)."""
+    patterns = []
+    for host in sorted({h for p in PROVIDERS.values() for h in p.hosts}):
+        escaped = host.replace(".", "[.]")
+        patterns.append(rf"^[^:]+{escaped}(:\d+)?$" if host.startswith(".") else rf"^{escaped}(:\d+)?$")
+    return patterns
+
+
 class LateCredential:
     """Writes the upstream credential into the request after every other addon has seen it."""
 
@@ -92,8 +102,7 @@ class Upstream:
         # mitmproxy's default (eager) would dial the provider before pouch could refuse or
         # route a request, so pouch replaces the default (a non-default choice is kept).
         if not ctx.options.allow_hosts and not ctx.options.ignore_hosts:
-            hosts = {h for p in PROVIDERS.values() for h in p.hosts}
-            ctx.options.update(allow_hosts=[rf"^{h.replace('.', '[.]')}(:\d+)?$" for h in sorted(hosts)])
+            ctx.options.update(allow_hosts=llm_host_patterns())
         if not ctx.options.has_changed("connection_strategy"):
             ctx.options.update(connection_strategy="lazy")
 

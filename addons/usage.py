@@ -64,9 +64,9 @@ class UsageMeter:
             flow.metadata[chain.INJECTED_USAGE] = flow.metadata[chain.BODY_CHANGED] = True
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
+        # Every streamed answer is followed as it passes: SSE, or Gemini's streamed JSON array.
         if (not chain.metered(flow) or chain.REFUSED in flow.metadata or chain.MOCK in flow.metadata
-                or flow.response.status_code >= 400
-                or not flow.response.headers.get("content-type", "").startswith("text/event-stream")):
+                or flow.response.status_code >= 400 or not flow.metadata[chain.CALL]["stream"]):
             return
         provider = chain.provider_of(flow)
         endpoint = provider.endpoint(flow.request.method, flow.request.path)
