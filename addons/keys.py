@@ -29,6 +29,8 @@ def parse_body(flow: http.HTTPFlow) -> dict:
         body = json.loads(flow.request.get_content(strict=True) or b"")
     except (ValueError, UnicodeDecodeError) as e:
         raise errors.BadRequest(f"request body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise errors.BadRequest("request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise errors.BadRequest("request body must be a JSON object")
     return body
