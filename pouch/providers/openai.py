@@ -14,7 +14,7 @@ from pouch.domain.errors import BadRequest, PouchError
 from pouch.domain.usage import Usage
 from pouch.providers import openai_mock
 from pouch.providers.base import FREE, METERED, UNMETERED, Call, Endpoint, Reply, StreamTracker
-from pouch.providers.openai_usage import ChatStreamTracker, ResponsesStreamTracker, usage_from_dict
+from pouch.providers.openai_usage import ChatStreamTracker, ResponsesStreamTracker, usage_field
 
 # Paths below the base path ("/v1"); "{id}" stands for one path segment.
 _ROUTES = (
@@ -152,13 +152,18 @@ class OpenAI:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             model = None
-        return usage_from_dict(endpoint.api, body.get("usage")), model
+        return self.read_usage(endpoint.api, body), model
+
+    def read_usage(self, api: str, message: dict) -> Usage | None:
+        """Usage from a response body, a stream chunk or a Responses object; compatible vendors
+        that report usage elsewhere or count differently override this one method."""
+        return usage_field(api, message)
 
     def stream_tracker(self, endpoint: Endpoint, injected_usage: bool) -> StreamTracker:
         if endpoint.api == "responses":
-            return ResponsesStreamTracker()
+            return ResponsesStreamTracker(self.read_usage)
         if endpoint.api in ("chat", "completions"):
-            return ChatStreamTracker(endpoint.api, injected_usage)
+            return ChatStreamTracker(endpoint.api, injected_usage, self.read_usage)
         raise ValueError(f"{endpoint.name} does not stream")
 
     def error(self, error: PouchError) -> Reply:
@@ -177,9 +182,12 @@ class OpenAI:
         return Reply(error.status, json.dumps(body).encode(), {**headers, **error.headers})
 
     def authorize(self, headers, query, secret: str) -> None:
+        """An empty ``secret`` only removes the client's credentials: for a self-hosted server
+        that needs no key (the pouch key must still not reach it)."""
         for header in _CREDENTIAL_HEADERS:
             headers.pop(header, None)
-        headers["authorization"] = f"Bearer {secret}"
+        if secret:
+            headers["authorization"] = f"Bearer {secret}"
 
     def mock(self, endpoint: Endpoint, call: Call, body: dict, usage: Usage, text: str) -> Reply:
         return openai_mock.mock(endpoint.api, call, body, usage, text)

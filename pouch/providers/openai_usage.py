@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 
 from pouch.domain.usage import Usage
 from pouch.providers.sse import SSEEvent, SSESplitter
@@ -57,6 +58,15 @@ def usage_from_dict(api: str, usage: object) -> Usage | None:
         output_tokens=output_tokens,
         reasoning_tokens=min(reasoning, output_tokens),
     )
+
+
+def usage_field(api: str, message: dict) -> Usage | None:
+    """The usage of a response, chunk or Responses object: its ``usage`` field, read OpenAI's way.
+
+    The default ``read_usage`` of the stream trackers; a compatible vendor that reports usage
+    elsewhere or counts differently passes its own (``OpenAI.read_usage``).
+    """
+    return usage_from_dict(api, message.get("usage"))
 
 
 def _count(value: object) -> int | None:
@@ -135,16 +145,18 @@ class ChatStreamTracker(_Tracker):
     (``"choices": []`` with a usage object) that pouch asked for is removed.
     """
 
-    def __init__(self, api: str, injected_usage: bool):
+    def __init__(self, api: str, injected_usage: bool, read_usage: Callable[[str, dict], Usage | None] = usage_field):
         super().__init__(api, drops_events=injected_usage)
         self._chunks: list[str] = []
+        self._read_usage = read_usage
 
     def _observe(self, event: SSEEvent) -> bool:
         data = event.data
         if not data or data == "[DONE]":
             return False
         self._chunks.append(data)
-        if len(self._chunks) == 1:
+        # Azure's first chunk carries content-filter results and an empty model: look at two.
+        if self._model is None and len(self._chunks) <= 2:
             self._model = _string((_loads(data) or {}).get("model"))
         # Inside JSON strings quotes are escaped, so this only matches a real, non-null usage.
         if '"usage":{' not in data and '"usage": {' not in data:
@@ -152,7 +164,7 @@ class ChatStreamTracker(_Tracker):
         chunk = _loads(data)
         if chunk is None:
             return False
-        usage = usage_from_dict(self._api, chunk.get("usage"))
+        usage = self._read_usage(self._api, chunk)
         if usage is None:
             return False
         self._usage = usage
@@ -210,9 +222,10 @@ _LEADING_TYPE = re.compile(r'\{\s*"type"\s*:\s*"([^"\\]+)"')
 class ResponsesStreamTracker(_Tracker):
     """Responses API streams: named events; usage in the final response object."""
 
-    def __init__(self):
+    def __init__(self, read_usage: Callable[[str, dict], Usage | None] = usage_field):
         super().__init__("responses", drops_events=False)
         self._deltas: list[str] = []
+        self._read_usage = read_usage
 
     def _observe(self, event: SSEEvent) -> bool:
         kind = event.name or _event_type(event.data)
@@ -223,7 +236,7 @@ class ResponsesStreamTracker(_Tracker):
             if isinstance(response, dict):
                 self._model = _string(response.get("model")) or self._model
                 if kind in _FINAL_EVENTS:
-                    self._usage = usage_from_dict("responses", response.get("usage")) or self._usage
+                    self._usage = self._read_usage("responses", response) or self._usage
         return False
 
     def output_text(self) -> str:

@@ -9,39 +9,19 @@ with 400. Usage is realistic by default: prompts are counted the way the gateway
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
-import random
-import re
 import struct
 import time
 import uuid
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from pouch.tokens.count import count_prompt, count_text
 
+from .controls import Controls
+from .replies import last_user_text, pieces, reply_text, sse, vector
+from .server import Event
+
 MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-5", "o3-mini", "text-embedding-3-small")
 EMBEDDING_DIMENSIONS = 1536
-
-
-@dataclass(frozen=True)
-class Controls:
-    """How one request is answered: the ``x-fake-*`` headers, else ``FakeOpenAI.behaviour``."""
-
-    usage: dict | None = None  # overrides: prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens
-    status: int | None = None  # answer with this status and an OpenAI-shaped error
-    reply: str | None = None  # the reply text instead of "echo: <last user message>"
-    chunks: int | None = None  # content chunks a streamed reply is split into; default one per word
-    delay: float = 0.0  # seconds before the response headers
-    chunk_delay: float = 0.0  # seconds between streamed events
-    abort_after: int | None = None  # cut the connection once this many content chunks went out
-    no_usage: bool = False  # a provider that forgets usage: no usage chunk, no usage object
-
-
-class Event(NamedTuple):
-    data: bytes  # one whole SSE event, blank line included
-    is_content: bool  # counts towards Controls.abort_after
 
 
 class Usage(NamedTuple):
@@ -74,33 +54,8 @@ def _object(body) -> dict:
     return body
 
 
-def _text_of(content) -> str:
-    """A message's text: a string, or the text parts of a list of content parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
-
-
-def _last_user_text(messages) -> str:
-    if isinstance(messages, str):  # responses' `input` may be a bare string
-        return messages
-    users = [m for m in messages or () if isinstance(m, dict) and m.get("role") == "user"]
-    return _text_of(users[-1].get("content")) if users else ""
-
-
 def _reply(controls: Controls, model: str, prompt_tokens: int, said: str, max_tokens) -> Reply:
-    text = controls.reply if controls.reply is not None else f"echo: {said}"
-    truncated = False
-    if isinstance(max_tokens, int):
-        words = text.split()
-        # Truncate by words, then drop words until the tokens fit too: a real model never bills
-        # more output than the cap, and budget tests rely on that.
-        while words and (len(words) > max_tokens or count_text(model, " ".join(words)) > max_tokens):
-            words.pop()
-            truncated = True
-        text = " ".join(words) if truncated else text
+    text, truncated = reply_text(controls, model, said, max_tokens)
     usage = Usage(prompt_tokens, count_text(model, text))
     overrides = dict(controls.usage or {})
     for alias, name in (("input_tokens", "prompt_tokens"), ("output_tokens", "completion_tokens")):
@@ -118,18 +73,6 @@ def _reply(controls: Controls, model: str, prompt_tokens: int, said: str, max_to
         reasoning,
     )
     return Reply(text, truncated, usage)
-
-
-def _pieces(text: str, chunks: int | None) -> list[str]:
-    """``text`` split at word starts into ``chunks`` pieces (one per word by default)."""
-    words = re.findall(r"\s*\S+", text)
-    chunks = min(chunks or len(words), len(words))
-    return ["".join(words[i * len(words) // chunks : (i + 1) * len(words) // chunks]) for i in range(chunks)]
-
-
-def _sse(data, event: str | None = None) -> bytes:
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
 
 
 def _chat_usage(usage: Usage) -> dict:
@@ -154,21 +97,21 @@ def _openai_stream(controls: Controls, reply: Reply, body: dict, base: dict, cho
     extra = {"usage": None} if include_usage else {}
 
     def event(one_choice, is_content=False):
-        return Event(_sse({**base, "choices": [one_choice], **extra}), is_content)
+        return Event(sse({**base, "choices": [one_choice], **extra}), is_content)
 
     events = [event(first)] if first else []
-    events += [event(choice(piece, None), True) for piece in _pieces(reply.text, controls.chunks)]
+    events += [event(choice(piece, None), True) for piece in pieces(reply.text, controls.chunks)]
     events.append(event(choice("", "length" if reply.truncated else "stop")))
     if include_usage and not controls.no_usage:
-        events.append(Event(_sse({**base, "choices": [], "usage": _chat_usage(reply.usage)}), False))
-    return [*events, Event(_sse("[DONE]"), False)]
+        events.append(Event(sse({**base, "choices": [], "usage": _chat_usage(reply.usage)}), False))
+    return [*events, Event(sse("[DONE]"), False)]
 
 
 def chat_completions(body, controls: Controls):
     body = _object(body)
     model = body["model"]
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    said = _last_user_text(body.get("messages"))
+    said = last_user_text(body.get("messages"))
     reply = _reply(controls, model, count_prompt(model, body, "chat"), said, max_tokens)
     base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model,
             "system_fingerprint": "fp_fake", "service_tier": "default"}
@@ -209,7 +152,7 @@ def completions(body, controls: Controls):
 def responses(body, controls: Controls):
     body = _object(body)
     model = body["model"]
-    said = _last_user_text(body.get("input"))
+    said = last_user_text(body.get("input"))
     reply = _reply(controls, model, count_prompt(model, body, "responses"), said, body.get("max_output_tokens"))
     usage = reply.usage
     part = {"type": "output_text", "text": reply.text, "annotations": [], "logprobs": []}
@@ -246,22 +189,15 @@ def responses(body, controls: Controls):
          {"output_index": 0, "item": {**item, "status": "in_progress", "content": []}}, False),
         ("response.content_part.added", {**at, "part": {**part, "text": ""}}, False),
         *(("response.output_text.delta", {**at, "delta": piece, "logprobs": []}, True)
-          for piece in _pieces(reply.text, controls.chunks)),
+          for piece in pieces(reply.text, controls.chunks)),
         ("response.output_text.done", {**at, "text": reply.text, "logprobs": []}, False),
         ("response.content_part.done", {**at, "part": part}, False),
         ("response.output_item.done", {"output_index": 0, "item": item}, False),
         # A reply cut by max_output_tokens ends with response.incomplete, as OpenAI's does.
         ("response.incomplete" if reply.truncated else "response.completed", {"response": response}, False),
     ]
-    return [Event(_sse({"type": kind, "sequence_number": n, **data}, kind), content)
+    return [Event(sse({"type": kind, "sequence_number": n, **data}, kind), content)
             for n, (kind, data, content) in enumerate(events)]
-
-
-def _vector(value, dimensions: int) -> list[float]:
-    """A deterministic unit-free vector: the same input always embeds the same way."""
-    seed = hashlib.sha256(json.dumps(value).encode()).digest()
-    rng = random.Random(seed)
-    return [round(rng.uniform(-1, 1), 6) for _ in range(dimensions)]
 
 
 def embeddings(body, controls: Controls):
@@ -273,10 +209,10 @@ def embeddings(body, controls: Controls):
     dimensions = body.get("dimensions", EMBEDDING_DIMENSIONS)
     data = []
     for index, one in enumerate(inputs):
-        vector = _vector(one, dimensions)
+        values = vector(one, dimensions)
         if body.get("encoding_format") == "base64":  # little-endian float32, as OpenAI sends
-            vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-        data.append({"object": "embedding", "index": index, "embedding": vector})
+            values = base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": values})
     if controls.usage:
         prompt = controls.usage.get("prompt_tokens", controls.usage.get("input_tokens", prompt))
     usage = {} if controls.no_usage else {"usage": {"prompt_tokens": prompt, "total_tokens": prompt}}

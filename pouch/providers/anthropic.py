@@ -1,0 +1,134 @@
+"""Anthropic (api.anthropic.com, the Messages API) as a pouch provider."""
+
+from __future__ import annotations
+
+import json
+
+from pouch.domain.errors import BadRequest, PouchError
+from pouch.domain.usage import Usage
+from pouch.providers import anthropic_mock
+from pouch.providers.anthropic_usage import MessagesStreamTracker, usage_from_dict
+from pouch.providers.base import FREE, METERED, UNMETERED, Call, Endpoint, Reply, StreamTracker
+
+MESSAGES = Endpoint("messages", METERED, "anthropic_messages")
+_EXACT_ROUTES = {
+    ("POST", "/v1/messages"): MESSAGES,
+    # Counting tokens is free at Anthropic: it passes with the real key, unmetered.
+    ("POST", "/v1/messages/count_tokens"): Endpoint("messages.count_tokens", FREE),
+    ("GET", "/v1/models"): Endpoint("models.list", FREE),
+}
+_MODEL_PREFIX = "/v1/models/"
+# Paid APIs pouch cannot price yet (batches are billed later, at a discount), whatever the method.
+_UNMETERED = (
+    ("/v1/messages/batches", Endpoint("messages.batches", UNMETERED)),
+    ("/v1/files", Endpoint("files", UNMETERED)),
+    ("/v1/skills", Endpoint("skills", UNMETERED)),
+)
+
+_MAX_CAP = 10_000_000
+_API_VERSION = "2023-06-01"  # the API refuses a request without anthropic-version
+# Anthropic's error type for each status pouch answers with; other 4xx are request errors.
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",  # a key's budget, too: the SDK raises RateLimitError for both
+}
+
+
+class Anthropic:
+    name = "anthropic"
+    hosts: tuple[str, ...] = ("api.anthropic.com",)
+    credential_env: tuple[str, ...] = ("ANTHROPIC_API_KEY",)
+
+    def endpoint(self, method: str, path: str) -> Endpoint | None:
+        path = path.split("?", 1)[0]
+        method = method.upper()
+        if found := _EXACT_ROUTES.get((method, path)):
+            return found
+        if method == "GET" and path.startswith(_MODEL_PREFIX):
+            model_id = path[len(_MODEL_PREFIX) :]
+            return Endpoint("models.retrieve", FREE) if model_id and "/" not in model_id else None
+        for prefix, endpoint in _UNMETERED:
+            if path == prefix or path.startswith(prefix + "/"):
+                return endpoint
+        return None
+
+    def credential(self, headers, query) -> list[str]:
+        """``x-api-key`` (an API key) and ``Authorization: Bearer`` (``auth_token``, and the
+        API key in newer SDKs), each distinct value once."""
+        found = [value.strip() for value in headers.get_all("x-api-key") if value.strip()]
+        for value in headers.get_all("authorization"):
+            scheme, _, token = value.strip().partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                found.append(token.strip())
+        return list(dict.fromkeys(found))
+
+    def read_call(self, endpoint: Endpoint, path: str, body: dict) -> Call:
+        if endpoint.api != MESSAGES.api:
+            raise ValueError(f"{endpoint.name} is not a metered {self.name} endpoint")
+        if not isinstance(body, dict):
+            raise BadRequest("the request body must be a JSON object")
+        model = body.get("model")
+        if not isinstance(model, str) or not model.strip():
+            raise BadRequest("'model' must be a non-empty string naming the model")
+        stream = body.get("stream")
+        if stream is not None and not isinstance(stream, bool):
+            raise BadRequest("'stream' must be true or false")
+        cap = body.get("max_tokens")
+        if cap is None:
+            raise BadRequest("max_tokens is required by the Messages API")
+        if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= _MAX_CAP:
+            raise BadRequest(f"'max_tokens' must be a positive integer (at most {_MAX_CAP:,}), got {_shown(cap)}")
+        return Call(model, bool(stream), cap)
+
+    def cap_output(self, endpoint: Endpoint, body: dict, max_tokens: int) -> None:
+        body["max_tokens"] = max_tokens
+
+    def prepare_stream(self, endpoint: Endpoint, body: dict) -> bool:
+        return False  # a Messages stream always reports usage
+
+    def usage_from_body(self, endpoint: Endpoint, body: dict) -> tuple[Usage | None, str | None]:
+        if not isinstance(body, dict):
+            return None, None
+        model = body.get("model")
+        return usage_from_dict(body.get("usage")), model if isinstance(model, str) and model else None
+
+    def stream_tracker(self, endpoint: Endpoint, injected_usage: bool) -> StreamTracker:
+        if endpoint.api != MESSAGES.api:
+            raise ValueError(f"{endpoint.name} does not stream")
+        return MessagesStreamTracker()
+
+    def error(self, error: PouchError) -> Reply:
+        """Anthropic's error shape, with no ``details``: the SDK types those by their
+        ``error_code``, and would mistype pouch's codes as one of Anthropic's."""
+        kind = "api_error" if error.status >= 500 else _ERROR_TYPES.get(error.status, "invalid_request_error")
+        request_id = anthropic_mock.request_id()
+        headers = {"content-type": "application/json", "request-id": request_id}
+        if error.code == "insufficient_quota":
+            headers["x-should-retry"] = "false"  # the SDK would otherwise retry a 429
+        body = {
+            "type": "error",
+            "error": {"type": kind, "message": error.message},
+            "request_id": request_id,
+        }
+        return Reply(error.status, json.dumps(body).encode(), {**headers, **error.headers})
+
+    def authorize(self, headers, query, secret: str) -> None:
+        headers.pop("authorization", None)
+        headers.pop("x-api-key", None)
+        headers["x-api-key"] = secret
+        if "anthropic-version" not in headers:
+            headers["anthropic-version"] = _API_VERSION
+
+    def mock(self, endpoint: Endpoint, call: Call, body: dict, usage: Usage, text: str) -> Reply:
+        if endpoint.api != MESSAGES.api:
+            raise ValueError(f"no Anthropic mock for {endpoint.name}")
+        return anthropic_mock.mock(call, usage, text)
+
+
+def _shown(value: object) -> str:
+    """A client's value, short enough to quote back in an error message."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
