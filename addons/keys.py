@@ -78,7 +78,7 @@ class Keys:
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error:
             return
-        provider = for_host(flow.request.host)
+        provider = for_host(flow.request.host, flow.request.port)
         if provider is None:
             return  # not an LLM host: not pouch's business
         flow.metadata[chain.PROVIDER] = provider.name

@@ -18,11 +18,13 @@ from addons.budget import Budget  # noqa: E402
 from addons.inspect import Inspect  # noqa: E402
 from addons.keys import Keys  # noqa: E402
 from addons.mock import Mock  # noqa: E402
+from addons.providers import Providers  # noqa: E402
 from addons.ratelimit import RateLimit  # noqa: E402
 from addons.upstream import Upstream  # noqa: E402
 from addons.usage import UsageMeter  # noqa: E402
 
 addons = [
+    Providers(),  # not a link: which APIs are metered, and only their hosts are decrypted
     Keys(),
     RateLimit(),
     Budget(),

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from mitmproxy import ctx, exceptions, http
 
 from pouch.domain.errors import GatewayError, StoreUnavailable
-from pouch.providers.registry import PROVIDERS, for_host
+from pouch.providers.registry import for_host
 from pouch.services import chain
 from pouch.services.secrets import placeholder, replace_in_request
 
@@ -42,16 +42,6 @@ def parse_route(spec: str) -> Route:
         raise ValueError(f"bad route {spec!r}: use HOST=URL, e.g. api.openai.com=http://127.0.0.1:8000")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     return Route(host.strip().lower(), parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
-
-
-def llm_host_patterns() -> list[str]:
-    """Regexes for mitmproxy's allow_hosts: each provider host, and every subdomain of a
-    provider that owns a domain (a host listed with a leading dot)."""
-    patterns = []
-    for host in sorted({h for p in PROVIDERS.values() for h in p.hosts}):
-        escaped = host.replace(".", "[.]")
-        patterns.append(rf"^[^:]+{escaped}(:\d+)?$" if host.startswith(".") else rf"^{escaped}(:\d+)?$")
-    return patterns
 
 
 class LateCredential:
@@ -97,21 +87,13 @@ class Upstream:
     def running(self):
         if self.late not in ctx.master.addons.chain:
             ctx.master.addons.add(self.late)
-        # Decrypt only LLM hosts (everything else is tunnelled untouched), unless the operator
-        # set allow/ignore hosts. Connect upstream only when a request is really forwarded:
-        # mitmproxy's default (eager) would dial the provider before pouch could refuse or
-        # route a request, so pouch replaces the default (a non-default choice is kept).
-        if not ctx.options.allow_hosts and not ctx.options.ignore_hosts:
-            ctx.options.update(allow_hosts=llm_host_patterns())
-        if not ctx.options.has_changed("connection_strategy"):
-            ctx.options.update(connection_strategy="lazy")
 
     @chain.fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
         body = flow.metadata.pop(chain.BODY, None)
         if flow.metadata.pop(chain.BODY_CHANGED, False) and not flow.response:
             flow.request.content = json.dumps(body, ensure_ascii=False).encode()
-        provider = for_host(flow.request.host)
+        provider = for_host(flow.request.host, flow.request.port)
         if provider is None:
             return
         sent = provider.credential(flow.request.headers, flow.request.query)
@@ -123,7 +105,9 @@ class Upstream:
             raise GatewayError("pouch did not account for this request, so it was not forwarded")
         if chain.metered(flow) and chain.KEY in flow.metadata and chain.RESERVATION not in flow.metadata:
             raise StoreUnavailable("this request holds no budget reservation, so it was not forwarded")
-        if chain.KEY in flow.metadata:
+        if chain.KEY in flow.metadata and not provider.credential_env:
+            provider.authorize(flow.request.headers, flow.request.query, "")  # a keyless self-hosted server
+        elif chain.KEY in flow.metadata:
             secret = next((os.environ[v] for v in provider.credential_env if os.environ.get(v)), None)
             if not secret:
                 raise GatewayError(f"the gateway has no {provider.name} credential: set "

@@ -100,12 +100,15 @@ class UsageMeter:
         if not chain.metered(flow) or not (reservation or observed) or chain.RESULT in flow.metadata:
             return
         try:
-            usage, charged, outcome = self._measure(flow, followed)
+            usage, charged, outcome, reported = self._measure(flow, followed)
         except Exception:
             log.exception("pouch: measuring usage failed; charging the full reservation")
-            usage, charged, outcome = Usage(), True, "measure_failed"
-        call = flow.metadata[chain.CALL]
-        price = price_table().resolve(call["model"], flow.metadata[chain.PROVIDER])
+            usage, charged, outcome, reported = Usage(), True, "measure_failed", None
+        call, provider_name = flow.metadata[chain.CALL], flow.metadata[chain.PROVIDER]
+        # The requested model's price (what was reserved); failing that, the model the
+        # provider says answered (an observed request for an alias pouch cannot price).
+        price = price_table().resolve(call["model"], provider_name) or (
+            price_table().resolve(reported, provider_name) if reported else None)
         if outcome in ("measure_failed", "no_usage"):  # we cannot tell: assume the worst
             would_cost = Money.usd(reservation["amount_usd"]) if reservation else Money(0)
         else:
@@ -122,33 +125,34 @@ class UsageMeter:
             "latency_ms": row["latency_ms"], "ttft_ms": row["ttft_ms"],
         }
 
-    def _measure(self, flow: http.HTTPFlow, followed: Followed | None) -> tuple[Usage, bool, str]:
-        """(usage, whether it is charged, outcome) for a flow that has ended."""
+    def _measure(self, flow: http.HTTPFlow, followed: Followed | None) -> tuple[Usage, bool, str, str | None]:
+        """(usage, whether it is charged, outcome, model the provider reported) for a flow that has ended."""
         call = flow.metadata[chain.CALL]
         if chain.REFUSED in flow.metadata:
-            return Usage(), False, "refused"
+            return Usage(), False, "refused", None
         if chain.MOCK in flow.metadata:
-            return Usage(**flow.metadata[chain.MOCK]), False, "mock"
+            return Usage(**flow.metadata[chain.MOCK]), False, "mock", None
         if flow.response is not None and flow.response.status_code >= 400:
-            return Usage(), False, "upstream_error"
+            return Usage(), False, "upstream_error", None
         if followed is not None:
-            usage = followed.tracker.usage()
+            usage, reported = followed.tracker.usage(), followed.tracker.model()
             if usage is not None:
-                return usage, True, "ok" if flow.error is None else "cut_after_usage"
+                return usage, True, "ok" if flow.error is None else "cut_after_usage", reported
             seen = count_text(call["model"], followed.tracker.output_text())
-            return Usage(input_tokens=call.get("input_tokens", 0), output_tokens=seen), True, "cut_short"
+            return Usage(input_tokens=call.get("input_tokens", 0), output_tokens=seen), True, "cut_short", reported
         if flow.response is not None:
             provider = chain.provider_of(flow)
             endpoint = provider.endpoint(flow.request.method, flow.request.path)
             try:
                 body = json.loads(flow.response.get_content(strict=False) or b"null")
-            except ValueError:
+            except (ValueError, RecursionError):
                 body = None
-            usage = provider.usage_from_body(endpoint, body)[0] if isinstance(body, dict) else None
-            return (usage, True, "ok") if usage is not None else (Usage(), True, "no_usage")
+            # Gemini answers a streamed request that pouch could not follow with a JSON array.
+            usage, reported = provider.usage_from_body(endpoint, body) if isinstance(body, dict | list) else (None, None)
+            return (usage, True, "ok", reported) if usage is not None else (Usage(), True, "no_usage", reported)
         if not sent_upstream(flow):
-            return Usage(), False, "not_sent"
-        return Usage(input_tokens=call.get("input_tokens", 0)), True, "cut_short"
+            return Usage(), False, "not_sent", None
+        return Usage(input_tokens=call.get("input_tokens", 0)), True, "cut_short", None
 
     @staticmethod
     def _row(flow: http.HTTPFlow, followed: Followed | None, usage: Usage, outcome: str, would_cost: Money) -> dict:

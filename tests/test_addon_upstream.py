@@ -178,20 +178,6 @@ class TestRunning:
             tctx.upstream = upstream
             yield tctx
 
-    def test_only_llm_hosts_are_decrypted_and_connections_are_lazy(self, tctx):
-        tctx.upstream.running()
-        [pattern] = tctx.options.allow_hosts
-        assert all(re.search(pattern, host) for host in ("api.openai.com", "api.openai.com:443"))
-        assert not any(re.search(pattern, host) for host in ("example.com", "xapi.openai.com", "api.openai.com.evil"))
-        assert tctx.options.connection_strategy == "lazy"
-
-    @pytest.mark.parametrize("option", ["allow_hosts", "ignore_hosts"])
-    def test_the_operators_host_choice_is_kept(self, tctx, option):
-        tctx.configure(tctx.upstream, **{option: ["^example[.]com$"]})
-        tctx.upstream.running()
-        assert getattr(tctx.options, option) == ["^example[.]com$"]
-        assert tctx.options.allow_hosts in (["^example[.]com$"], [])
-
     def test_the_late_credential_addon_runs_after_every_other(self, tctx):
         tctx.upstream.running()
         tctx.upstream.running()  # idempotent

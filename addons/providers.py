@@ -1,0 +1,71 @@
+"""Which LLM APIs the gateway meters (not a chain link: it configures the others).
+
+Built in: OpenAI, Anthropic, Gemini, Azure OpenAI, Groq, Mistral, DeepSeek, xAI, OpenRouter,
+Together and Fireworks. Options add self-hosted OpenAI-compatible servers and map Azure
+deployments to models. Only these hosts are decrypted; everything else is tunnelled untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mitmproxy import ctx, exceptions
+
+from pouch.providers import registry
+from pouch.providers.azure import parse_deployments
+from pouch.providers.compatible import parse_compatible
+
+
+def llm_host_patterns() -> list[str]:
+    """Regexes for mitmproxy's allow_hosts: each provider host (with its port if it names
+    one), and every subdomain of a provider that owns a domain (a host with a leading dot)."""
+    patterns = []
+    for host in sorted({h for p in registry.PROVIDERS.values() for h in p.hosts}):
+        escaped = host.replace(".", "[.]")
+        if host.startswith("."):
+            patterns.append(rf"^[^:]+{escaped}(:\d+)?$")
+        else:
+            patterns.append(rf"^{escaped}$" if ":" in host else rf"^{escaped}(:\d+)?$")
+    return patterns
+
+
+class Providers:
+    def __init__(self):
+        self.chose_hosts = False  # pouch, not the operator, set allow_hosts
+
+    def load(self, loader):
+        loader.add_option(
+            "pouch_compatible", Sequence[str], [],
+            "An OpenAI-compatible server to meter (vLLM, Ollama, llama.cpp): NAME=HOST[:PORT][/BASE_PATH][,ENV_VAR] "
+            "(repeatable), e.g. vllm=gpu-box:8000/v1 or ollama=127.0.0.1:11434. Without a port: every port of "
+            "HOST; base path default /v1; ENV_VAR holds its key (none: no credential is sent). Give its models "
+            "prices in $POUCH_HOME/prices.json with provider NAME.")
+        loader.add_option(
+            "pouch_azure_deployment", Sequence[str], [],
+            "Azure OpenAI deployment -> the model it runs: DEPLOYMENT=MODEL (repeatable), e.g. prod-chat=gpt-4o. "
+            "Prices and key model rules use the model; an unmapped deployment is taken to be named after its model.")
+
+    def configure(self, updated):
+        if "pouch_azure_deployment" in updated:
+            try:
+                registry.PROVIDERS["azure"].deployments = parse_deployments(ctx.options.pouch_azure_deployment)
+            except ValueError as e:
+                raise exceptions.OptionsError(f"pouch_azure_deployment: {e}") from e
+        if "pouch_compatible" in updated:
+            try:
+                registry.replace_configured([parse_compatible(s) for s in ctx.options.pouch_compatible])
+            except ValueError as e:
+                raise exceptions.OptionsError(f"pouch_compatible: {e}") from e
+            if self.chose_hosts:
+                ctx.options.update(allow_hosts=llm_host_patterns())
+
+    def running(self):
+        # Decrypt only LLM hosts, unless the operator set allow/ignore hosts. Connect upstream
+        # only when a request is really forwarded: mitmproxy's default (eager) would dial the
+        # provider before pouch could refuse or route a request, so pouch replaces the default
+        # (a non-default choice is kept).
+        if not ctx.options.allow_hosts and not ctx.options.ignore_hosts:
+            self.chose_hosts = True
+            ctx.options.update(allow_hosts=llm_host_patterns())
+        if not ctx.options.has_changed("connection_strategy"):
+            ctx.options.update(connection_strategy="lazy")
