@@ -22,6 +22,13 @@ from pouch.store.database import ReservationRow, UsageRow
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_OPENAI_KEY = "sk-real-provider-key-never-shown-to-clients"
+REAL_KEYS = {  # the gateway's environment: one real credential per provider
+    "OPENAI_API_KEY": REAL_OPENAI_KEY,
+    "ANTHROPIC_API_KEY": "sk-ant-real-provider-key",
+    "GEMINI_API_KEY": "gm-real-provider-key",
+    "GROQ_API_KEY": "gsk-real-provider-key",
+    "AZURE_OPENAI_API_KEY": "azure-real-provider-key",
+}
 
 
 def free_port() -> int:
@@ -60,7 +67,7 @@ class Gateway:
         for name, value in options.items():
             args += ["--set", f"{name}={value}"]
         self.args = args
-        self.env = dict(os.environ, OPENAI_API_KEY=REAL_OPENAI_KEY, POUCH_HOME=str(home))
+        self.env = dict(os.environ, **REAL_KEYS, POUCH_HOME=str(home))
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Gateway:
@@ -110,6 +117,14 @@ class Gateway:
         http_client = httpx2.AsyncClient(proxy=f"http://127.0.0.1:{self.port}", verify=self._tls(), timeout=30,
                                          limits=httpx2.Limits(max_connections=200))
         return openai.AsyncOpenAI(api_key=secret, http_client=http_client, **kwargs)
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def tls(self) -> ssl.SSLContext:
+        """What a client trusts to talk through the proxy: the gateway's CA."""
+        return self._tls()
 
     def open_store(self) -> None:
         database.open_store(self.db_url)

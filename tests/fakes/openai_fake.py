@@ -26,9 +26,16 @@ class FakeOpenAI(FakeServer):
 
     name = "openai"
     plays = "api.openai.com"
+    # The base paths of OpenAI-compatible vendors (Groq, Fireworks, OpenRouter, Azure's v1
+    # surface) map onto OpenAI's, so one fake plays them all.
+    vendor_bases = ("/openai/v1/", "/inference/v1/", "/api/v1/")
 
     def answer(self, request: Request, controls: Controls) -> JSON | Stream:
-        route = ROUTES.get((request.method, request.path))
+        path = request.path
+        for base in self.vendor_bases:
+            if path.startswith(base):
+                path = "/v1/" + path[len(base):]
+        route = ROUTES.get((request.method, path))
         if route is None:
             return self.error(request, 404, f"Invalid URL ({request.method} {request.path})")
         answer = route(request.body, controls)
