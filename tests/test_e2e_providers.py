@@ -259,3 +259,18 @@ def test_gemini_burst_of_60_on_a_budget_for_10(gateway, fakes):
     gateway.settled(expected_rows=10)
     total, held = spent(key)
     assert held == Money(0) and Money(0) < total <= worst * 10
+
+
+def test_rate_limits_hold_per_provider(gateway, fakes):
+    _, secret = new_key(rpm=2)
+    claude = claude_client(gateway, secret)
+    for _ in range(2):
+        claude.messages.create(model=CLAUDE, max_tokens=10, messages=HI)
+    with pytest.raises(anthropic.RateLimitError) as limited:
+        claude.messages.create(model=CLAUDE, max_tokens=10, messages=HI)
+    assert int(limited.value.response.headers["retry-after"]) >= 1
+    gemini = gemini_client(gateway, secret)  # the same key's limit spans providers
+    with pytest.raises(genai_errors.ClientError) as also_limited:
+        gemini.models.generate_content(model=GEMINI, contents="x")
+    assert also_limited.value.code == 429
+    assert len(fakes["anthropic"].requests) == 2 and not fakes["gemini"].requests
