@@ -57,13 +57,16 @@ class Keys:
         loader.add_option("pouch_unmetered", str, "refuse",
                           "Paid endpoints pouch cannot price (images, audio, files, batches, fine-tuning, "
                           "realtime...): 'refuse' (403) or 'allow' (forwarded unbudgeted).")
+        loader.add_option("pouch_store_timeout", float, 5.0,
+                          "Seconds a request may wait for the store (a lock held elsewhere) before it is "
+                          "refused with 503: the gateway fails closed rather than hanging.")
         loader.add_option("pouch_key_cache", float, 5.0,
                           "Seconds a key lookup is cached (revocations take effect within this time).")
 
     def configure(self, updated):
-        if "pouch_db" in updated:
+        if "pouch_db" in updated or "pouch_store_timeout" in updated:
             try:
-                database.open_store(ctx.options.pouch_db or None)
+                database.open_store(ctx.options.pouch_db or None, ctx.options.pouch_store_timeout)
             except Exception as e:
                 raise exceptions.OptionsError(f"pouch_db: cannot open the store: {e}") from e
             self.cache.clear()

@@ -24,9 +24,9 @@ database = pw.DatabaseProxy()
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
     "synchronous": "normal",  # with WAL: durable across process crashes, fsync at checkpoints
-    "busy_timeout": 30_000,  # ms; writers queue instead of failing under concurrency
     "foreign_keys": 1,
 }
+DEFAULT_TIMEOUT = 30.0  # seconds a store operation may wait for a lock (the gateway sets its own)
 
 
 def home() -> Path:
@@ -45,8 +45,12 @@ def resolve_url(url: str | None) -> str:
     return url
 
 
-def connect(url: str | None = None) -> pw.Database:
-    """Open the database behind ``url`` and bind the tables to it (not yet migrated)."""
+def connect(url: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> pw.Database:
+    """Open the database behind ``url`` and bind the tables to it (not yet migrated).
+
+    ``timeout``: how long an operation waits for another writer's lock before it fails
+    (SQLite's busy timeout; PostgreSQL's lock timeout), so a stuck store fails closed
+    instead of holding requests forever."""
     url = resolve_url(url)
     if url.startswith("sqlite"):
         path = db_url.parse(url)["database"]
@@ -54,9 +58,10 @@ def connect(url: str | None = None) -> pw.Database:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # IMMEDIATE: a transaction takes the write lock when it starts, so two processes
         # never both read and then deadlock upgrading to write (SQLITE_BUSY mid-transaction).
-        db = db_url.connect(url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
+        pragmas = {**SQLITE_PRAGMAS, "busy_timeout": int(timeout * 1000)}  # writers queue, up to this
+        db = db_url.connect(url, pragmas=pragmas, lock_type="IMMEDIATE")
     else:
-        db = db_url.connect(url)
+        db = db_url.connect(url, options=f"-c lock_timeout={int(timeout * 1000)}")
     database.initialize(db)
     return db
 
@@ -177,10 +182,10 @@ class UsageRow(Table):
 TABLES = [KeyRow, LedgerRow, ReservationRow, UsageRow]
 
 
-def open_store(url: str | None = None) -> pw.Database:
+def open_store(url: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> pw.Database:
     """Connect and bring the schema up to date: what every entry point does first."""
     from pouch.store.migrations import migrate
 
-    db = connect(url)
+    db = connect(url, timeout)
     migrate(db)
     return db
