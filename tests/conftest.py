@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from pouch.store import database
@@ -15,5 +17,38 @@ def isolated_home(tmp_path, monkeypatch):
 @pytest.fixture
 def store(isolated_home):
     db = database.open_store()
+    yield db
+    db.close()
+
+
+PG_URL = os.environ.get("POUCH_TEST_PG")  # scripts/test starts PostgreSQL and sets this
+PG_TABLES = "pouch_usage, pouch_reservations, pouch_ledger, pouch_keys, pouch_migrations"
+
+
+def fresh_postgres(url: str) -> None:
+    import psycopg2
+    from playhouse.db_url import parse
+
+    connection = psycopg2.connect(**parse(url))
+    with connection, connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {PG_TABLES} CASCADE")
+    connection.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, isolated_home):
+    """The store's URL, once per backend: the same code must hold on SQLite and PostgreSQL."""
+    if request.param == "sqlite":
+        yield database.default_url()
+        return
+    if not PG_URL:
+        pytest.skip("PostgreSQL not available (scripts/test starts it when installed)")
+    fresh_postgres(PG_URL)
+    yield PG_URL
+
+
+@pytest.fixture
+def any_store(store_url):
+    db = database.open_store(store_url)
     yield db
     db.close()

@@ -21,7 +21,7 @@ def usage_for(key, **extra):
     return {"ts": NOW, "key": key.id, "key_name": key.name, "status": 200, **extra}
 
 
-def test_reserve_admits_up_to_budget_exactly(store):
+def test_reserve_admits_up_to_budget_exactly(any_store):
     key, _ = keys.create("alice", NOW, budget=Money(100))
     first = ledger.reserve(key.id, key.window(NOW), Money(60), NOW, owner="t", hold=HOLD)
     assert isinstance(first, ledger.Reservation)
@@ -32,7 +32,7 @@ def test_reserve_admits_up_to_budget_exactly(store):
     assert ledger.window_totals(key, NOW) == (Money(0), Money(100))
 
 
-def test_finish_settles_exactly_once_and_records_usage(store):
+def test_finish_settles_exactly_once_and_records_usage(any_store):
     key, _ = keys.create("alice", NOW, budget=Money(100))
     held = ledger.reserve(key.id, key.window(NOW), Money(60), NOW, owner="t", hold=HOLD)
     assert ledger.finish(held.id, Money(25), usage_for(key, input_tokens=7))
@@ -42,7 +42,7 @@ def test_finish_settles_exactly_once_and_records_usage(store):
     assert UsageRow.get().cost_pico == 25 and UsageRow.get().reservation_id == held.id
 
 
-def test_release_frees_the_budget(store):
+def test_release_frees_the_budget(any_store):
     key, _ = keys.create("alice", NOW, budget=Money(100))
     held = ledger.reserve(key.id, key.window(NOW), Money(100), NOW, owner="t", hold=HOLD)
     assert isinstance(ledger.reserve(key.id, key.window(NOW), Money(1), NOW, owner="t", hold=HOLD), ledger.Refusal)
@@ -50,7 +50,7 @@ def test_release_frees_the_budget(store):
     assert isinstance(ledger.reserve(key.id, key.window(NOW), Money(100), NOW, owner="t", hold=HOLD), ledger.Reservation)
 
 
-def test_no_budget_is_always_admitted_and_metered(store):
+def test_no_budget_is_always_admitted_and_metered(any_store):
     key, _ = keys.create("open", NOW)
     held = ledger.reserve(key.id, key.window(NOW), Money.usd("1000000"), NOW, owner="t", hold=HOLD)
     assert isinstance(held, ledger.Reservation)
@@ -58,14 +58,14 @@ def test_no_budget_is_always_admitted_and_metered(store):
     assert ledger.window_totals(key, NOW)[0] == Money.usd("3")
 
 
-def test_lowered_budget_binds_immediately(store):
+def test_lowered_budget_binds_immediately(any_store):
     key, _ = keys.create("alice", NOW, budget=Money(100))
     ledger.reserve(key.id, key.window(NOW), Money(50), NOW, owner="t", hold=HOLD)
     keys.update(key, NOW, budget=Money(60))
     assert isinstance(ledger.reserve(key.id, key.window(NOW), Money(11), NOW, owner="t", hold=HOLD), ledger.Refusal)
 
 
-def test_new_period_starts_from_zero_and_old_reservation_settles_into_its_own(store):
+def test_new_period_starts_from_zero_and_old_reservation_settles_into_its_own(any_store):
     key, _ = keys.create("alice", NOW, budget=Money(100), period=Period.parse("daily"))
     held = ledger.reserve(key.id, key.window(NOW), Money(90), NOW, owner="t", hold=HOLD)
     tomorrow = NOW + timedelta(days=1)
@@ -75,7 +75,7 @@ def test_new_period_starts_from_zero_and_old_reservation_settles_into_its_own(st
     assert ledger.window_totals(key, tomorrow) == (Money(0), Money(100))
 
 
-def test_recover_charges_stale_reservations_in_full(store):
+def test_recover_charges_stale_reservations_in_full(any_store):
     key, _ = keys.create("alice", NOW, budget=Money(100))
     stale = ledger.reserve(key.id, key.window(NOW), Money(30), NOW, owner="gw-a", hold=HOLD)
     mine = ledger.reserve(key.id, key.window(NOW), Money(20), NOW, owner="gw-b", hold=HOLD)
@@ -127,9 +127,9 @@ def _finish_many(url, key_id, decisions, threads):
 
 
 @pytest.mark.parametrize("trial", range(6))
-def test_threads_and_processes_never_overspend(trial, isolated_home):
+def test_threads_and_processes_never_overspend(trial, store_url):
     rng = random.Random(trial)
-    url = database.default_url()
+    url = store_url
     database.open_store(url)
     budget = rng.randint(1_000, 50_000)
     key, _ = keys.create(f"burst{trial}", NOW, budget=Money(budget))
