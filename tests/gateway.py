@@ -43,7 +43,8 @@ class Gateway:
         self.home = home
         self.port, self.reverse_port, self.web_port = free_port(), free_port(), free_port()
         self.web_password = "test-web-password"
-        self.db_url = f"sqlite:///{home / 'pouch.db'}"
+        options = dict(options or {})
+        self.db_url = options.pop("pouch_db", None) or f"sqlite:///{home / 'pouch.db'}"
         self.confdir = home / "mitmproxy"
         self.log_path = home / "mitmdump.log"
         args = [

@@ -278,8 +278,9 @@ def test_burst_of_100_on_a_budget_for_10(gateway, fake, mode):
     input_tokens = count_prompt(MODEL, {"messages": HELLO}, "chat")
     worst = PRICE.input * input_tokens + PRICE.highest_output * 50
     key, secret = new_key(budget=(worst * 10).json())
-    # Slow upstream: all 100 are in flight together, so none is freed up before the others arrive.
-    fake.behaviour.update(delay=1.0, chunk_delay=0.2, reply="one two three four five six")
+    # A slow upstream (3 s, well above how long the burst takes to arrive on a busy 2-core machine):
+    # all 100 are in flight together, so none is freed up before the others arrive.
+    fake.behaviour.update(delay=3.0, chunk_delay=0.2, reply="one two three four five six")
     admitted, refused = burst(gateway, secret, 100, stream=mode != "json", hang_up=mode == "hang_up")
     assert admitted == 10 and refused == 90
     gateway.settled(expected_rows=10)
@@ -315,7 +316,7 @@ def limited_burst(gateway, secret, n):
 
 @pytest.mark.parametrize("limit", [{"rpm": 7}, {"max_concurrent": 3}, {"tpm": 400}])
 def test_rate_limits_hold_under_a_burst(gateway, fake, limit):
-    fake.behaviour.update(delay=0.5)  # all in flight together
+    fake.behaviour.update(delay=2.0)  # all in flight together
     _, secret = new_key(**limit)
     admitted, limited = limited_burst(gateway, secret, 30)
     per_request = count_prompt(MODEL, {"messages": HELLO}, "chat") + 20

@@ -206,7 +206,7 @@ def test_anthropic_burst_of_60_on_a_budget_for_10(gateway, fakes):
     body = dict(model=CLAUDE, max_tokens=50, messages=HI)
     worst = worst_case(gateway, fakes["anthropic"], lambda s: claude_client(gateway, s).messages.create(**body))
     key, secret = new_key(budget=(worst * 10).json())
-    fakes["anthropic"].behaviour.update(delay=1.0)
+    fakes["anthropic"].behaviour.update(delay=3.0)
 
     async def main():
         client = claude_client(gateway, secret, async_=True)
@@ -239,7 +239,7 @@ def test_gemini_burst_of_60_on_a_budget_for_10(gateway, fakes):
 
     worst = worst_case(gateway, fakes["gemini"], send)
     key, secret = new_key(budget=(worst * 10).json())
-    fakes["gemini"].behaviour.update(delay=1.0)
+    fakes["gemini"].behaviour.update(delay=3.0)
 
     async def main():
         client = gemini_client(gateway, secret)
