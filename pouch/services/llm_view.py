@@ -62,8 +62,8 @@ def api_of(flow: http.HTTPFlow) -> str | None:
     name = flow.metadata.get(chain.PROVIDER)
     provider = (
         (PROVIDERS.get(name) if isinstance(name, str) else None)
-        or for_host(flow.request.pretty_host)
-        or for_host(flow.request.host)
+        or for_host(flow.request.pretty_host, flow.request.port)
+        or for_host(flow.request.host, flow.request.port)
     )
     found = provider.endpoint(flow.request.method, flow.request.path) if provider else None
     return found.api if found and found.api in transcript.RENDERERS else None
