@@ -12,6 +12,7 @@ and PostgreSQL's ``timestamp`` compares naive values exactly, which the ledger's
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,9 @@ import peewee as pw
 from playhouse import db_url
 
 database = pw.DatabaseProxy()
+# peewee logs every statement at DEBUG, and mitmproxy turns each log record into an event
+# on its loop: ten per request. Its warnings and errors still come through.
+logging.getLogger("peewee").setLevel(logging.INFO)
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
