@@ -31,7 +31,7 @@ def llm_host_patterns() -> list[str]:
 
 class Providers:
     def __init__(self):
-        self.chose_hosts = False  # pouch, not the operator, set allow_hosts
+        self.patterns: list[str] | None = None  # the allow_hosts pouch set, if it set them
 
     def load(self, loader):
         loader.add_option(
@@ -56,16 +56,18 @@ class Providers:
                 registry.replace_configured([parse_compatible(s) for s in ctx.options.pouch_compatible])
             except ValueError as e:
                 raise exceptions.OptionsError(f"pouch_compatible: {e}") from e
-            if self.chose_hosts:
-                ctx.options.update(allow_hosts=llm_host_patterns())
-
-    def running(self):
-        # Decrypt only LLM hosts, unless the operator set allow/ignore hosts. Connect upstream
-        # only when a request is really forwarded: mitmproxy's default (eager) would dial the
-        # provider before pouch could refuse or route a request, so pouch replaces the default
-        # (a non-default choice is kept).
-        if not ctx.options.allow_hosts and not ctx.options.ignore_hosts:
-            self.chose_hosts = True
-            ctx.options.update(allow_hosts=llm_host_patterns())
-        if not ctx.options.has_changed("connection_strategy"):
+        # Here rather than in running(): mitmproxy accepts connections before running() is
+        # called, and those first connections must already follow these settings.
+        # Decrypt only LLM hosts, unless the operator set allow/ignore hosts themselves.
+        hosts = ctx.options.allow_hosts
+        chosen_by_operator = bool(ctx.options.ignore_hosts) or (bool(hosts) and hosts != self.patterns)
+        if not chosen_by_operator and hosts != (patterns := llm_host_patterns()):
+            self.patterns = patterns
+            ctx.options.update(allow_hosts=patterns)
+        elif ctx.options.ignore_hosts and hosts and hosts == self.patterns:
+            ctx.options.update(allow_hosts=[])  # the two exclude each other: the operator's wins
+        # Connect upstream only when a request is really forwarded: mitmproxy's default
+        # (eager) would dial the provider before pouch could refuse or route a request, so
+        # pouch replaces the default (a non-default choice is kept).
+        if not ctx.options.has_changed("connection_strategy") and ctx.options.connection_strategy != "lazy":
             ctx.options.update(connection_strategy="lazy")

@@ -16,6 +16,7 @@ def tctx():
     providers = Providers()
     with taddons.context(Proxyserver(), providers) as tctx:
         tctx.providers = providers
+        tctx.configure(providers)  # as mitmproxy does when it loads the script
         yield tctx
     registry.replace_configured([])
 
@@ -25,7 +26,6 @@ def decrypted(patterns, host):
 
 
 def test_only_llm_hosts_are_decrypted_and_connections_are_lazy(tctx):
-    tctx.providers.running()
     patterns = tctx.options.allow_hosts
     assert all(decrypted(patterns, h) for h in (
         "api.openai.com", "api.openai.com:443", "api.anthropic.com:443", "generativelanguage.googleapis.com",
@@ -38,13 +38,11 @@ def test_only_llm_hosts_are_decrypted_and_connections_are_lazy(tctx):
 @pytest.mark.parametrize("option", ["allow_hosts", "ignore_hosts"])
 def test_the_operators_host_choice_is_kept(tctx, option):
     tctx.configure(tctx.providers, **{option: ["^example[.]com$"]})
-    tctx.providers.running()
     assert getattr(tctx.options, option) == ["^example[.]com$"]
     assert tctx.options.allow_hosts in (["^example[.]com$"], [])
 
 
 def test_a_compatible_server_is_metered_and_decrypted(tctx):
-    tctx.providers.running()
     tctx.configure(tctx.providers, pouch_compatible=["vllm=gpu-box:8000/v1", "ollama=127.0.0.1,OLLAMA_KEY"])
     vllm = registry.for_host("gpu-box", 8000)
     assert vllm.name == "vllm" and registry.for_host("gpu-box", 9000) is None
