@@ -6,6 +6,8 @@ closes its reservation exactly once, with one usage row:
 - provider usage (JSON body or stream)            -> charged at cost
 - a stream cut short (client hung up, upstream
   aborted) before the provider's usage arrived    -> input + output seen so far
+- the client left before a non-streamed answer    -> the full reservation (the provider
+                                                     finishes and bills it anyway)
 - a 2xx response without usage                    -> the full reservation (never $0)
 - upstream 4xx/5xx, pouch refusal, never sent     -> released (nothing charged)
 - mock                                            -> recorded at what it would cost, not charged
@@ -33,6 +35,7 @@ from pouch.store import ledger
 from pouch.tokens.count import count_text
 
 log = logging.getLogger(__name__)
+SETTLE_RETRIES = 12  # pauses of 0.5 s doubling to 30 s: about 3.5 minutes, well inside pouch_hold
 
 
 @dataclasses.dataclass(slots=True)
@@ -109,14 +112,16 @@ class UsageMeter:
         # provider says answered (an observed request for an alias pouch cannot price).
         price = price_table().resolve(call["model"], provider_name) or (
             price_table().resolve(reported, provider_name) if reported else None)
-        if outcome in ("measure_failed", "no_usage"):  # we cannot tell: assume the worst
+        if outcome in ("measure_failed", "no_usage", "abandoned"):  # we cannot tell: assume the worst
             would_cost = Money.usd(reservation["amount_usd"]) if reservation else Money(0)
         else:
             would_cost = cost(price, usage) if price else Money(0)
         charge = would_cost if charged else Money(0)
         row = self._row(flow, followed, usage, outcome, would_cost)
         if reservation:
-            store_thread.later(ledger.finish, reservation["id"], charge, row)
+            # Retried while the store is unavailable (finish is idempotent): a settlement given
+            # up would leave the worst case held, and recovery would charge all of it.
+            store_thread.later(ledger.finish, reservation["id"], charge, row, retries=SETTLE_RETRIES)
         else:
             store_thread.later(ledger.record, row)
         flow.metadata[chain.RESULT] = {
@@ -152,6 +157,10 @@ class UsageMeter:
             return (usage, True, "ok", reported) if usage is not None else (Usage(), True, "no_usage", reported)
         if not sent_upstream(flow):
             return Usage(), False, "not_sent", None
+        if not call["stream"] and "server" not in (flow.error.msg if flow.error else "").lower():
+            # The client left before a non-streamed answer: providers finish (and bill) such
+            # a generation anyway, so its full worst case is charged, never a discount.
+            return Usage(input_tokens=call.get("input_tokens", 0)), True, "abandoned", None
         return Usage(input_tokens=call.get("input_tokens", 0)), True, "cut_short", None
 
     @staticmethod

@@ -162,7 +162,7 @@ def gateway(*, started: bool = True, **options):
                 gw.lifecycle("done")
             store_thread.drain()
             db = database.database.obj
-            store_thread.later(db.close).result()  # the store thread's own connection
+            store_thread.call(db.close)  # the store thread's own connection
             db.close()
 
 
