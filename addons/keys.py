@@ -57,16 +57,17 @@ class Keys:
         loader.add_option("pouch_unmetered", str, "refuse",
                           "Paid endpoints pouch cannot price (images, audio, files, batches, fine-tuning, "
                           "realtime...): 'refuse' (403) or 'allow' (forwarded unbudgeted).")
-        loader.add_option("pouch_store_timeout", float, 5.0,
+        loader.add_option("pouch_store_timeout", str, "5",
                           "Seconds a request may wait for the store (a lock held elsewhere) before it is "
                           "refused with 503: the gateway fails closed rather than hanging.")
-        loader.add_option("pouch_key_cache", float, 5.0,
+        loader.add_option("pouch_key_cache", str, "5",
                           "Seconds a key lookup is cached (revocations take effect within this time).")
 
     def configure(self, updated):
         if "pouch_db" in updated or "pouch_store_timeout" in updated:
+            timeout = chain.seconds("pouch_store_timeout")
             try:
-                database.open_store(ctx.options.pouch_db or None, ctx.options.pouch_store_timeout)
+                database.open_store(ctx.options.pouch_db or None, timeout)
             except Exception as e:
                 raise exceptions.OptionsError(f"pouch_db: cannot open the store: {e}") from e
             self.cache.clear()
@@ -75,7 +76,7 @@ class Keys:
         if "pouch_unmetered" in updated and ctx.options.pouch_unmetered not in ("refuse", "allow"):
             raise exceptions.OptionsError("pouch_unmetered must be 'refuse' or 'allow'")
         if "pouch_key_cache" in updated:
-            self.cache.ttl = ctx.options.pouch_key_cache
+            self.cache.ttl = chain.seconds("pouch_key_cache")
 
     @chain.fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:

@@ -62,17 +62,22 @@ def fit(model: str, text: str, max_tokens: int | None) -> tuple[str, int]:
 
 
 class Mock:
+    def __init__(self):
+        self.latency = 0.0
+
     def load(self, loader):
         loader.add_option("pouch_mock", str, "off",
                           "'all' answers every metered request with a mock (nothing sent upstream, nothing "
                           "charged); 'off' mocks only keys created with --mock.")
         loader.add_option("pouch_mock_reply", str, "",
                           "Text of mock replies; empty echoes the last user message.")
-        loader.add_option("pouch_mock_latency", float, 0.0, "Seconds a mock waits before answering.")
+        loader.add_option("pouch_mock_latency", str, "0", "Seconds a mock waits before answering (e.g. 0.5).")
 
     def configure(self, updated):
         if "pouch_mock" in updated and ctx.options.pouch_mock not in ("off", "all"):
             raise exceptions.OptionsError("pouch_mock must be 'off' or 'all'")
+        if "pouch_mock_latency" in updated:
+            self.latency = chain.seconds("pouch_mock_latency")
 
     @chain.fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -95,8 +100,8 @@ class Mock:
             text, output_tokens = fit(call.model, reply, call.max_output)
         # n choices: the mock answers n times, each reply billed
         usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens * call.choices)
-        if ctx.options.pouch_mock_latency > 0:
-            await asyncio.sleep(ctx.options.pouch_mock_latency)
+        if self.latency > 0:
+            await asyncio.sleep(self.latency)
         made = provider.mock(endpoint, call, body, usage, text)
         flow.response = http.Response.make(made.status, made.body, made.headers)
         flow.metadata[chain.MOCK] = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}

@@ -23,7 +23,7 @@ from mitmproxy import ctx, exceptions, http
 from pouch.domain.errors import GatewayError, StoreUnavailable
 from pouch.providers.registry import for_host
 from pouch.services import chain
-from pouch.services.secrets import placeholder, replace_in_request
+from pouch.services.secrets import placeholder, replace_in_request, stray_pouch_keys
 
 
 class Route(typing.NamedTuple):
@@ -88,6 +88,11 @@ class Upstream:
         if self.late not in ctx.master.addons.chain:
             ctx.master.addons.add(self.late)
 
+    def done(self):
+        # Here, not (only) in LateCredential: this addon runs before mitmproxy's Save, whose
+        # done() writes the flows still in flight.
+        self.late.done()
+
     @chain.fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
         body = flow.metadata.pop(chain.BODY, None)
@@ -97,7 +102,8 @@ class Upstream:
         if provider is None:
             return
         sent = provider.credential(flow.request.headers, flow.request.query)
-        replace_in_request(flow.request, {secret: placeholder(secret) for secret in sent})
+        replace_in_request(flow.request, {secret: placeholder(secret) for secret in sent}
+                           | stray_pouch_keys(flow.request))
         if flow.response or flow.error:
             return
         if chain.PROVIDER not in flow.metadata or not (chain.KEY in flow.metadata or chain.OBSERVED in flow.metadata):

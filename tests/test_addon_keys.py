@@ -83,7 +83,7 @@ class TestOptions:
             gw.configure(pouch_db=f"sqlite:///{not_a_directory}/pouch.db")
 
     def test_key_cache_seconds_set_the_cache_ttl(self, gw):
-        gw.configure(pouch_key_cache=0.5)
+        gw.configure(pouch_key_cache="0.5")
         assert gw.keys.cache.ttl == 0.5
 
 
@@ -276,7 +276,7 @@ class TestKeyCache:
         assert len(loads) == 1
 
     def test_a_revocation_binds_once_the_cache_expires(self, gw):
-        gw.configure(pouch_key_cache=0.0)
+        gw.configure(pouch_key_cache="0")
         key, secret = create_key()
         assert admit(gw, openai_flow(body=chat_body(), secret=secret)).response is None
         key_store.revoke(key, utcnow())

@@ -152,7 +152,7 @@ class TestRateLimit:
             "1000", str(1000 - PROMPT - 10))
 
     def test_changed_limits_are_picked_up(self, gw, clock):
-        gw.configure(pouch_key_cache=0.0)
+        gw.configure(pouch_key_cache="0")
         key, secret = create_key(rpm=1)
         assert through_ratelimit(gw, secret).response is None
         assert through_ratelimit(gw, secret).response.status_code == 429
@@ -162,7 +162,7 @@ class TestRateLimit:
         assert refused.response.headers["x-ratelimit-limit-requests"] == "3"
 
     def test_changing_limits_while_a_request_is_in_flight_does_not_leak_its_slot(self, gw, clock):
-        gw.configure(pouch_key_cache=0.0)
+        gw.configure(pouch_key_cache="0")
         key, secret = create_key(rpm=100, max_concurrent=1)
         in_flight = through_ratelimit(gw, secret)
         assert in_flight.response is None

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 
-from mitmproxy import http
+from mitmproxy import ctx, exceptions, http
 
 from pouch.domain.errors import GatewayError, PouchError
 from pouch.providers.base import Provider
@@ -52,6 +53,19 @@ def refuse(flow: http.HTTPFlow, error: PouchError) -> None:
     flow.metadata[REFUSED] = {"kind": error.kind, "status": error.status, "message": error.message}
 
 
+def seconds(option: str) -> float:
+    """A duration option's value. Durations are string options because mitmproxy cannot
+    parse a float given with --set."""
+    text = getattr(ctx.options, option)
+    try:
+        value = float(text)
+    except ValueError:
+        raise exceptions.OptionsError(f"{option} must be a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise exceptions.OptionsError(f"{option} must be a number of seconds, got {text!r}")
+    return value
+
+
 def fail_closed(hook):
     """Hook guard. In the request phase a PouchError becomes that refusal and any other
     exception a GatewayError refusal: never a silent forward of an unaccounted request.
@@ -67,10 +81,12 @@ def fail_closed(hook):
             if provider_of(flow):
                 refuse(flow, e)
             else:
-                log.error("pouch: %s on %s (no provider to answer in shape): killed", e, flow.request.url)
+                log.error("pouch: %s on %s (no provider to answer in shape): killed", e, flow.request.host)
                 flow.kill()
         except Exception:
-            log.exception("pouch: %s.%s failed on %s", type(self).__name__, hook.__name__, flow.request.url)
+            # host and path only: a query string may still hold a credential at this point
+            log.exception("pouch: %s.%s failed on %s %s%s", type(self).__name__, hook.__name__,
+                          flow.request.method, flow.request.host, flow.request.path.split("?")[0])
             if hook.__name__ != "request" or flow.response:
                 return
             if provider_of(flow):

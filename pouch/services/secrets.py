@@ -7,9 +7,15 @@ sent, and replaced by its placeholder again as soon as the response (or an error
 
 from __future__ import annotations
 
+import re
+
 from mitmproxy import http
 
-from pouch.domain.keys import display_prefix, looks_like_pouch_key
+from pouch.domain.keys import SECRET_PREFIX, display_prefix, looks_like_pouch_key
+
+# A pouch key anywhere in a request, also where no provider reads credentials (a query
+# parameter the provider ignores, an unrelated header): token_urlsafe(32) is 43 characters.
+_POUCH_KEY = re.compile(re.escape(SECRET_PREFIX) + r"[A-Za-z0-9_-]{43}")
 
 
 def placeholder(secret: str) -> str:
@@ -34,3 +40,11 @@ def replace_in_request(request: http.Request, swaps: dict[str, str]) -> None:
         if old and old in path:
             path = path.replace(old, new)
     request.path = path
+
+
+def stray_pouch_keys(request: http.Request) -> dict[str, str]:
+    """Every pouch key text in the request's headers and URL, with its placeholder."""
+    found = set(_POUCH_KEY.findall(request.path))
+    for _, value in request.headers.fields:
+        found.update(_POUCH_KEY.findall(value.decode("latin-1")))
+    return {secret: placeholder(secret) for secret in found}
