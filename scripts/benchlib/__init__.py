@@ -1,0 +1,1 @@
+"""The pieces of ``scripts/bench``: servers, load generators, in-process timings, the report."""
