@@ -28,6 +28,7 @@ from pouch.store import ledger
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_OUTPUT = 32_768  # when neither the request nor the price table caps output
+DEFAULT_MAX_INPUT = 1_000_000  # a model's context window, when the price table does not say
 RECOVERY_INTERVAL = 60.0
 
 
@@ -96,6 +97,8 @@ class Budget:
                 f"pouch has no price for model '{call['model']}', so it cannot budget it: ask the operator "
                 "to add one (pouch prices import, or $POUCH_HOME/prices.json)")
         input_tokens = await prompt.input_tokens(flow)
+        if call.get("hidden_input"):  # stored context the body does not show is billed as input
+            input_tokens = max(input_tokens, price.max_input_tokens or DEFAULT_MAX_INPUT)
         max_output = call["max_output"] or price.max_output_tokens or DEFAULT_MAX_OUTPUT
         input_cost, per_output = worst_case(price, input_tokens, max_output, call["choices"])
         needed = input_cost + per_output * max_output

@@ -121,8 +121,8 @@ class Keys:
             raise errors.ModelNotAllowed(
                 f"key '{key.name}' may not use model '{call.model}' (allowed: {', '.join(key.models)})")
         flow.metadata[chain.BODY] = body
-        flow.metadata[chain.CALL] = {"model": call.model, "stream": call.stream,
-                                     "max_output": call.max_output, "choices": call.choices}
+        flow.metadata[chain.CALL] = {"model": call.model, "stream": call.stream, "max_output": call.max_output,
+                                     "choices": call.choices, "hidden_input": call.hidden_input}
 
     async def _lookup(self, secret_hash: str) -> Key | None:
         found, key = self.cache.get(secret_hash)

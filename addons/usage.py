@@ -143,6 +143,8 @@ class UsageMeter:
             usage, reported = followed.tracker.usage(), followed.tracker.model()
             if usage is not None:
                 return usage, True, "ok" if flow.error is None else "cut_after_usage", reported
+            if flow.error is None:  # a whole stream, but the provider reported no usage
+                return Usage(), True, "no_usage", reported
             seen = count_text(call["model"], followed.tracker.output_text())
             return Usage(input_tokens=call.get("input_tokens", 0), output_tokens=seen), True, "cut_short", reported
         if flow.response is not None:

@@ -96,6 +96,17 @@ class TestReservation:
         assert ReservationRow.get_by_id(flow.metadata[chain.RESERVATION]["id"]).amount_pico == worst
         assert chain.CAPPED not in flow.metadata
 
+    @pytest.mark.parametrize("stored", [{"previous_response_id": "resp_1"}, {"conversation": "conv_1"},
+                                        {"prompt": {"id": "pmpt_1"}}])
+    def test_stored_context_reserves_the_whole_context_window(self, gw, stored):
+        """The provider bills a previous response's or conversation's input, which the body does
+        not show: the worst case counts the model's whole context window (128,000 tokens)."""
+        _, secret = create_key(budget=Money.usd("5"))
+        body = {"model": MODEL, "input": "and then?", "max_output_tokens": 20, **stored}
+        flow = reserve(gw, secret, body, path="/v1/responses")
+        worst = 128_000 * INPUT + 20 * OUTPUT  # $0.019212
+        assert ReservationRow.get_by_id(flow.metadata[chain.RESERVATION]["id"]).amount_pico == worst
+
     def test_a_key_without_a_budget_is_still_reserved(self, gw):
         key, secret = create_key()
         flow = reserve(gw, secret, chat_body(max_tokens=10))

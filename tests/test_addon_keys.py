@@ -113,7 +113,8 @@ class TestKeys:
         facts = flow.metadata[chain.KEY]
         assert (facts["id"], facts["name"], facts["prefix"], facts["rpm"]) == (key.id, "alice", key.prefix, 10)
         assert secret not in repr(flow.metadata)
-        assert flow.metadata[chain.CALL] == {"model": MODEL, "stream": True, "max_output": 50, "choices": 2}
+        assert flow.metadata[chain.CALL] == {"model": MODEL, "stream": True, "max_output": 50, "choices": 2,
+                                             "hidden_input": False}
         assert flow.metadata[chain.BODY] == body
 
     @pytest.mark.parametrize("header", ["x-api-key", "api-key"])

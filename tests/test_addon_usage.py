@@ -133,6 +133,14 @@ class TestJSON:
         row = only_row()
         assert (row.input_tokens, row.output_tokens, row.outcome) == (PROMPT, 0, "cut_short")
 
+    def test_a_client_that_leaves_before_a_non_streamed_answer_pays_the_worst_case(self, gw, alice):
+        key, secret = alice
+        flow = sent(gw, secret)
+        gw.fail(flow, "Client disconnected.")
+        assert settled(key) == reserved(flow)
+        row = only_row()
+        assert (row.input_tokens, row.output_tokens, row.outcome) == (PROMPT, 0, "abandoned")
+
     def test_a_response_then_an_error_closes_once(self, gw, alice):
         key, secret = alice
         flow = sent(gw, secret)
@@ -244,6 +252,14 @@ class TestStreams:
         assert settled(key) == PROMPT * INPUT + output * OUTPUT
         row = only_row()
         assert (row.input_tokens, row.output_tokens, row.outcome) == (PROMPT, output, "cut_short")
+
+    def test_a_whole_stream_without_usage_is_charged_the_full_reservation(self, gw, alice):
+        key, secret = alice
+        flow = sent(gw, secret, chat_body(SAID, stream=True))
+        events = [e for e in stream_events(flow) if b'"choices":[]' not in e.replace(b" ", b"")]
+        gw.respond(flow, http.Response.make(200, b"", SSE), sse_chunks(events))
+        assert settled(key) == reserved(flow)
+        assert only_row().outcome == "no_usage"
 
     def test_an_upstream_error_stream_is_released(self, gw, alice):
         key, secret = alice

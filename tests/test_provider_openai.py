@@ -150,7 +150,7 @@ def test_authorize_replaces_every_client_credential_and_nothing_else():
     [
         (CHAT, {"model": "gpt-4o"}, Call("gpt-4o", False, None, 1)),
         (CHAT, {"model": "gpt-4o", "stream": True, "max_tokens": 50}, Call("gpt-4o", True, 50, 1)),
-        (CHAT, {"model": "o3", "max_completion_tokens": 900, "max_tokens": 300}, Call("o3", False, 300, 1)),
+        (CHAT, {"model": "o3", "max_completion_tokens": 900, "max_tokens": 300}, Call("o3", False, 900, 1)),  # the larger bounds it
         (CHAT, {"model": "o3", "max_completion_tokens": 90, "max_tokens": None, "n": 3}, Call("o3", False, 90, 3)),
         (CHAT, {"model": "gpt-4o", "stream": None, "n": None}, Call("gpt-4o", False, None, 1)),
         (RESPONSES, {"model": "gpt-5", "max_output_tokens": 2000, "stream": True}, Call("gpt-5", True, 2000, 1)),
@@ -218,9 +218,9 @@ def test_cap_output(endpoint, field):
 
 
 def test_cap_output_keeps_the_legacy_chat_field():
-    body = {"model": "m", "max_tokens": 900}
+    body = {"model": "m", "max_tokens": None}
     PROVIDER.cap_output(CHAT, body, 123)
-    assert body == {"model": "m", "max_tokens": 900, "max_completion_tokens": 123}
+    assert body == {"model": "m", "max_tokens": 123}, "one cap field only: OpenAI refuses both"
     assert PROVIDER.read_call(CHAT, "/v1/x", body).max_output == 123
 
 

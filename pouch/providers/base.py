@@ -41,6 +41,10 @@ class Call:
     stream: bool
     max_output: int | None  # the client's own output cap, None if it set none
     choices: int = 1  # outputs generated per request (OpenAI n / best_of): worst case multiplies
+    # Input the body does not show: context stored at the provider (a previous response or
+    # conversation, a stored prompt, a cached content) that it bills as input. The worst
+    # case then counts the model's whole context window as input.
+    hidden_input: bool = False
 
 
 @dataclasses.dataclass(slots=True)

@@ -118,7 +118,8 @@ class Gemini:
         config = _generation_config(body) or {}
         cap = _number(config, "maxOutputTokens", "max_output_tokens", _MAX_CAP)
         candidates = _number(config, "candidateCount", "candidate_count", _MAX_CANDIDATES)
-        return Call(model, endpoint.name == STREAM.name, cap, 1 if candidates is None else candidates)
+        return Call(model, endpoint.name == STREAM.name, cap, 1 if candidates is None else candidates,
+                    hidden_input=bool(body.get("cachedContent") or body.get("cached_content")))
 
     def cap_output(self, endpoint: Endpoint, body: dict, max_tokens: int) -> None:
         if endpoint.api != "gemini":

@@ -119,9 +119,12 @@ class OpenAI:
             raise BadRequest("'stream' must be true or false")
         if api == "chat":
             caps = [c for c in (_cap(body, "max_completion_tokens"), _cap(body, "max_tokens")) if c is not None]
-            return Call(model, bool(stream), min(caps) if caps else None, _choices(body, "n"))
+            # Both set: OpenAI refuses the request, but compatible servers honour one or the
+            # other, so the larger bounds what may be generated.
+            return Call(model, bool(stream), max(caps) if caps else None, _choices(body, "n"))
         if api == "responses":
-            return Call(model, bool(stream), _cap(body, "max_output_tokens"))
+            stored = any(body.get(field) for field in ("previous_response_id", "conversation", "prompt"))
+            return Call(model, bool(stream), _cap(body, "max_output_tokens"), hidden_input=stored)
         if api == "completions":
             cap = _cap(body, "max_tokens")
             # Every best_of candidate is generated and billed, not only the n returned.
@@ -131,6 +134,8 @@ class OpenAI:
 
     def cap_output(self, endpoint: Endpoint, body: dict, max_tokens: int) -> None:
         if field := _CAP_FIELDS.get(endpoint.api):
+            if endpoint.api == "chat" and "max_tokens" in body:
+                field = "max_tokens"  # the one the client uses: OpenAI refuses both at once
             body[field] = max_tokens
 
     def prepare_stream(self, endpoint: Endpoint, body: dict) -> bool:
