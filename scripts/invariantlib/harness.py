@@ -1,0 +1,223 @@
+"""One invariant run: fresh keys, a seeded plan of faulty requests fired concurrently through
+one real gateway, a wait until the gateway has settled, then the checks and a summary."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import math
+import random
+import time
+from pathlib import Path
+
+from pouch.domain.money import Money
+from pouch.services import keys as key_service
+from pouch.store.database import ReservationRow, UsageRow
+from tests.fakes.anthropic_fake import FakeAnthropic
+from tests.fakes.gemini_fake import FakeGemini
+from tests.fakes.openai_fake import FakeOpenAI
+from tests.gateway import REAL_KEYS, Gateway
+
+from . import plan
+from .checks import KeyReport, RunKey, Upstream, Violation, check_credentials, check_run
+from .send import Clients, Outcome, send
+
+SETTLE_TIMEOUT = 30.0  # seconds the gateway may take to close every reservation after the last client
+QUIET = 1.0  # the store must look the same this long to count as settled (slowest fake delay: 1 s)
+
+
+class Environment:
+    """The three fakes (threads of this process, so their records can be read) and one gateway
+    routed to them, trusting their CAs."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        tls = workdir / "tls"
+        self.fakes = {name: fake(tls_dir=tls / name) for name, fake in
+                      (("openai", FakeOpenAI), ("anthropic", FakeAnthropic), ("gemini", FakeGemini))}
+        bundle = tls / "cas.pem"
+        bundle.write_text("".join(fake.ca_path.read_text() for fake in self.fakes.values()))
+        routes = {plan.HOSTS[name]: fake.url for name, fake in self.fakes.items()}
+        self.gateway = Gateway(workdir / "gateway", routes, str(bundle))
+
+    def __enter__(self) -> Environment:
+        for fake in self.fakes.values():
+            fake.start()
+        self.gateway.start()
+        self.gateway.open_store()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.gateway.stop()
+        for fake in self.fakes.values():
+            fake.stop()
+
+    def upstream(self) -> Upstream:
+        credentials = {"openai": REAL_KEYS["OPENAI_API_KEY"], "anthropic": REAL_KEYS["ANTHROPIC_API_KEY"],
+                       "gemini": REAL_KEYS["GEMINI_API_KEY"]}
+        return Upstream({name: fake.requests for name, fake in self.fakes.items()}, credentials)
+
+
+@dataclasses.dataclass
+class RunResult:
+    index: int
+    seed: int
+    requests: int
+    concurrency: int
+    seconds: float
+    settle_seconds: float
+    reports: list[KeyReport]
+    general: list[Violation]  # not about one key
+    keys: list[RunKey]
+    outcomes: list[Outcome]
+    upstream_requests: int
+
+    @property
+    def violations(self) -> list[Violation]:
+        return self.general + [v for r in self.reports for v in r.violations]
+
+
+def create_keys(index: int, seed: int, shares: collections.Counter) -> dict[str, RunKey]:
+    keys = {}
+    for spec in plan.KEYS:
+        budget = plan.budget_of(spec, shares[spec.role])
+        key, secret = key_service.create(
+            f"inv-s{seed}-r{index}-{spec.role}", budget=budget.json() if budget else None, rpm=spec.rpm,
+            tpm=spec.tpm, max_concurrent=spec.max_concurrent, mock=spec.mock or None, models=spec.models,
+            period=spec.period)
+        keys[spec.role] = RunKey(spec, key.id, key.name, secret, budget)
+    return keys
+
+
+def draw_roles(rng: random.Random, n: int) -> list[str]:
+    """Which key each request uses, in bursts: a few consecutive requests for the same key go
+    out together, so a key's budget and limits meet simultaneous arrivals."""
+    longest = max(1, min(16, n // 100))  # a short run still spreads over every key
+    roles: list[str] = []
+    while len(roles) < n:
+        spec = rng.choices(plan.KEYS, weights=[k.weight for k in plan.KEYS])[0]
+        roles += [spec.role] * min(rng.randint(1, longest), n - len(roles))
+    return roles
+
+
+async def fire(gateway: Gateway, planned: list[plan.Planned], concurrency: int,
+               deadline: float = math.inf) -> list[Outcome]:
+    """``concurrency`` clients take the planned requests in order, each as soon as it is free,
+    until the ``deadline`` (``time.monotonic()``) has passed."""
+    clients = Clients(gateway, concurrency)
+    pending = iter(planned)
+    outcomes: list[Outcome] = []
+
+    async def client():
+        for request in pending:
+            if time.monotonic() > deadline:
+                return
+            outcomes.append(await send(clients, request))
+
+    try:
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    finally:
+        await clients.close()
+    return outcomes
+
+
+def settle(env: Environment, key_ids: list[int]) -> float:
+    """Wait until no reservation of these keys is open and nothing has changed for QUIET seconds
+    (a client that hung up may leave its request still on its way through the gateway)."""
+    started = time.monotonic()
+    last = None
+    while time.monotonic() - started < SETTLE_TIMEOUT:
+        state = (ReservationRow.select().where(ReservationRow.key.in_(key_ids)).count(),
+                 UsageRow.select().where(UsageRow.key.in_(key_ids)).count(),
+                 sum(len(fake.requests) for fake in env.fakes.values()))
+        if state[0] == 0 and state == last:
+            break
+        last = state
+        time.sleep(QUIET)
+    return time.monotonic() - started
+
+
+def default_deadline(requests: int) -> float:
+    """Seconds a run may take: ten times what this 2-core machine needs."""
+    return 60 + requests / 20
+
+
+def run_once(env: Environment, index: int, requests: int, concurrency: int, seed: int,
+             deadline: float | None = None) -> RunResult:
+    rng = random.Random(f"{seed}-{index}")
+    roles = draw_roles(rng, requests)
+    keys = create_keys(index, seed, collections.Counter(roles))
+    for fake in env.fakes.values():
+        fake.reset()
+    planned = [plan.plan_request(rng, i, index, keys[role].spec, keys[role].secret, env.gateway)
+               for i, role in enumerate(roles)]
+    started = time.monotonic()
+    limit = started + (deadline or default_deadline(requests))
+    outcomes = asyncio.run(fire(env.gateway, planned, concurrency, limit))
+    seconds = time.monotonic() - started
+    settle_seconds = settle(env, [k.id for k in keys.values()])
+    upstream = env.upstream()
+    reports = check_run(list(keys.values()), outcomes, upstream)
+    general = check_credentials(list(keys.values()), upstream) + check_slots_freed(env, rng, index, keys)
+    if len(outcomes) < requests:
+        general.append(Violation(6, "-", f"the gateway was too slow: {requests - len(outcomes)} requests "
+                                 f"not sent within the run's {limit - started:.0f} s"))
+    return RunResult(index, seed, requests, concurrency, seconds, settle_seconds, reports, general, list(keys.values()),
+                     outcomes, sum(map(len, upstream.records.values())))
+
+
+def check_slots_freed(env: Environment, rng: random.Random, index: int, keys: dict[str, RunKey]) -> list[Violation]:
+    """5, after the fact: once everything has settled, a key with a concurrency limit admits that
+    many simultaneous requests again (no slot is held by a request that has ended)."""
+    found = []
+    for key in keys.values():
+        if not key.spec.max_concurrent:
+            continue
+        probes = [plan.plan_request(rng, f"probe{i}", index, key.spec, key.secret, env.gateway, fault="none")
+                  for i in range(key.spec.max_concurrent)]
+        outcomes = asyncio.run(fire(env.gateway, probes, len(probes)))
+        admitted = sum(o.result == "response" for o in outcomes)
+        if admitted < len(probes):
+            found.append(Violation(5, key.name, f"after settling, {admitted} of {len(probes)} simultaneous "
+                                   f"requests admitted: {[(o.result, o.reason, o.problem) for o in outcomes]}"))
+    return found
+
+
+# --- the summary -------------------------------------------------------------------------
+
+
+def usd(money: Money | None) -> str:
+    return "-" if money is None else f"{money.as_usd:.6f}"
+
+
+def summary(result: RunResult, shown: int = 20) -> str:
+    rate = result.requests / result.seconds if result.seconds else 0
+    lines = [f"run {result.index} (seed {result.seed}): {result.requests} requests, concurrency "
+             f"{result.concurrency}, {result.seconds:.1f} s ({rate:.0f}/s), settled in {result.settle_seconds:.1f} s"]
+    header = (f"  {'key':<13}{'sent':>6}{'admit':>7}{'unkn':>6}{'rows':>6}{'faulty':>7}  {'spent $':>10}"
+              f"{'budget $':>14}{'over $':>10}{'viol':>5}  refused")
+    lines.append(header)
+    for r in result.reports:
+        refused = " ".join(f"{reason}:{n}" for reason, n in sorted(r.refused.items())) or "-"
+        faulty = r.sent - r.faults["none"]
+        over = usd(r.overspend) if r.overspend else "-"
+        budget = usd(r.budget) + (f"/{r.spec.period}" if r.spec.period and r.budget else "")
+        lines.append(f"  {r.role:<13}{r.sent:>6}{r.admitted:>7}{r.unknown:>6}{r.rows:>6}{faulty:>7}  "
+                     f"{usd(r.spent):>10}{budget:>14}{over:>10}{len(r.violations):>5}  {refused}")
+    faults = sum((r.faults for r in result.reports), collections.Counter())
+    outcomes = sum((r.outcomes for r in result.reports), collections.Counter())
+    lines.append("  faults injected: " + " ".join(f"{f}:{n}" for f, n in faults.most_common()))
+    results = collections.Counter(o.result for o in result.outcomes)
+    lines.append("  client results: " + " ".join(f"{r}:{n}" for r, n in results.most_common())
+                 + f" (HTTP/2: {sum(o.planned.http2 for o in result.outcomes)}, "
+                 f"reverse mode: {sum(o.planned.reverse for o in result.outcomes)})")
+    lines.append(f"  upstream received {result.upstream_requests} requests (refused ones, mock answers and "
+                 "pouch keys among them are violations [7])")
+    lines.append("  usage rows by outcome: " + " ".join(f"{o}:{n}" for o, n in outcomes.most_common()))
+    violations = result.violations
+    lines.append(f"  violations: {len(violations)}")
+    lines += [f"    {v}" for v in violations[:shown]]
+    if len(violations) > shown:
+        lines.append(f"    ... and {len(violations) - shown} more")
+    return "\n".join(lines)

@@ -1,0 +1,70 @@
+"""The invariant harness (scripts/invariants), bounded: a few hundred requests of mixed faults
+through one real gateway must break no invariant; and the checks must see a broken store."""
+
+import collections
+
+import pytest
+
+from pouch.store.database import LedgerRow, ReservationRow, UsageRow
+from scripts.invariantlib import harness, plan
+from scripts.invariantlib.checks import check_run, most_at_once, most_within_a_minute
+
+REQUESTS = 300
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    with harness.Environment(tmp_path_factory.mktemp("invariants")) as env:
+        yield env, harness.run_once(env, index=1, requests=REQUESTS, concurrency=24, seed=7)
+
+
+@pytest.mark.timeout(180)
+def test_no_invariant_breaks_under_load_faults_and_bad_input(run):
+    _, result = run
+    assert not result.violations, harness.summary(result)
+    # not vacuous: every API and fault was tried, and the budgets and limits were met
+    assert {o.planned.kind for o in result.outcomes} == set(plan.KINDS)
+    assert {o.planned.fault for o in result.outcomes} == set(plan.FAULTS)
+    refused = sum((r.refused for r in result.reports), collections.Counter())
+    assert refused["budget"] and refused["rate"] and refused["request"] and refused["auth"]
+    assert {o.result for o in result.outcomes} >= {"response", "refused", "upstream_error", "connection_error",
+                                                   "cancelled", "closed"}
+
+
+def test_the_checks_see_a_store_that_breaks_them(run):
+    env, result = run
+    env.gateway.open_store()
+    key = next(k for k in result.keys if k.spec.role == "oa-load")
+    row = UsageRow.select().where(UsageRow.key == key.id).first()
+    ledger = LedgerRow.get(LedgerRow.key == key.id)
+    try:
+        LedgerRow.update(spent_pico=LedgerRow.spent_pico + 1).where(LedgerRow.id == ledger.id).execute()
+        ReservationRow.insert(id="leaked", key=key.id, ledger=ledger.id, amount_pico=5, created_at=row.ts,
+                              deadline=row.ts, owner="test").execute()
+        reports = check_run(result.keys, result.outcomes, env.upstream())
+        found = {v.invariant for r in reports for v in r.violations if r.name == key.name}
+        assert found >= {3, 4}
+    finally:
+        ReservationRow.delete().where(ReservationRow.id == "leaked").execute()
+        LedgerRow.update(spent_pico=ledger.spent_pico).where(LedgerRow.id == ledger.id).execute()
+
+
+@pytest.mark.parametrize("spans, weights, expected", [
+    ([], [], 0),
+    ([(0, 1), (30, 31), (59, 59.5)], [1, 1, 1], 3),
+    ([(0, 1), (30, 31), (60, 61)], [1, 1, 1], 2),  # a minute apart: the first has left the window
+    ([(0, 70), (1, 2), (2, 3)], [1, 1, 1], 2),  # admitted some time in a long span: it proves nothing
+    ([(0, 1), (1, 2)], [500, 700], 1200),
+])
+def test_most_within_a_minute(spans, weights, expected):
+    assert most_within_a_minute(spans, weights) == expected
+
+
+@pytest.mark.parametrize("spans, expected", [
+    ([], 0),
+    ([(0, 1), (0.5, 1.5), (2, 3)], 2),
+    ([(0, 1), (1, 2)], 1),  # one ends as the next starts
+    ([(0, 10), (1, 2), (3, 4), (3.5, 5)], 3),
+])
+def test_most_at_once(spans, expected):
+    assert most_at_once(spans) == expected
