@@ -2,7 +2,6 @@
 last line of defence against forwarding anything unaccounted."""
 
 import json
-import re
 
 import pytest
 from mitmproxy import exceptions, http

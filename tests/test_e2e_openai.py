@@ -1,7 +1,6 @@
 """End to end: real mitmdump with the chain, the real openai SDK, a fake OpenAI on loopback."""
 
 import asyncio
-import json
 import uuid
 
 import httpx2
