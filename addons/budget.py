@@ -109,9 +109,7 @@ class Budget:
             left = result.budget - result.spent - result.reserved - input_cost
             affordable = left.pico // per_output.pico if per_output.pico else 0
             if affordable >= 1:
-                provider = chain.provider_of(flow)
-                provider.cap_output(provider.endpoint(flow.request.method, flow.request.path),
-                                    flow.metadata[chain.BODY], affordable)
+                chain.provider_of(flow).cap_output(chain.endpoint_of(flow), flow.metadata[chain.BODY], affordable)
                 flow.metadata[chain.BODY_CHANGED] = True
                 flow.metadata[chain.CAPPED] = affordable
                 needed = input_cost + per_output * affordable

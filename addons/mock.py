@@ -87,7 +87,7 @@ class Mock:
         if not ((key and key["mock"]) or ctx.options.pouch_mock == "all"):
             return
         provider, facts = chain.provider_of(flow), flow.metadata[chain.CALL]
-        endpoint = provider.endpoint(flow.request.method, flow.request.path)
+        endpoint = chain.endpoint_of(flow)
         body = flow.metadata[chain.BODY]
         # The cap pouch set (when the budget could not cover the model's maximum) binds like the client's.
         cap = flow.metadata.get(chain.CAPPED) or facts["max_output"]

@@ -132,7 +132,9 @@ class Upstream:
         if route:
             flow.request.scheme, flow.request.port = route.scheme, route.port
             flow.request.host = route.target_host
-            flow.request.path = route.path_prefix + flow.request.path
+            if route.path_prefix:
+                flow.metadata[chain.CLIENT_PATH] = flow.request.path  # credentials already hidden
+                flow.request.path = route.path_prefix + flow.request.path
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         self.late.hide(flow)

@@ -62,7 +62,7 @@ class UsageMeter:
         if not flow.metadata[chain.CALL]["stream"]:
             return
         provider = chain.provider_of(flow)
-        endpoint = provider.endpoint(flow.request.method, flow.request.path)
+        endpoint = chain.endpoint_of(flow)
         if provider.prepare_stream(endpoint, flow.metadata[chain.BODY]):
             flow.metadata[chain.INJECTED_USAGE] = flow.metadata[chain.BODY_CHANGED] = True
 
@@ -72,7 +72,7 @@ class UsageMeter:
                 or flow.response.status_code >= 400 or not flow.metadata[chain.CALL]["stream"]):
             return
         provider = chain.provider_of(flow)
-        endpoint = provider.endpoint(flow.request.method, flow.request.path)
+        endpoint = chain.endpoint_of(flow)
         followed = Followed(provider.stream_tracker(endpoint, flow.metadata.get(chain.INJECTED_USAGE, False)))
         self._streams[flow] = followed
 
@@ -149,7 +149,7 @@ class UsageMeter:
             return Usage(input_tokens=call.get("input_tokens", 0), output_tokens=seen), True, "cut_short", reported
         if flow.response is not None:
             provider = chain.provider_of(flow)
-            endpoint = provider.endpoint(flow.request.method, flow.request.path)
+            endpoint = chain.endpoint_of(flow)
             try:
                 body = json.loads(flow.response.get_content(strict=False) or b"null")
             except (ValueError, RecursionError):

@@ -338,3 +338,22 @@ def test_ledger_invariant_after_every_ending(gw):
     assert held == Money(0)
     assert spent.pico == sum(row.cost_pico for row in UsageRow.select()) > 0
     assert UsageRow.select().count() == 3
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_route_with_a_path_prefix_is_still_metered_from_usage(monkeypatch, stream):
+    """pouch_route may send api.openai.com to a base URL with a path (a proxy, a local server):
+    the request leaves with the prefixed path, yet it is metered as the endpoint it was."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-real-provider-key")
+    with gateway(pouch_route=["api.openai.com=http://127.0.0.1:8000/prefix"]) as gw:
+        key, secret = create_key(budget=Money.usd("5"))
+        flow = sent(gw, secret, chat_body(SAID, max_completion_tokens=50, stream=stream))
+        assert flow.request.path == "/prefix/v1/chat/completions"
+        usage = {"prompt_tokens": 20, "completion_tokens": 7}
+        if stream:
+            gw.respond(flow, http.Response.make(200, b"", SSE), sse_chunks(stream_events(flow, usage=usage)))
+        else:
+            payload = chat_completions(upstream_body(flow), Controls(usage=usage))
+            gw.respond(flow, http.Response.make(200, json.dumps(payload), JSON))
+        assert settled(key) == 20 * INPUT + 7 * OUTPUT
+        assert only_row().outcome == "ok"

@@ -13,7 +13,7 @@ import math
 from mitmproxy import ctx, exceptions, http
 
 from pouch.domain.errors import GatewayError, PouchError
-from pouch.providers.base import Provider
+from pouch.providers.base import Endpoint, Provider
 from pouch.providers.registry import PROVIDERS
 
 log = logging.getLogger(__name__)
@@ -31,11 +31,18 @@ CAPPED = "pouch.output_cap"  # output cap pouch set on a request that had none
 MOCK = "pouch.mock"  # {"usage": {...}, "text_tokens": n}: a mock response was served
 REFUSED = "pouch.refused"  # {"kind", "status", "message"}: pouch answered with an error
 RESULT = "pouch.usage"  # what was recorded: tokens, cost, remaining budget
+CLIENT_PATH = "pouch.client_path"  # the path as the client sent it, once a route changed it
 
 
 def provider_of(flow: http.HTTPFlow) -> Provider | None:
     name = flow.metadata.get(PROVIDER)
     return PROVIDERS.get(name) if name else None
+
+
+def endpoint_of(flow: http.HTTPFlow) -> Endpoint | None:
+    """The endpoint the client called, also after ``pouch_route`` prefixed the request's path."""
+    path = flow.metadata.get(CLIENT_PATH, flow.request.path)
+    return provider_of(flow).endpoint(flow.request.method, path)
 
 
 def metered(flow: http.HTTPFlow) -> bool:
