@@ -53,6 +53,9 @@ def client(server):
         ({"x-fake-no-usage": "false"}, {"no_usage": True}, Controls(no_usage=False)),
         ({}, {"reply": "set once", "abort_after": 2}, Controls(reply="set once", abort_after=2)),
         ({"x-fake-reply": "header wins"}, {"reply": "set once"}, Controls(reply="header wins")),
+        ({"x-fake-tool-calls": "3", "x-fake-ignore-bounds": "1", "x-fake-tool-input": "50"}, {},
+         Controls(tool_calls=3, ignore_bounds=True, tool_input=50)),
+        ({"x-fake-ignore-bounds": "no"}, {"tool_calls": 2, "ignore_bounds": True}, Controls(tool_calls=2)),
     ],
 )
 def test_parse_controls(headers, behaviour, expected):
@@ -61,7 +64,8 @@ def test_parse_controls(headers, behaviour, expected):
 
 @pytest.mark.parametrize(
     "headers, behaviour",
-    [({"x-fake-chunks": "many"}, {}), ({"x-fake-usage": "[1]"}, {}), ({"x-fake-usage": "{"}, {}), ({}, {"dely": 1})],
+    [({"x-fake-chunks": "many"}, {}), ({"x-fake-usage": "[1]"}, {}), ({"x-fake-usage": "{"}, {}), ({}, {"dely": 1}),
+     ({"x-fake-tool-calls": "-1"}, {}), ({"x-fake-tool-input": "lots"}, {})],
 )
 def test_parse_controls_refuses(headers, behaviour):
     with pytest.raises(ValueError, match="fake:"):
@@ -204,6 +208,141 @@ class TestResponses:
         assert (response.usage.input_tokens, response.usage.output_tokens) == (10, 5)
         assert response.usage.input_tokens_details.cached_tokens == 2
         assert response.usage.output_tokens_details.reasoning_tokens == 3
+
+
+SERVER_TOOLS = [  # (the tool, the output item the SDK parses a call into, fields of the n-th call)
+    ({"type": "web_search"}, "ResponseFunctionWebSearch",
+     lambda n: {"type": "web_search_call", "action": {"type": "search", "query": f"fake query {n}"}}),
+    ({"type": "web_search_preview_2025_03_11"}, "ResponseFunctionWebSearch", lambda n: {"type": "web_search_call"}),
+    ({"type": "file_search", "vector_store_ids": ["vs_1"]}, "ResponseFileSearchToolCall",
+     lambda n: {"type": "file_search_call", "queries": [f"fake query {n}"], "results": None}),
+    ({"type": "code_interpreter", "container": {"type": "auto"}}, "ResponseCodeInterpreterToolCall",
+     lambda n: {"type": "code_interpreter_call", "code": f"print({n})", "outputs": None}),
+    ({"type": "mcp", "server_label": "wiki", "server_url": "https://mcp.example.com"}, "McpCall",
+     lambda n: {"type": "mcp_call", "name": "fake_tool", "server_label": "wiki", "arguments": "{}", "output": "ok"}),
+]
+WEB_SEARCH = [{"type": "web_search"}]
+
+
+def tool_calls(**headers) -> dict:
+    return {"extra_headers": {f"x-fake-{name.replace('_', '-')}": str(value) for name, value in headers.items()}}
+
+
+class TestServerTools:
+    """Responses run server tools as OpenAI does: one output item per call before the message,
+    and each call's results billed again as input."""
+
+    @pytest.mark.parametrize("tool, kind, fields", SERVER_TOOLS)
+    def test_calls_are_output_items_before_the_message(self, fake, client, tool, kind, fields):
+        response = client.responses.create(model="gpt-4o", input="hi", tools=[tool], **tool_calls(tool_calls=2))
+        *calls, message = response.output
+        assert [type(item).__name__ for item in calls] == [kind, kind]
+        for n, item in enumerate(calls, start=1):
+            assert item.to_dict().items() >= fields(n).items()
+            assert item.status == "completed"
+        assert len({item.id for item in calls}) == 2
+        assert message.type == "message" and response.output_text == "echo: hi"
+        if kind == "ResponseCodeInterpreterToolCall":  # one container for the whole response
+            assert calls[0].container_id == calls[1].container_id and calls[0].container_id.startswith("cntr_")
+        prompt = count_prompt("gpt-4o", fake.requests[-1].body, "responses")
+        assert response.usage.input_tokens == prompt + 2 * 1000
+        assert response.usage.total_tokens == response.usage.input_tokens + response.usage.output_tokens
+
+    @pytest.mark.parametrize("headers, performed", [
+        ({"tool_calls": 5}, 2),
+        ({"tool_calls": 1}, 1),
+        ({"tool_calls": 5, "ignore_bounds": 1}, 5),  # a provider that overruns the bound
+    ])
+    def test_max_tool_calls_bounds_the_calls(self, fake, client, headers, performed):
+        response = client.responses.create(model="gpt-4o", input="hi", tools=WEB_SEARCH, max_tool_calls=2,
+                                           **tool_calls(**headers))
+        assert [item.type for item in response.output] == ["web_search_call"] * performed + ["message"]
+        prompt = count_prompt("gpt-4o", fake.requests[-1].body, "responses")
+        assert response.usage.input_tokens == prompt + performed * 1000
+        assert response.max_tool_calls == 2
+
+    def test_tool_input_sets_what_each_call_bills(self, fake, client):
+        response = client.responses.create(model="gpt-4o", input="hi", tools=WEB_SEARCH,
+                                           **tool_calls(tool_calls=3, tool_input=7))
+        assert response.usage.input_tokens == count_prompt("gpt-4o", fake.requests[-1].body, "responses") + 3 * 7
+
+    def test_usage_override_still_wins(self, fake, client):
+        headers = tool_calls(tool_calls=3)
+        headers["extra_headers"]["x-fake-usage"] = '{"input_tokens": 10}'
+        response = client.responses.create(model="gpt-4o", input="hi", tools=WEB_SEARCH, **headers)
+        assert len(response.output) == 4 and response.usage.input_tokens == 10
+
+    @pytest.mark.parametrize("tools", [[], [{"type": "function", "name": "f", "parameters": {"type": "object"}}]])
+    def test_no_server_tool_no_calls(self, fake, client, tools):
+        response = client.responses.create(model="gpt-4o", input="hi", tools=tools, **tool_calls(tool_calls=3))
+        assert [item.type for item in response.output] == ["message"]
+        assert response.usage.input_tokens == count_prompt("gpt-4o", fake.requests[-1].body, "responses")
+
+    def test_first_server_tool_is_the_one_called(self, fake, client):
+        tools = [{"type": "function", "name": "f", "parameters": {"type": "object"}},
+                 {"type": "file_search", "vector_store_ids": ["vs_1"]}, {"type": "web_search"}]
+        response = client.responses.create(model="gpt-4o", input="hi", tools=tools, **tool_calls(tool_calls=1))
+        assert [item.type for item in response.output] == ["file_search_call", "message"]
+
+    @pytest.mark.parametrize("tool, kind, fields", SERVER_TOOLS[::2])
+    def test_stream_agrees_with_json(self, fake, client, tool, kind, fields):
+        ask = {"model": "gpt-4o", "input": "hi", "tools": [tool], "max_tool_calls": 3, **tool_calls(tool_calls=4)}
+        whole = client.responses.create(**ask)
+        events = list(client.responses.create(**ask, stream=True))
+        assert [e.sequence_number for e in events] == list(range(len(events)))
+        items = [(e.type, e.output_index, e.item.type, e.item.status) for e in events if "output_item" in e.type]
+        call = fields(1)["type"]
+        assert items == [
+            ("response.output_item.added", 0, call, "in_progress"), ("response.output_item.done", 0, call, "completed"),
+            ("response.output_item.added", 1, call, "in_progress"), ("response.output_item.done", 1, call, "completed"),
+            ("response.output_item.added", 2, call, "in_progress"), ("response.output_item.done", 2, call, "completed"),
+            ("response.output_item.added", 3, "message", "in_progress"),
+            ("response.output_item.done", 3, "message", "completed"),
+        ]
+        assert {e.output_index for e in events if e.type == "response.output_text.delta"} == {3}
+        final = events[-1].response
+        assert events[-1].type == "response.completed"
+        assert [type(item).__name__ for item in final.output] == [kind] * 3 + ["ResponseOutputMessage"]
+        done = [e.item for e in events if e.type == "response.output_item.done"]
+        assert [item.id for item in final.output] == [item.id for item in done]
+        assert final.usage == whole.usage
+
+    def test_stream_helper_final_response(self, fake, client):
+        with client.responses.stream(model="gpt-4o", input="hi", tools=WEB_SEARCH, **tool_calls(tool_calls=2)) as s:
+            final = s.get_final_response()
+        assert [item.type for item in final.output] == ["web_search_call", "web_search_call", "message"]
+        assert final.output_text == "echo: hi"
+        assert final.usage.input_tokens == count_prompt("gpt-4o", fake.requests[-1].body, "responses") + 2000
+
+    def test_cut_stream_is_incomplete_with_the_calls(self, fake, client):
+        events = list(client.responses.create(model="gpt-4o", input=HELLO, tools=WEB_SEARCH, stream=True,
+                                              max_output_tokens=2, **tool_calls(tool_calls=2)))
+        assert events[-1].type == "response.incomplete"
+        assert [item.type for item in events[-1].response.output] == ["web_search_call"] * 2 + ["message"]
+
+    @pytest.mark.parametrize("search", [{}, None])
+    def test_chat_search_model_cites_one_search(self, fake, client, search):
+        options = {} if search is None else {"web_search_options": search}
+        ask = {"model": "gpt-4o-search-preview", "messages": HELLO, **options, **tool_calls(tool_calls=3)}
+        completion = client.chat.completions.create(**ask)
+        with client.chat.completions.stream(**ask, stream_options={"include_usage": True}) as stream:
+            streamed = stream.get_final_completion()
+        prompt = count_prompt("gpt-4o-search-preview", fake.requests[-1].body, "chat")
+        for answer in (completion, streamed):
+            annotations = answer.choices[0].message.annotations or []
+            if search is None:
+                assert annotations == [] and answer.usage.prompt_tokens == prompt
+                continue
+            assert [a.type for a in annotations] == ["url_citation"]
+            assert annotations[0].url_citation.url == "https://example.com/1"
+            assert answer.usage.prompt_tokens == prompt + 1000
+            assert answer.choices[0].message.content == "echo: hello there world"
+
+    def test_chat_search_model_without_tool_calls_does_not_search(self, fake, client):
+        completion = client.chat.completions.create(model="gpt-4o-search-preview", messages=HELLO,
+                                                    web_search_options={})
+        assert completion.choices[0].message.annotations == []
+        assert completion.usage.prompt_tokens == count_prompt("gpt-4o-search-preview", fake.requests[-1].body, "chat")
 
 
 def test_completions_json_and_stream(fake, client):

@@ -148,6 +148,150 @@ class TestMessages:
             client.messages.create(**ASK, extra_headers={"x-fake-delay": "0.5"}, timeout=0.1)
 
 
+SEARCH = {"type": "web_search_20250305", "name": "web_search"}
+FETCH = {"type": "web_fetch_20250910", "name": "web_fetch"}
+CLIENT_TOOL = {"name": "lookup", "description": "look it up", "input_schema": {"type": "object"}}
+RAW_HEADERS = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
+
+
+def tool_calls(**controls) -> dict:
+    return {"extra_headers": {f"x-fake-{name.replace('_', '-')}": str(value) for name, value in controls.items()}}
+
+
+def prompt_of(fake) -> int:
+    """The input the request itself bills, before any tool round: as the fake counts it."""
+    return count_prompt(MODEL, fake.requests[-1].body, "anthropic_messages")
+
+
+def sse_events(text: str) -> list[dict]:
+    return [json.loads(line.removeprefix("data: ")) for line in text.splitlines() if line.startswith("data: ")]
+
+
+def without_ids(block) -> dict:
+    """A content block as a dict, without what is made up afresh for every answer."""
+    fields = block.to_dict()
+    fields.pop("id", None), fields.pop("tool_use_id", None)
+    for result in fields.get("content") if isinstance(fields.get("content"), list) else ():
+        result.pop("encrypted_content")
+    return fields
+
+
+class TestServerTools:
+    """Server tools run as Anthropic runs them: a server_tool_use block and its result per call
+    before the text, counted in usage.server_tool_use, each call's results billed as input."""
+
+    @pytest.mark.parametrize("tool, result, counted", [
+        (SEARCH, "WebSearchToolResultBlock", "web_search_requests"),
+        (FETCH, "WebFetchToolResultBlock", "web_fetch_requests"),
+    ])
+    def test_calls_are_blocks_before_the_text(self, fake, client, tool, result, counted):
+        message = client.messages.create(**ASK, tools=[tool], **tool_calls(tool_calls=2))
+        kinds = [type(block).__name__ for block in message.content]
+        assert kinds == ["ServerToolUseBlock", result, "ServerToolUseBlock", result, "TextBlock"]
+        uses, results = message.content[0:4:2], message.content[1:4:2]
+        assert [r.tool_use_id for r in results] == [use.id for use in uses]
+        assert all(use.id.startswith("srvtoolu_") and use.name == tool["name"] for use in uses)
+        if tool is SEARCH:
+            assert [use.input for use in uses] == [{"query": "fake query 1"}, {"query": "fake query 2"}]
+            assert [r.content[0].url for r in results] == ["https://example.com/1", "https://example.com/2"]
+            assert results[1].content[0].title == "Result 2" and results[1].content[0].encrypted_content
+        else:
+            assert [use.input for use in uses] == [{"url": "https://example.com/1"}, {"url": "https://example.com/2"}]
+            assert results[0].content.url == "https://example.com/1"
+            assert results[0].content.content.source.data == "fetched"
+        assert message.content[-1].text == "echo: hello there world"
+        assert message.usage.input_tokens == prompt_of(fake) + 2 * 1000
+        other = ({"web_search_requests", "web_fetch_requests"} - {counted}).pop()
+        assert getattr(message.usage.server_tool_use, counted) == 2
+        assert getattr(message.usage.server_tool_use, other) == 0
+
+    @pytest.mark.parametrize("controls, performed", [
+        ({"tool_calls": 5}, 2),
+        ({"tool_calls": 1}, 1),
+        ({"tool_calls": 5, "ignore_bounds": "true"}, 5),  # a provider that overruns max_uses
+    ])
+    def test_max_uses_bounds_the_calls(self, fake, client, controls, performed):
+        message = client.messages.create(**ASK, tools=[{**SEARCH, "max_uses": 2}], **tool_calls(**controls))
+        assert [block.type for block in message.content].count("server_tool_use") == performed
+        assert message.usage.server_tool_use.web_search_requests == performed
+        assert message.usage.input_tokens == prompt_of(fake) + performed * 1000
+
+    def test_first_server_tool_is_the_one_called(self, fake, client):
+        message = client.messages.create(**ASK, tools=[CLIENT_TOOL, FETCH, SEARCH], **tool_calls(tool_calls=1))
+        assert [block.type for block in message.content] == ["server_tool_use", "web_fetch_tool_result", "text"]
+
+    @pytest.mark.parametrize("tools", [[], [CLIENT_TOOL]])
+    def test_no_server_tool_no_calls(self, fake, client, tools):
+        message = client.messages.create(**ASK, tools=tools, **tool_calls(tool_calls=3))
+        assert [block.type for block in message.content] == ["text"]
+        assert message.usage.server_tool_use is None
+        assert message.usage.input_tokens == prompt_of(fake)
+
+    def test_tool_input_and_usage_override(self, fake, client):
+        message = client.messages.create(**ASK, tools=[SEARCH], **tool_calls(tool_calls=3, tool_input=7))
+        assert message.usage.input_tokens == prompt_of(fake) + 3 * 7
+        headers = tool_calls(tool_calls=3)
+        headers["extra_headers"]["x-fake-usage"] = '{"input_tokens": 10}'
+        message = client.messages.create(**ASK, tools=[SEARCH], **headers)
+        assert message.usage.input_tokens == 10 and message.usage.server_tool_use.web_search_requests == 3
+
+    @pytest.mark.parametrize("tool", [SEARCH, FETCH])
+    def test_stream_agrees_with_json(self, fake, client, tool):
+        ask = {**ASK, "tools": [tool], **tool_calls(tool_calls=2)}
+        whole = client.messages.create(**ask)
+        with client.messages.stream(**ask) as stream:
+            streamed = stream.get_final_message()
+        assert [without_ids(block) for block in streamed.content] == [without_ids(block) for block in whole.content]
+        assert streamed.content[1].tool_use_id == streamed.content[0].id
+        assert streamed.usage.to_dict() == whole.usage.to_dict()
+
+    def test_stream_events(self, fake, raw):
+        body = {**ASK, "tools": [{**SEARCH, "max_uses": 2}], "stream": True}
+        response = raw.post("/v1/messages", json=body, headers={**RAW_HEADERS, "x-fake-tool-calls": "2"})
+        events = sse_events(response.text)
+        prompt = prompt_of(fake)
+        assert events[0]["message"]["usage"]["input_tokens"] == prompt  # the input side, before the tools
+        assert "server_tool_use" not in events[0]["message"]["usage"]
+        starts = [(e["index"], e["content_block"]["type"]) for e in events if e["type"] == "content_block_start"]
+        assert starts == [(0, "server_tool_use"), (1, "web_search_tool_result"), (2, "server_tool_use"),
+                          (3, "web_search_tool_result"), (4, "text")]
+        assert [e["type"] for e in events[1:3]] == ["content_block_start", "ping"]
+        use = next(e["content_block"] for e in events if e["type"] == "content_block_start")
+        assert use["input"] == {}  # the input arrives as JSON deltas
+        partial = [e["delta"] for e in events if e["type"] == "content_block_delta" and e["index"] == 0]
+        assert [d["type"] for d in partial] == ["input_json_delta"]
+        assert json.loads(partial[0]["partial_json"]) == {"query": "fake query 1"}
+        assert [e["index"] for e in events if e["type"] == "content_block_stop"] == [0, 1, 2, 3, 4]
+        delta = next(e for e in events if e["type"] == "message_delta")
+        assert delta["usage"] == {  # cumulative totals, as Anthropic sends them when server tools ran
+            "input_tokens": prompt + 2000, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+            "output_tokens": count_text(MODEL, "echo: hello there world"),
+            "server_tool_use": {"web_search_requests": 2, "web_fetch_requests": 0},
+        }
+
+    @pytest.mark.parametrize("tools", [[], [SEARCH]])
+    def test_stream_without_calls_keeps_the_plain_message_delta(self, fake, raw, tools):
+        response = raw.post("/v1/messages", json={**ASK, "tools": tools, "stream": True}, headers=RAW_HEADERS)
+        delta = next(e for e in sse_events(response.text) if e["type"] == "message_delta")
+        assert delta["usage"] == {"output_tokens": count_text(MODEL, "echo: hello there world")}
+
+    def test_stream_helper_reads_the_tool_usage(self, fake, client):
+        with client.messages.stream(**ASK, tools=[SEARCH], **tool_calls(tool_calls=3)) as stream:
+            message = stream.get_final_message()
+        assert message.usage.input_tokens == prompt_of(fake) + 3000
+        assert message.usage.server_tool_use.web_search_requests == 3
+
+    def test_abort_counts_text_deltas_only(self, fake, client):
+        seen = []
+        headers = tool_calls(tool_calls=1, abort_after=1)
+        with pytest.raises(httpx2.RemoteProtocolError):
+            for event in client.messages.create(**ASK, tools=[SEARCH], stream=True, **headers):
+                seen.append((event.type, getattr(event, "index", None)))
+        assert seen == [("message_start", None), ("content_block_start", 0), ("content_block_delta", 0),
+                        ("content_block_stop", 0), ("content_block_start", 1), ("content_block_stop", 1),
+                        ("content_block_start", 2), ("content_block_delta", 2)]
+
+
 def test_count_tokens(fake, client):
     counted = client.messages.count_tokens(model=MODEL, messages=HELLO, system="be brief")
     assert counted.input_tokens == count_prompt(MODEL, {"messages": HELLO, "system": "be brief"}, "anthropic_messages")

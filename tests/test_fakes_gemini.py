@@ -157,6 +157,129 @@ class TestGenerateContent:
         assert seen == ["echo:", " hello"]
 
 
+SEARCH = types.Tool(google_search=types.GoogleSearch())
+URL_CONTEXT = types.Tool(url_context=types.UrlContext())
+CODE = types.Tool(code_execution=types.ToolCodeExecution())
+FUNCTION = types.Tool(function_declarations=[types.FunctionDeclaration(name="lookup", description="look it up")])
+
+
+def with_tools(*tools, **controls) -> types.GenerateContentConfig:
+    headers = {f"x-fake-{name.replace('_', '-')}": str(value) for name, value in controls.items()}
+    return types.GenerateContentConfig(tools=list(tools), http_options=types.HttpOptions(headers=headers))
+
+
+def prompt_of(fake) -> int:
+    return count_prompt(MODEL, fake.requests[-1].body, "gemini")
+
+
+class TestServerTools:
+    """Server tools run as Google runs them: grounding or URL context metadata on the candidate,
+    or code execution parts before the text, and the tool rounds' input billed as
+    toolUsePromptTokenCount."""
+
+    def test_google_search_grounds_the_candidate(self, fake, client):
+        response = client.models.generate_content(model=MODEL, contents=SAID, config=with_tools(SEARCH, tool_calls=3))
+        assert fake.requests[-1].body["tools"] == [{"googleSearch": {}}]
+        grounding = response.candidates[0].grounding_metadata
+        assert grounding.web_search_queries == ["fake query 1", "fake query 2", "fake query 3"]
+        uris = [chunk.web.uri for chunk in grounding.grounding_chunks]
+        assert uris == ["https://example.com/1", "https://example.com/2", "https://example.com/3"]
+        assert grounding.grounding_chunks[2].web.title == "Result 3"
+        assert grounding.search_entry_point.rendered_content == "<div></div>"
+        assert response.text == "echo: hello there world"
+        usage = response.usage_metadata
+        assert usage.prompt_token_count == prompt_of(fake)  # the tool rounds are billed beside it
+        assert usage.tool_use_prompt_token_count == 3 * 1000
+        assert usage.total_token_count == usage.prompt_token_count + usage.candidates_token_count + 3000
+
+    def test_url_context_lists_the_urls(self, fake, client):
+        config = with_tools(URL_CONTEXT, tool_calls=2)
+        candidate = client.models.generate_content(model=MODEL, contents=SAID, config=config).candidates[0]
+        assert fake.requests[-1].body["tools"] == [{"urlContext": {}}]
+        assert [(u.retrieved_url, u.url_retrieval_status) for u in candidate.url_context_metadata.url_metadata] == [
+            ("https://example.com/1", types.UrlRetrievalStatus.URL_RETRIEVAL_STATUS_SUCCESS),
+            ("https://example.com/2", types.UrlRetrievalStatus.URL_RETRIEVAL_STATUS_SUCCESS),
+        ]
+        assert candidate.grounding_metadata is None
+
+    def test_code_execution_parts_come_before_the_text(self, fake, client):
+        config = with_tools(CODE, tool_calls=2, tool_input=5)
+        response = client.models.generate_content(model=MODEL, contents=SAID, config=config)
+        assert fake.requests[-1].body["tools"] == [{"codeExecution": {}}]
+        parts = response.candidates[0].content.parts
+        assert [(p.executable_code.code, p.executable_code.language) for p in parts[0:4:2]] == [
+            ("print(1)", types.Language.PYTHON), ("print(2)", types.Language.PYTHON)]
+        assert [(p.code_execution_result.outcome, p.code_execution_result.output) for p in parts[1:4:2]] == [
+            (types.Outcome.OUTCOME_OK, "1"), (types.Outcome.OUTCOME_OK, "2")]
+        assert parts[4].text == "echo: hello there world"
+        assert response.usage_metadata.tool_use_prompt_token_count == 2 * 5
+
+    @pytest.mark.parametrize("tool, field", [
+        ({"google_search": {}}, "groundingMetadata"),
+        ({"googleSearchRetrieval": {}}, "groundingMetadata"),  # the legacy search tool
+        ({"url_context": {}}, "urlContextMetadata"),
+    ])
+    def test_either_spelling(self, fake, raw, tool, field):
+        response = raw.post(f"/v1beta/models/{MODEL}:generateContent", json={**CONTENTS, "tools": [tool]},
+                            headers={"x-goog-api-key": "k", "x-fake-tool-calls": "1"})
+        assert field in response.json()["candidates"][0]
+        assert response.json()["usageMetadata"]["toolUsePromptTokenCount"] == 1000
+
+    @pytest.mark.parametrize("controls", [{}, {"ignore_bounds": 1}])
+    def test_no_bound_so_all_calls_are_made(self, fake, client, controls):
+        config = with_tools(SEARCH, tool_calls=7, **controls)
+        response = client.models.generate_content(model=MODEL, contents=SAID, config=config)
+        assert len(response.candidates[0].grounding_metadata.web_search_queries) == 7
+        assert response.usage_metadata.tool_use_prompt_token_count == 7000
+
+    def test_first_server_tool_is_the_one_called(self, fake, client):
+        config = with_tools(FUNCTION, CODE, SEARCH, tool_calls=1)
+        candidate = client.models.generate_content(model=MODEL, contents=SAID, config=config).candidates[0]
+        assert candidate.content.parts[0].executable_code is not None
+        assert candidate.grounding_metadata is None
+
+    @pytest.mark.parametrize("tools", [(), (FUNCTION,)])
+    def test_no_server_tool_no_calls(self, fake, client, tools):
+        response = client.models.generate_content(model=MODEL, contents=SAID, config=with_tools(*tools, tool_calls=3))
+        candidate = response.candidates[0]
+        assert candidate.grounding_metadata is candidate.url_context_metadata is None
+        assert len(candidate.content.parts) == 1
+        assert response.usage_metadata.tool_use_prompt_token_count is None
+        assert response.usage_metadata.prompt_token_count == prompt_of(fake)
+
+    def test_usage_override_wins(self, fake, client):
+        config = with_tools(SEARCH, tool_calls=2)
+        config.http_options.headers["x-fake-usage"] = '{"toolUsePromptTokenCount": 9, "promptTokenCount": 10}'
+        usage = client.models.generate_content(model=MODEL, contents=SAID, config=config).usage_metadata
+        assert (usage.prompt_token_count, usage.tool_use_prompt_token_count) == (10, 9)
+        assert usage.total_token_count == 10 + usage.candidates_token_count + 9
+
+    @pytest.mark.parametrize("tool, metadata", [(SEARCH, "grounding_metadata"), (URL_CONTEXT, "url_context_metadata")])
+    def test_stream_puts_the_metadata_on_the_last_chunk(self, fake, client, tool, metadata):
+        config = with_tools(tool, tool_calls=2)
+        whole = client.models.generate_content(model=MODEL, contents=SAID, config=config)
+        chunks = list(client.models.generate_content_stream(model=MODEL, contents=SAID, config=config))
+        assert len(chunks) == 4 and "".join(chunk.text for chunk in chunks) == whole.text
+        assert [getattr(c.candidates[0], metadata) is not None for c in chunks] == [False, False, False, True]
+        assert getattr(chunks[-1].candidates[0], metadata) == getattr(whole.candidates[0], metadata)
+        assert [c.usage_metadata.tool_use_prompt_token_count for c in chunks] == [None, None, None, 2000]
+        assert chunks[-1].usage_metadata == whole.usage_metadata
+        before = chunks[-2].usage_metadata  # the tool rounds are not in the total before they show
+        assert before.total_token_count == before.prompt_token_count + before.candidates_token_count
+
+    def test_stream_leads_with_code_execution(self, fake, client):
+        config = with_tools(CODE, tool_calls=1)
+        whole = client.models.generate_content(model=MODEL, contents=SAID, config=config)
+        chunks = list(client.models.generate_content_stream(model=MODEL, contents=SAID, config=config))
+        streamed = [part for chunk in chunks for part in chunk.candidates[0].content.parts]
+        assert [len(chunk.candidates[0].content.parts) for chunk in chunks] == [3, 1, 1, 1]
+        assert [(p.executable_code, p.code_execution_result) for p in streamed[:2]] == [
+            (p.executable_code, p.code_execution_result) for p in whole.candidates[0].content.parts[:2]]
+        # The tool round is counted from the chunk that shows it, and stays: usage is cumulative.
+        assert [c.usage_metadata.tool_use_prompt_token_count for c in chunks] == [1000] * 4
+        assert chunks[-1].usage_metadata == whole.usage_metadata
+
+
 def test_count_tokens(fake, client):
     counted = client.models.count_tokens(model=MODEL, contents=SAID)
     assert counted.total_tokens == count_prompt(MODEL, CONTENTS, "gemini")

@@ -21,6 +21,9 @@ class Controls:
     chunk_delay: float = 0.0  # seconds between streamed events
     abort_after: int | None = None  # cut the connection once this many content chunks went out
     no_usage: bool = False  # a provider that forgets usage: no usage chunk, no usage object
+    tool_calls: int = 0  # calls of the request's first server tool (web search etc.) the fake performs
+    ignore_bounds: bool = False  # perform tool_calls even past the request's bound (a misbehaving provider)
+    tool_input: int = 1000  # input tokens each tool call adds to the bill (its results, re-read)
 
 
 def parse_controls(headers: dict[str, str], behaviour: dict) -> Controls:
@@ -38,7 +41,7 @@ def parse_controls(headers: dict[str, str], behaviour: dict) -> Controls:
         try:
             if f.name == "usage":
                 values[f.name] = json.loads(header)
-            elif f.name == "no_usage":
+            elif f.name in ("no_usage", "ignore_bounds"):
                 values[f.name] = header.strip().lower() not in _FLAGS_OFF
             elif f.name == "reply":
                 values[f.name] = header
@@ -50,4 +53,6 @@ def parse_controls(headers: dict[str, str], behaviour: dict) -> Controls:
         raise ValueError("fake: usage must be a JSON object")
     if min(values.get("delay", 0), values.get("chunk_delay", 0)) < 0:
         raise ValueError("fake: delays must not be negative")
+    if min(values.get("tool_calls", 0), values.get("tool_input", 0)) < 0:
+        raise ValueError("fake: tool_calls and tool_input must not be negative")
     return Controls(**values)

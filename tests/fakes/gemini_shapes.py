@@ -33,7 +33,12 @@ _STATUSES = {
     504: "DEADLINE_EXCEEDED",
 }
 _USAGE_FIELDS = ("promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount", "cachedContentTokenCount",
-                 "totalTokenCount")
+                 "toolUsePromptTokenCount", "totalTokenCount")
+_SERVER_TOOLS = {  # each spelling of a tool Google runs itself -> which one it is
+    "googleSearch": "search", "google_search": "search", "googleSearchRetrieval": "search",
+    "google_search_retrieval": "search", "urlContext": "url_context", "url_context": "url_context",
+    "codeExecution": "code_execution", "code_execution": "code_execution",
+}
 
 
 def dumps(obj) -> str:
@@ -51,17 +56,23 @@ class Usage(NamedTuple):
     thoughts: int = 0
     cached: int = 0
     total: int | None = None  # None: the sum, as Gemini computes it
+    tool_use: int = 0  # the tool rounds' input (their results, re-read), reported beside the prompt
 
-    def metadata(self, candidates: int | None = None) -> dict:
-        """``usageMetadata``, with ``candidates`` so far while a stream is still going."""
+    def metadata(self, candidates: int | None = None, tool_use: bool = True) -> dict:
+        """``usageMetadata``, with ``candidates`` so far while a stream is still going, and
+        ``tool_use`` False in a stream's chunks before the tool's results show."""
         candidates = self.candidates if candidates is None else candidates
-        total = self.total if self.total is not None else self.prompt + candidates + self.thoughts
+        tool_prompt = self.tool_use if tool_use else 0
+        total = self.total if self.total is not None else self.prompt + candidates + self.thoughts + tool_prompt
         counts = {"promptTokenCount": self.prompt, "candidatesTokenCount": candidates, "totalTokenCount": total,
-                  "cachedContentTokenCount": self.cached, "thoughtsTokenCount": self.thoughts}
+                  "cachedContentTokenCount": self.cached, "toolUsePromptTokenCount": tool_prompt,
+                  "thoughtsTokenCount": self.thoughts}
         metadata = {name: count for name, count in counts.items() if count}
         metadata["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": self.prompt}]
         if self.cached:
             metadata["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": self.cached}]
+        if tool_prompt:
+            metadata["toolUsePromptTokensDetails"] = [{"modality": "TEXT", "tokenCount": tool_prompt}]
         return metadata
 
 
@@ -78,7 +89,7 @@ def _generate_request(body) -> dict:
     return body
 
 
-def _usage(controls: Controls, prompt: int, candidates: int) -> Usage:
+def _usage(controls: Controls, prompt: int, candidates: int, tool_use: int) -> Usage:
     overrides = controls.usage or {}
     unknown = set(overrides) - set(_USAGE_FIELDS)
     if unknown:
@@ -89,25 +100,65 @@ def _usage(controls: Controls, prompt: int, candidates: int) -> Usage:
         overrides.get("thoughtsTokenCount", 0),
         overrides.get("cachedContentTokenCount", 0),
         overrides.get("totalTokenCount"),
+        overrides.get("toolUsePromptTokenCount", tool_use),
     )
 
 
-def _reply(model: str, body: dict, controls: Controls) -> tuple[str, str, Usage]:
-    """The reply text, its finishReason and its usage."""
+class ToolCalls(NamedTuple):
+    """What ``calls`` calls of the request's first server tool add to the candidate."""
+
+    calls: int
+    parts: list[dict]  # code execution's, before the text part
+    metadata: dict  # groundingMetadata or urlContextMetadata, on the candidate
+
+
+def _tool_calls(body: dict, controls: Controls) -> ToolCalls:
+    """Google bounds none of these per request, so ``tool_calls`` are all performed."""
+    tools = body.get("tools")
+    found = next((_SERVER_TOOLS[key] for tool in (tools if isinstance(tools, list) else ())
+                  if isinstance(tool, dict) for key in tool if key in _SERVER_TOOLS), None)
+    calls = controls.tool_calls if found else 0
+    if not calls:
+        return ToolCalls(0, [], {})
+    numbers = range(1, calls + 1)
+    if found == "code_execution":
+        parts = []
+        for i in numbers:
+            parts += [{"executableCode": {"language": "PYTHON", "code": f"print({i})"}},
+                      {"codeExecutionResult": {"outcome": "OUTCOME_OK", "output": f"{i}"}}]
+        return ToolCalls(calls, parts, {})
+    if found == "url_context":
+        urls = [{"retrievedUrl": f"https://example.com/{i}", "urlRetrievalStatus": "URL_RETRIEVAL_STATUS_SUCCESS"}
+                for i in numbers]
+        return ToolCalls(calls, [], {"urlContextMetadata": {"urlMetadata": urls}})
+    grounding = {
+        "webSearchQueries": [f"fake query {i}" for i in numbers],
+        "groundingChunks": [{"web": {"uri": f"https://example.com/{i}", "title": f"Result {i}"}} for i in numbers],
+        "searchEntryPoint": {"renderedContent": "<div></div>"},
+    }
+    return ToolCalls(calls, [], {"groundingMetadata": grounding})
+
+
+def _reply(model: str, body: dict, controls: Controls) -> tuple[str, str, Usage, ToolCalls]:
+    """The reply text, its finishReason, its usage and the server tool calls made for it."""
     prompt = count_prompt(model, body, "gemini")  # first: it refuses malformed contents
     users = [c for c in body["contents"] if isinstance(c, dict) and c.get("role", "user") == "user"]
     said = text_of(users[-1].get("parts")) if users else ""
     config = _either(body, "generationConfig", "generation_config") or {}
     max_tokens = _either(config, "maxOutputTokens", "max_output_tokens") if isinstance(config, dict) else None
     text, truncated = reply_text(controls, model, said, max_tokens)
-    usage = _usage(controls, prompt, count_text(model, text))
-    return text, "MAX_TOKENS" if truncated else "STOP", usage
+    tools = _tool_calls(body, controls)
+    # Google bills the tool rounds' input apart from the prompt, as toolUsePromptTokenCount.
+    usage = _usage(controls, prompt, count_text(model, text), tools.calls * controls.tool_input)
+    return text, "MAX_TOKENS" if truncated else "STOP", usage, tools
 
 
-def _response(model: str, response_id: str, text: str, finish: str | None, usage: dict | None) -> dict:
-    candidate = {"content": {"parts": [{"text": text}], "role": "model"}}
+def _response(model: str, response_id: str, text: str, finish: str | None, usage: dict | None,
+              tool_parts: list[dict] | None = None, tool_metadata: dict | None = None) -> dict:
+    candidate = {"content": {"parts": [*(tool_parts or ()), {"text": text}], "role": "model"}}
     if finish:  # only the last chunk of a stream has one
         candidate["finishReason"] = finish
+    candidate.update(tool_metadata or {})
     candidate["index"] = 0
     metadata = {} if usage is None else {"usageMetadata": usage}
     return {"candidates": [candidate], **metadata, "modelVersion": model, "responseId": response_id}
@@ -115,24 +166,28 @@ def _response(model: str, response_id: str, text: str, finish: str | None, usage
 
 def generate_content(model: str, body, controls: Controls) -> dict:
     body = _generate_request(body)
-    text, finish, usage = _reply(model, body, controls)
+    text, finish, usage, tools = _reply(model, body, controls)
     metadata = None if controls.no_usage else usage.metadata()
-    return _response(model, uuid.uuid4().hex[:22], text, finish, metadata)
+    return _response(model, uuid.uuid4().hex[:22], text, finish, metadata, tools.parts, tools.metadata)
 
 
 def stream_generate_content(model: str, body, controls: Controls, *, alt_sse: bool) -> list[Event]:
     """With ``alt=sse``, one ``data:`` event per chunk; without, a JSON array sent in pieces.
-    Every chunk repeats usageMetadata, cumulative; the last one also has the finishReason."""
+    Every chunk repeats usageMetadata, cumulative; the last one also has the finishReason and
+    any grounding or URL context metadata. Code execution's parts lead the first chunk."""
     body = _generate_request(body)
-    text, finish, usage = _reply(model, body, controls)
+    text, finish, usage, tools = _reply(model, body, controls)
     response_id = uuid.uuid4().hex[:22]
     parts = pieces(text, controls.chunks) or [""]
     chunks = []
     for index, piece in enumerate(parts):
         last = index == len(parts) - 1
         so_far = usage.candidates if last else min(count_text(model, "".join(parts[: index + 1])), usage.candidates)
-        metadata = None if controls.no_usage else usage.metadata(so_far)
-        chunks.append(_response(model, response_id, piece, finish if last else None, metadata))
+        # The tool rounds' input is counted from the chunk that first shows their results.
+        shown = bool(tools.parts) or last
+        metadata = None if controls.no_usage else usage.metadata(so_far, tool_use=shown)
+        chunks.append(_response(model, response_id, piece, finish if last else None, metadata,
+                                tools.parts if index == 0 else None, tools.metadata if last else None))
     if alt_sse:
         return [Event(sse(dumps(chunk), end="\r\n\r\n"), True) for chunk in chunks]
     events = [Event((("[" if index == 0 else "\r\n,\r\n") + dumps(chunk)).encode(), True)

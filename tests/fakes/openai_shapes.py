@@ -17,7 +17,7 @@ from typing import NamedTuple
 from pouch.tokens.count import count_prompt, count_text
 
 from .controls import Controls
-from .replies import last_user_text, pieces, reply_text, sse, vector
+from .replies import calls_made, last_user_text, pieces, reply_text, sse, vector
 from .server import Event
 
 MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-5", "o3-mini", "text-embedding-3-small")
@@ -54,9 +54,11 @@ def _object(body) -> dict:
     return body
 
 
-def _reply(controls: Controls, model: str, prompt_tokens: int, said: str, max_tokens) -> Reply:
+def _reply(controls: Controls, model: str, prompt_tokens: int, said: str, max_tokens, tool_tokens: int = 0) -> Reply:
+    """``tool_tokens``: the input server tool rounds re-billed (their results, read by the next
+    round), on top of the prompt; an x-fake-usage prompt count still wins."""
     text, truncated = reply_text(controls, model, said, max_tokens)
-    usage = Usage(prompt_tokens, count_text(model, text))
+    usage = Usage(prompt_tokens + tool_tokens, count_text(model, text))
     overrides = dict(controls.usage or {})
     for alias, name in (("input_tokens", "prompt_tokens"), ("output_tokens", "completion_tokens")):
         if alias in overrides:
@@ -107,16 +109,27 @@ def _openai_stream(controls: Controls, reply: Reply, body: dict, base: dict, cho
     return [*events, Event(sse("[DONE]"), False)]
 
 
+def _citations(body: dict, controls: Controls) -> list[dict]:
+    """A search model (a request with ``web_search_options``) searches once per request, and
+    says so only through url_citation annotations."""
+    if body.get("web_search_options") is None or controls.tool_calls < 1:
+        return []
+    cited = {"url": "https://example.com/1", "title": "Result 1", "start_index": 0, "end_index": 1}
+    return [{"type": "url_citation", "url_citation": cited}]
+
+
 def chat_completions(body, controls: Controls):
     body = _object(body)
     model = body["model"]
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     said = last_user_text(body.get("messages"))
-    reply = _reply(controls, model, count_prompt(model, body, "chat"), said, max_tokens)
+    annotations = _citations(body, controls)
+    tool_tokens = controls.tool_input if annotations else 0
+    reply = _reply(controls, model, count_prompt(model, body, "chat"), said, max_tokens, tool_tokens)
     base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model,
             "system_fingerprint": "fp_fake", "service_tier": "default"}
     if not body.get("stream"):
-        message = {"role": "assistant", "content": reply.text, "refusal": None, "annotations": []}
+        message = {"role": "assistant", "content": reply.text, "refusal": None, "annotations": annotations}
         finish = "length" if reply.truncated else "stop"
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
         usage = {} if controls.no_usage else {"usage": _chat_usage(reply.usage)}
@@ -126,7 +139,8 @@ def chat_completions(body, controls: Controls):
         delta = delta or ({"content": text} if text else {})
         return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
 
-    first = choice("", None, {"role": "assistant", "content": "", "refusal": None})
+    first = choice("", None, {"role": "assistant", "content": "", "refusal": None,
+                              **({"annotations": annotations} if annotations else {})})
     return _openai_stream(controls, reply, body, {**base, "object": "chat.completion.chunk"}, choice, first)
 
 
@@ -149,11 +163,50 @@ def completions(body, controls: Controls):
     return _openai_stream(controls, reply, body, base, choice)
 
 
+_SERVER_TOOLS = ("file_search", "code_interpreter", "mcp")  # and web_search, web_search_preview, dated
+
+
+def _server_tool(tools) -> dict | None:
+    """The first tool OpenAI runs itself (and bills per call), if any."""
+    for tool in tools if isinstance(tools, list) else ():
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if isinstance(kind, str) and (kind.startswith("web_search") or kind in _SERVER_TOOLS):
+            return tool
+    return None
+
+
+def _tool_items(tool: dict | None, calls: int) -> list[dict]:
+    """The output items of ``calls`` calls of ``tool``, shaped as the openai SDK's types."""
+    if tool is None:
+        return []
+    kind, container, items = tool["type"], f"cntr_{uuid.uuid4().hex}", []
+    for i in range(1, calls + 1):
+        hex_id = uuid.uuid4().hex
+        if kind.startswith("web_search"):
+            item = {"type": "web_search_call", "id": f"ws_{hex_id}", "status": "completed",
+                    "action": {"type": "search", "query": f"fake query {i}"}}
+        elif kind == "file_search":
+            item = {"type": "file_search_call", "id": f"fs_{hex_id}", "status": "completed",
+                    "queries": [f"fake query {i}"], "results": None}
+        elif kind == "code_interpreter":
+            item = {"type": "code_interpreter_call", "id": f"ci_{hex_id}", "status": "completed",
+                    "code": f"print({i})", "container_id": container, "outputs": None}
+        else:
+            item = {"type": "mcp_call", "id": f"mcp_{hex_id}", "status": "completed", "name": "fake_tool",
+                    "server_label": tool.get("server_label"), "arguments": "{}", "output": "ok", "error": None}
+        items.append(item)
+    return items
+
+
 def responses(body, controls: Controls):
     body = _object(body)
     model = body["model"]
     said = last_user_text(body.get("input"))
-    reply = _reply(controls, model, count_prompt(model, body, "responses"), said, body.get("max_output_tokens"))
+    tool = _server_tool(body.get("tools"))
+    # max_tool_calls bounds every built-in tool call of the response, as OpenAI applies it.
+    tool_items = _tool_items(tool, calls_made(controls, body.get("max_tool_calls")))
+    reply = _reply(controls, model, count_prompt(model, body, "responses"), said, body.get("max_output_tokens"),
+                   len(tool_items) * controls.tool_input)
     usage = reply.usage
     part = {"type": "output_text", "text": reply.text, "annotations": [], "logprobs": []}
     item = {"id": f"msg_{uuid.uuid4().hex}", "type": "message", "status": "completed", "role": "assistant",
@@ -163,7 +216,8 @@ def responses(body, controls: Controls):
         "status": "incomplete" if reply.truncated else "completed", "error": None,
         "incomplete_details": {"reason": "max_output_tokens"} if reply.truncated else None,
         "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
-        "model": model, "output": [item], "parallel_tool_calls": True, "previous_response_id": None,
+        "model": model, "output": [*tool_items, item], "parallel_tool_calls": True, "previous_response_id": None,
+        "max_tool_calls": body.get("max_tool_calls"),
         "reasoning": {"effort": None, "summary": None}, "store": True, "temperature": 1.0,
         "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [], "top_p": 1.0,
         "truncation": "disabled", "user": None, "metadata": {},
@@ -181,18 +235,26 @@ def responses(body, controls: Controls):
         return response
 
     pending = {**response, "status": "in_progress", "incomplete_details": None, "output": [], "usage": None}
-    at = {"item_id": item["id"], "output_index": 0, "content_index": 0}
+    # The tool calls come first, each added then done, and the message after them.
+    index = len(tool_items)
+    at = {"item_id": item["id"], "output_index": index, "content_index": 0}
+    tool_events = []
+    for n, tool_item in enumerate(tool_items):
+        running = {**tool_item, "status": "in_progress", **({"output": None} if "output" in tool_item else {})}
+        tool_events += [("response.output_item.added", {"output_index": n, "item": running}, False),
+                        ("response.output_item.done", {"output_index": n, "item": tool_item}, False)]
     events = [
         ("response.created", {"response": pending}, False),
         ("response.in_progress", {"response": pending}, False),
+        *tool_events,
         ("response.output_item.added",
-         {"output_index": 0, "item": {**item, "status": "in_progress", "content": []}}, False),
+         {"output_index": index, "item": {**item, "status": "in_progress", "content": []}}, False),
         ("response.content_part.added", {**at, "part": {**part, "text": ""}}, False),
         *(("response.output_text.delta", {**at, "delta": piece, "logprobs": []}, True)
           for piece in pieces(reply.text, controls.chunks)),
         ("response.output_text.done", {**at, "text": reply.text, "logprobs": []}, False),
         ("response.content_part.done", {**at, "part": part}, False),
-        ("response.output_item.done", {"output_index": 0, "item": item}, False),
+        ("response.output_item.done", {"output_index": index, "item": item}, False),
         # A reply cut by max_output_tokens ends with response.incomplete, as OpenAI's does.
         ("response.incomplete" if reply.truncated else "response.completed", {"response": response}, False),
     ]

@@ -45,6 +45,14 @@ def reply_text(controls: Controls, model: str, said: str, max_tokens) -> tuple[s
     return (" ".join(words) if truncated else text), truncated
 
 
+def calls_made(controls: Controls, bound) -> int:
+    """How many server tool calls the fake performs: ``tool_calls``, held to the request's
+    ``bound`` (None: unbounded) as a real provider holds it, unless ``ignore_bounds``."""
+    if controls.ignore_bounds or not isinstance(bound, int) or isinstance(bound, bool):
+        return controls.tool_calls
+    return max(0, min(controls.tool_calls, bound))
+
+
 def pieces(text: str, chunks: int | None) -> list[str]:
     """``text`` split at word starts into ``chunks`` pieces (one per word by default)."""
     words = re.findall(r"\s*\S+", text)
