@@ -10,33 +10,27 @@ the reservation; reservations a crashed gateway left open are charged in full on
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from mitmproxy import ctx, http
+from mitmproxy.proxy.mode_specs import ProxyMode
 
-from pouch.domain.errors import BudgetExhausted, ModelNotPriced, StoreUnavailable
+from pouch.domain.errors import BudgetExhausted, ModelNotPriced, StoreUnavailable, ToolNotMetered
 from pouch.domain.money import Money
 from pouch.domain.periods import Period, utcnow
-from pouch.pricing.table import Price
+from pouch.pricing import reserve
 from pouch.services import chain, prompt
 from pouch.services.prices import price_table
 from pouch.services.store_thread import store_thread
-from pouch.store import ledger
+from pouch.store import instances, ledger
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_OUTPUT = 32_768  # when neither the request nor the price table caps output
-DEFAULT_MAX_INPUT = 1_000_000  # a model's context window, when the price table does not say
 RECOVERY_INTERVAL = 60.0
-
-
-def worst_case(price: Price, input_tokens: int, max_output: int, choices: int) -> tuple[Money, Money]:
-    """(input cost, output cost per generated token) in the worst case."""
-    tier = price.for_input(input_tokens)
-    dearest_input = max(p for p in (tier.input, tier.cache_write_5m, tier.cache_write_1h) if p is not None)
-    return dearest_input * input_tokens, price.highest_output * choices
 
 
 def exhausted_message(name: str, refusal: ledger.Refusal, period: str, needed: Money) -> str:
@@ -46,9 +40,27 @@ def exhausted_message(name: str, refusal: ledger.Refusal, period: str, needed: M
             f"(period {period}{resets}); this request may cost up to {needed}")
 
 
+def instance_name(host: str, modes: Sequence[str], listen_port: int | None) -> str:
+    """The default instance name: the host and every port the gateway listens on, e.g.
+    ``box:8081+8082``. Two gateways on one host cannot listen on the same port, so they get
+    different names."""
+    ports = set()
+    for spec in modes:
+        try:
+            port = ProxyMode.parse(spec).listen_port(listen_port)
+        except ValueError:
+            continue  # mitmproxy refuses the mode itself
+        if port is not None:
+            ports.add(port)
+    return f"{host}:{'+'.join(map(str, sorted(ports)))}" if ports else host
+
+
 class Budget:
     def __init__(self):
         self._recovery: asyncio.Task | None = None
+        self._heartbeat: asyncio.Task | None = None
+        self._name: str | None = None
+        self._claim: instances.Holder | None = None  # our hold on the name, from running() to done()
 
     def load(self, loader):
         loader.add_option("pouch_cap_output", bool, True,
@@ -59,19 +71,61 @@ class Budget:
                           "Seconds a reservation may stay open. After that (the gateway holding it crashed) "
                           "any gateway charges it in full: spend is never silently lost.")
         loader.add_option("pouch_instance", str, "",
-                          "This gateway's name in the store (default: host name and listen port). On start it "
-                          "charges what a previous run under the same name left open.")
+                          "This gateway's name in the store (default: host name and every listen port, e.g. "
+                          "box:8081+8082). On start it charges what a previous run under the same name left open; "
+                          "it refuses to start while a live gateway holds the name.")
+
+    def configure(self, updated):
+        if not updated & {"pouch_instance", "mode", "listen_port"}:
+            return
+        if self._claim is None:
+            self._name = self._configured_name()
+        elif self._configured_name() != self._name:
+            log.warning("pouch: this gateway keeps the instance name %r until it restarts", self._name)
+
+    @staticmethod
+    def _configured_name() -> str:
+        return ctx.options.pouch_instance or instance_name(socket.gethostname(), ctx.options.mode,
+                                                           ctx.options.listen_port)
 
     @property
     def owner(self) -> str:
-        return ctx.options.pouch_instance or f"{socket.gethostname()}:{ctx.options.listen_port or 8080}"
+        """This gateway's name in the store, which its reservations carry (fixed once claimed)."""
+        if self._name is None:
+            self._name = self._configured_name()
+        return self._name
 
     def running(self):
+        try:
+            self._claim = instances.claim(self.owner, utcnow())
+        except instances.NameTaken as e:
+            # Starting anyway would charge the other gateway's requests in flight as "left open".
+            log.error("pouch: not starting: %s. Two gateways under one name charge each other's requests in "
+                      "flight: give this one its own name with --set pouch_instance=NAME, or stop the other "
+                      "first (a holder silent for %d s, or gone from this host, frees the name).",
+                      e, instances.STALE_AFTER.total_seconds())
+            ctx.master.shutdown()
+            return
         prompt.warm()
         recovered = ledger.recover(utcnow(), owner=self.owner)
         if recovered:
             log.warning("pouch: charged %d reservation(s) a previous run left open", recovered)
         self._recovery = asyncio.create_task(self._recover_periodically())
+        self._heartbeat = asyncio.create_task(self._heartbeat_periodically())
+
+    async def _heartbeat_periodically(self):
+        while True:
+            await asyncio.sleep(instances.HEARTBEAT_INTERVAL)
+            try:
+                if not await store_thread.run(instances.heartbeat, self._claim, utcnow()):
+                    log.error("pouch: another gateway took over the instance name %r (this one was silent too "
+                              "long); claiming it back", self._name)
+                    self._claim = await store_thread.run(instances.claim, self._name, utcnow())
+            except instances.NameTaken as e:
+                log.error("pouch: %s: two gateways now share one name; restart this one with its own name "
+                          "(--set pouch_instance=NAME)", e)
+            except Exception:
+                log.exception("pouch: instance heartbeat failed")
 
     async def _recover_periodically(self):
         while True:
@@ -82,9 +136,16 @@ class Budget:
                 log.exception("pouch: reservation recovery failed")
 
     def done(self):
-        if self._recovery:
-            self._recovery.cancel()
+        for task in (self._recovery, self._heartbeat):
+            if task:
+                task.cancel()
         store_thread.drain()
+        if self._claim is not None:  # after the drain: settlements still pending ran under our name
+            try:
+                instances.release(self._claim)
+            except Exception:
+                log.exception("pouch: releasing the instance name failed (it frees itself when stale)")
+            self._claim = None
 
     @chain.fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -96,23 +157,25 @@ class Budget:
             raise ModelNotPriced(
                 f"pouch has no price for model '{call['model']}', so it cannot budget it: ask the operator "
                 "to add one (pouch prices import, or $POUCH_HOME/prices.json)")
-        input_tokens = await prompt.input_tokens(flow)
-        if call.get("hidden_input"):  # stored context the body does not show is billed as input
-            input_tokens = max(input_tokens, price.max_input_tokens or DEFAULT_MAX_INPUT)
-        max_output = call["max_output"] or price.max_output_tokens or DEFAULT_MAX_OUTPUT
-        input_cost, per_output = worst_case(price, input_tokens, max_output, call["choices"])
-        needed = input_cost + per_output * max_output
+        bounds = await prompt.bounds(flow)
+        try:
+            worst = reserve.worst_case(price, bounds)
+        except ValueError as e:  # a server tool this provider's price list has no fee for
+            if ctx.options.pouch_unmetered != "allow":
+                raise ToolNotMetered(f"{e}, so this request is refused (the operator can allow it with "
+                                     "pouch_unmetered=allow)") from None
+            worst = reserve.worst_case(price, dataclasses.replace(bounds, tool_calls=()))
+        needed = worst.total
         now = utcnow()
         window = Period.parse(key["period"]).window(now, datetime.fromisoformat(key["anchor"]))
         result = await self._reserve(flow, key, window, needed, now)
         if isinstance(result, ledger.Refusal) and not call["max_output"] and ctx.options.pouch_cap_output:
-            left = result.budget - result.spent - result.reserved - input_cost
-            affordable = left.pico // per_output.pico if per_output.pico else 0
+            affordable = reserve.affordable_output(worst, result.budget - result.spent - result.reserved)
             if affordable >= 1:
                 chain.provider_of(flow).cap_output(chain.endpoint_of(flow), flow.metadata[chain.BODY], affordable)
                 flow.metadata[chain.BODY_CHANGED] = True
                 flow.metadata[chain.CAPPED] = affordable
-                needed = input_cost + per_output * affordable
+                needed = dataclasses.replace(worst, max_output=affordable).total
                 result = await self._reserve(flow, key, window, needed, now)
         if isinstance(result, ledger.Refusal):
             raise BudgetExhausted(exhausted_message(key["name"], result, key["period"], needed),
@@ -140,3 +203,5 @@ class Budget:
                 flow.response.headers["x-pouch-budget-remaining"] = reservation["remaining_usd"]
             if chain.CAPPED in flow.metadata:
                 flow.response.headers["x-pouch-output-capped"] = str(flow.metadata[chain.CAPPED])
+            if chain.TOOLS_CAPPED in flow.metadata:
+                flow.response.headers["x-pouch-tool-calls-capped"] = str(flow.metadata[chain.TOOLS_CAPPED])

@@ -5,7 +5,6 @@ or unpriceable endpoints, unreadable bodies and models the key may not use."""
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 
 from mitmproxy import ctx, exceptions, http
@@ -13,6 +12,7 @@ from mitmproxy import ctx, exceptions, http
 from pouch.domain import errors
 from pouch.domain.keys import Key, hash_secret, looks_like_pouch_key
 from pouch.domain.periods import utcnow
+from pouch.providers import json_body
 from pouch.providers.base import METERED, UNMETERED
 from pouch.providers.registry import for_host
 from pouch.services import chain
@@ -25,15 +25,19 @@ log = logging.getLogger(__name__)
 
 
 def parse_body(flow: http.HTTPFlow) -> dict:
+    """The body read as the provider will read it (``json_body``), or BadRequest. A compressed
+    body is decompressed in place, so the provider gets the very bytes pouch read."""
+    request = flow.request
     try:
-        body = json.loads(flow.request.get_content(strict=True) or b"")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise errors.BadRequest(f"request body is not valid JSON: {e}") from None
-    except RecursionError:
-        raise errors.BadRequest("request body is nested too deeply") from None
-    if not isinstance(body, dict):
-        raise errors.BadRequest("request body must be a JSON object")
-    return body
+        json_body.check_headers(request.headers)
+        coding = request.headers.get("content-encoding", "")
+        try:
+            request.decode()
+        except ValueError:
+            raise ValueError(f"request body is not valid {coding}: compress it correctly, or send it uncompressed")
+        return json_body.parse_json_object(request.raw_content or b"")
+    except ValueError as e:
+        raise errors.BadRequest(str(e)) from None
 
 
 def key_facts(key: Key) -> dict:
@@ -57,6 +61,11 @@ class Keys:
         loader.add_option("pouch_unmetered", str, "refuse",
                           "Paid endpoints pouch cannot price (images, audio, files, batches, fine-tuning, "
                           "realtime...): 'refuse' (403) or 'allow' (forwarded unbudgeted).")
+        loader.add_option("pouch_tool_calls", int, 3,
+                          "Paid server-side tool calls (web search, file search, web fetch, remote MCP) a request "
+                          "may make when it sets no bound of its own: injected as max_tool_calls (OpenAI) or "
+                          "max_uses (Anthropic), header x-pouch-tool-calls-capped. Each call's fee and the "
+                          "context its round re-reads are reserved.")
         loader.add_option("pouch_store_timeout", str, "5",
                           "Seconds a request may wait for the store (a lock held elsewhere) before it is "
                           "refused with 503: the gateway fails closed rather than hanging.")
@@ -75,6 +84,8 @@ class Keys:
             raise exceptions.OptionsError("pouch_unknown_keys must be 'reject' or 'observe'")
         if "pouch_unmetered" in updated and ctx.options.pouch_unmetered not in ("refuse", "allow"):
             raise exceptions.OptionsError("pouch_unmetered must be 'refuse' or 'allow'")
+        if "pouch_tool_calls" in updated and ctx.options.pouch_tool_calls < 0:
+            raise exceptions.OptionsError("pouch_tool_calls must be 0 or more")
         if "pouch_key_cache" in updated:
             self.cache.ttl = chain.seconds("pouch_key_cache")
 
@@ -120,9 +131,25 @@ class Keys:
         if key is not None and not key.allows_model(call.model):
             raise errors.ModelNotAllowed(
                 f"key '{key.name}' may not use model '{call.model}' (allowed: {', '.join(key.models)})")
+        if call.unmetered_tools and ctx.options.pouch_unmetered != "allow":
+            raise errors.ToolNotMetered(
+                f"{', '.join(call.unmetered_tools)} bills in ways pouch cannot bound or price, so this request "
+                "is refused (the operator can allow it with pouch_unmetered=allow)")
         flow.metadata[chain.BODY] = body
         flow.metadata[chain.CALL] = {"model": call.model, "stream": call.stream, "max_output": call.max_output,
-                                     "choices": call.choices, "hidden_input": call.hidden_input}
+                                     "choices": call.choices, "hidden_input": call.hidden_input,
+                                     "tool_calls": self._bound_tools(flow, provider, endpoint, call, body)}
+
+    @staticmethod
+    def _bound_tools(flow, provider, endpoint, call, body) -> list:
+        """The request's server tools with a bound on their calls: pouch's default where it set none."""
+        default = ctx.options.pouch_tool_calls
+        if any(bound.max_calls is None for bound in call.server_tools):
+            provider.bound_tools(endpoint, body, default)
+            flow.metadata[chain.BODY_CHANGED] = True
+            flow.metadata[chain.TOOLS_CAPPED] = default
+        return [[list(bound.tools), default if bound.max_calls is None else bound.max_calls]
+                for bound in call.server_tools]
 
     async def _lookup(self, secret_hash: str) -> Key | None:
         found, key = self.cache.get(secret_hash)

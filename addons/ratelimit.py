@@ -1,5 +1,9 @@
 """Chain link 2: requests/min, tokens/min and requests in flight, per key.
 
+A request counts against tokens/min with the same worst case the budget reserves (its output
+cap, else the model's maximum; the context its server-side tool rounds may re-read), and is
+settled to the tokens the provider reports once it is measured.
+
 Limits live in this process's memory (the event loop is their only writer, so they are
 exact under any concurrency). With several gateways sharing one store each enforces the
 limits on its own share of the traffic.
@@ -15,7 +19,9 @@ from mitmproxy import http
 
 from pouch.domain.errors import RateLimited
 from pouch.domain.ratelimit import KeyLimits
+from pouch.pricing import reserve
 from pouch.services import chain, prompt
+from pouch.services.prices import price_table
 
 class RateLimit:
     def __init__(self):
@@ -44,8 +50,9 @@ class RateLimit:
             return
         tokens = 0
         if key["tpm"] and chain.metered(flow):
-            call = flow.metadata[chain.CALL]
-            tokens = await prompt.input_tokens(flow) + (call["max_output"] or 0) * call["choices"]
+            model = flow.metadata[chain.CALL]["model"]
+            price = price_table().resolve(model, flow.metadata[chain.PROVIDER])
+            tokens = reserve.worst_tokens(price, await prompt.bounds(flow))
         verdict = limits.admit(time.monotonic(), tokens)
         if verdict.retry_after:
             headers = dict(verdict.headers)
@@ -54,9 +61,15 @@ class RateLimit:
                 headers["retry-after-ms"] = str(math.ceil(verdict.retry_after * 1000))
             else:
                 headers["x-should-retry"] = "false"
-            chain.refuse(flow, RateLimited(f"key '{key['name']}' is rate limited: {verdict.reason}", headers))
+            reason = verdict.reason
+            if math.isinf(verdict.retry_after) and tokens and flow.metadata[chain.CALL]["max_output"] is None:
+                reason += " (the request sets no output cap, so the model's maximum output counts: set one)"
+            chain.refuse(flow, RateLimited(f"key '{key['name']}' is rate limited: {reason}", headers))
             return
         self._slots[flow] = (limits, weakref.finalize(flow, limits.release))
+        if verdict.tokens_entry is not None:
+            entry = verdict.tokens_entry
+            chain.when_measured(flow, lambda used: used is None or limits.settle_tokens(entry, used))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         held = self._slots.get(flow)

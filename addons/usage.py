@@ -3,9 +3,15 @@
 Streams are followed as they pass (never buffered). Every way a metered request can end
 closes its reservation exactly once, with one usage row:
 
-- provider usage (JSON body or stream)            -> charged at cost
+- provider usage (JSON body or stream)            -> charged at cost: tokens and tool fees
+- ... above what was reserved                     -> charged all the same, outcome "overrun"
+                                                     (logged; the key stays refused until
+                                                     it is within its budget again)
 - a stream cut short (client hung up, upstream
-  aborted) before the provider's usage arrived    -> input + output seen so far
+  aborted) before the provider's usage arrived    -> the full reservation: providers bill
+                                                     tokens never streamed (hidden reasoning,
+                                                     tool rounds, what they generate after
+                                                     the client left)
 - the client left before a non-streamed answer    -> the full reservation (the provider
                                                      finishes and bills it anyway)
 - a 2xx response without usage                    -> the full reservation (never $0)
@@ -26,7 +32,7 @@ from mitmproxy import http
 
 from pouch.domain.money import Money
 from pouch.domain.usage import Usage
-from pouch.pricing.table import cost
+from pouch.pricing.table import Price, cost
 from pouch.providers.base import StreamTracker
 from pouch.services import chain, prompt
 from pouch.services.prices import price_table
@@ -36,6 +42,24 @@ from pouch.tokens.count import count_text
 
 log = logging.getLogger(__name__)
 SETTLE_RETRIES = 12  # pauses of 0.5 s doubling to 30 s: about 3.5 minutes, well inside pouch_hold
+# Outcomes whose billed amount pouch cannot know: the reservation is what the provider can bill.
+WORST_CASE = frozenset({"measure_failed", "no_usage", "abandoned", "cut_short"})
+# Outcomes whose tokens are the provider's own count (tokens/min settles to it).
+MEASURED = frozenset({"ok", "cut_after_usage", "mock"})
+
+
+def priced_tools(usage: Usage, call: dict, price: Price | None) -> Usage:
+    """Name each reported tool call as the request's tool it is billed as: OpenAI reports a
+    ``web_search`` call for both ``web_search`` and the dearer ``web_search_preview``."""
+    requested = [tool for tools, _ in call.get("tool_calls", ()) for tool in tools]
+    if not usage.tool_calls or not requested or price is None:
+        return usage
+    calls: dict[str, int] = {}
+    for kind, count in usage.tool_calls:
+        billed_as = [t for t in requested if t == kind or t.startswith(kind + "_")]
+        name = max(billed_as, key=lambda t: price.tool_fee(t) or Money(0)) if billed_as else kind
+        calls[name] = calls.get(name, 0) + count
+    return dataclasses.replace(usage, tool_calls=Usage.tools(calls))
 
 
 @dataclasses.dataclass(slots=True)
@@ -112,21 +136,31 @@ class UsageMeter:
         # provider says answered (an observed request for an alias pouch cannot price).
         price = price_table().resolve(call["model"], provider_name) or (
             price_table().resolve(reported, provider_name) if reported else None)
-        if outcome in ("measure_failed", "no_usage", "abandoned"):  # we cannot tell: assume the worst
-            would_cost = Money.usd(reservation["amount_usd"]) if reservation else Money(0)
+        reserved = Money.usd(reservation["amount_usd"]) if reservation else None
+        if outcome in WORST_CASE and reserved is not None:  # we cannot tell: what the provider can bill
+            would_cost = reserved
         else:
+            usage = priced_tools(usage, call, price)
             would_cost = cost(price, usage) if price else Money(0)
         charge = would_cost if charged else Money(0)
+        if reserved is not None and charge > reserved:
+            outcome = "overrun"
+            log.warning("pouch: overrun: key %s was charged %s for a %s request that reserved %s (usage %s)",
+                        flow.metadata[chain.KEY]["name"], charge, call["model"], reserved, usage)
         row = self._row(flow, followed, usage, outcome, would_cost)
+        row["reserved_pico"] = reserved.pico if reserved is not None else None
         if reservation:
             # Retried while the store is unavailable (finish is idempotent): a settlement given
             # up would leave the worst case held, and recovery would charge all of it.
             store_thread.later(ledger.finish, reservation["id"], charge, row, retries=SETTLE_RETRIES)
         else:
             store_thread.later(ledger.record, row)
+        chain.measured(flow, usage.total_tokens if outcome in MEASURED else 0 if not charged else None)
         flow.metadata[chain.RESULT] = {
-            **{f.name: getattr(usage, f.name) for f in dataclasses.fields(usage)},
+            **{f.name: getattr(usage, f.name) for f in dataclasses.fields(usage) if f.name != "tool_calls"},
+            "tool_calls": dict(usage.tool_calls),
             "cost_usd": would_cost.json(), "charged_usd": charge.json(), "outcome": outcome,
+            "reserved_usd": reserved.json() if reserved is not None else None,
             "latency_ms": row["latency_ms"], "ttft_ms": row["ttft_ms"],
         }
 
@@ -145,6 +179,9 @@ class UsageMeter:
                 return usage, True, "ok" if flow.error is None else "cut_after_usage", reported
             if flow.error is None:  # a whole stream, but the provider reported no usage
                 return Usage(), True, "no_usage", reported
+            # Cut short before the provider's usage: it bills what it generated, and some of
+            # that is never seen (hidden reasoning, tool rounds, what it generated after the
+            # client left). The reservation is charged; the row keeps what was seen.
             seen = count_text(call["model"], followed.tracker.output_text())
             return Usage(input_tokens=call.get("input_tokens", 0), output_tokens=seen), True, "cut_short", reported
         if flow.response is not None:
@@ -159,11 +196,11 @@ class UsageMeter:
             return (usage, True, "ok", reported) if usage is not None else (Usage(), True, "no_usage", reported)
         if not sent_upstream(flow):
             return Usage(), False, "not_sent", None
-        if not call["stream"] and "server" not in (flow.error.msg if flow.error else "").lower():
-            # The client left before a non-streamed answer: providers finish (and bill) such
-            # a generation anyway, so its full worst case is charged, never a discount.
-            return Usage(input_tokens=call.get("input_tokens", 0)), True, "abandoned", None
-        return Usage(input_tokens=call.get("input_tokens", 0)), True, "cut_short", None
+        # Sent, and no answer came back: the provider finishes (and bills) a generation the
+        # client left, and an aborted one may have billed anything up to the worst case.
+        client_left = "server" not in (flow.error.msg if flow.error else "").lower()
+        outcome = "abandoned" if client_left and not call["stream"] else "cut_short"
+        return Usage(input_tokens=call.get("input_tokens", 0)), True, outcome, None
 
     @staticmethod
     def _row(flow: http.HTTPFlow, followed: Followed | None, usage: Usage, outcome: str, would_cost: Money) -> dict:
@@ -180,7 +217,8 @@ class UsageMeter:
             "endpoint": flow.metadata[chain.ENDPOINT]["name"],
             "status": response.status_code if response is not None else None,
             "streamed": bool(call["stream"]),
-            **{f.name: getattr(usage, f.name) for f in dataclasses.fields(usage)},
+            **{f.name: getattr(usage, f.name) for f in dataclasses.fields(usage) if f.name != "tool_calls"},
+            "tool_calls": dict(usage.tool_calls) or None,
             "cost_pico": would_cost.pico,
             "latency_ms": round((ended - started) * 1000),
             "ttft_ms": round((first - started) * 1000) if first else None,

@@ -15,9 +15,10 @@ import pytest
 from mitmproxy import http
 
 import addons.budget
-from addons.budget import exhausted_message, worst_case
+from addons.budget import exhausted_message
 from pouch.domain.money import Money
 from pouch.domain.periods import Period, utcnow
+from pouch.pricing.reserve import Bounds, worst_case
 from pouch.pricing.table import Price, Tier
 from pouch.services import chain
 from pouch.store import ledger
@@ -40,7 +41,8 @@ PRICE = Price(
     (2000, 3, (Money(30 * 2000), Money(300 * 3))),  # the long-context tier's input price
 ])
 def test_worst_case(input_tokens, choices, expected):
-    assert worst_case(PRICE, input_tokens, 50, choices) == expected
+    worst = worst_case(PRICE, Bounds(input_tokens, 50, choices))
+    assert (worst.fixed, worst.per_output, worst.max_output) == (*expected, 50)
 
 
 @pytest.mark.parametrize("refusal, period, message", [
@@ -101,11 +103,22 @@ class TestReservation:
     def test_stored_context_reserves_the_whole_context_window(self, gw, stored):
         """The provider bills a previous response's or conversation's input, which the body does
         not show: the worst case counts the model's whole context window (128,000 tokens)."""
+        gw.configure(pouch_unmetered="allow")  # a stored prompt may carry tools pouch cannot see
         _, secret = create_key(budget=Money.usd("5"))
         body = {"model": MODEL, "input": "and then?", "max_output_tokens": 20, **stored}
         flow = reserve(gw, secret, body, path="/v1/responses")
         worst = 128_000 * INPUT + 20 * OUTPUT  # $0.019212
         assert ReservationRow.get_by_id(flow.metadata[chain.RESERVATION]["id"]).amount_pico == worst
+
+    def test_a_stored_prompt_is_refused_unless_unmetered_use_is_allowed(self, gw):
+        """A stored prompt can bring tools (code interpreter, image generation) pouch cannot see."""
+        _, secret = create_key(budget=Money.usd("5"))
+        body = {"model": MODEL, "input": "and then?", "max_output_tokens": 20, "prompt": {"id": "pmpt_1"}}
+        flow = reserve(gw, secret, body, path="/v1/responses")
+        assert flow.response.status_code == 403
+        assert error_of(flow)["code"] == "tool_not_metered"
+        assert "stored prompt" in error_of(flow)["message"]
+        assert ReservationRow.select().count() == 0
 
     def test_a_key_without_a_budget_is_still_reserved(self, gw):
         key, secret = create_key()
@@ -292,7 +305,7 @@ class TestRecovery:
             self.stop(gw)
 
     def test_the_owner_defaults_to_host_and_port(self):
-        with gateway() as gw:
+        with gateway(started=False) as gw:  # the name is fixed once running (tests/test_addon_budget_instance.py)
             assert gw.budget.owner == f"{socket.gethostname()}:8080"
             gw.configure(listen_port=9090)
             assert gw.budget.owner == f"{socket.gethostname()}:9090"

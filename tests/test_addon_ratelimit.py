@@ -191,3 +191,46 @@ class TestRateLimit:
         gw.configure(pouch_unknown_keys="observe")
         flow = through_ratelimit(gw, "sk-proj-someone")
         assert flow.response is None and gw.ratelimit.limits == {}
+
+
+class TestTokensPerMinuteWorstCase:
+    """tokens/min counts what the budget reserves, then settles to what the provider reported."""
+
+    def test_an_uncapped_request_counts_the_models_maximum_output(self, gw, clock):
+        _, secret = create_key(tpm=16_384 + PROMPT - 1)  # gpt-4o-mini may write 16,384 tokens
+        flow = through_ratelimit(gw, secret, chat_body())
+        error = assert_rate_limited(flow)
+        assert f"needs {PROMPT + 16_384} tokens" in error["message"]
+
+    def test_an_uncapped_responses_request_too(self, gw, clock):
+        _, secret = create_key(tpm=1000)
+        flow = through_ratelimit(gw, secret, {"model": MODEL, "input": "hi"}, path="/v1/responses")
+        assert_rate_limited(flow)
+
+    def test_server_tool_rounds_count_the_context_they_may_reread(self, gw, clock):
+        _, secret = create_key(tpm=200_000)  # 2 rounds of gpt-4o-mini's 128,000-token context do not fit
+        body = {"model": MODEL, "input": "hi", "max_output_tokens": 10, "tools": [{"type": "web_search"}],
+                "max_tool_calls": 2}
+        assert_rate_limited(through_ratelimit(gw, secret, body, path="/v1/responses"))
+        body["max_tool_calls"] = 1
+        assert through_ratelimit(gw, secret, body, path="/v1/responses").response is None
+
+    def test_the_window_settles_to_the_tokens_reported(self, gw, clock, monkeypatch):
+        import json
+
+        from tests.fakes.openai_shapes import Controls, chat_completions
+
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-real")
+        _, secret = create_key(tpm=20_000, budget=None)
+        flow = gw.request(openai_flow(body=chat_body(max_tokens=15_000), secret=secret))
+        assert flow.response is None
+        assert flow.response is None and gw.ratelimit.limits  # admitted: 15,008 of 20,000 taken
+        refused = through_ratelimit(gw, secret, chat_body(max_tokens=15_000))
+        assert_rate_limited(refused)
+        payload = chat_completions(json.loads(flow.request.content), Controls(
+            usage={"prompt_tokens": PROMPT, "completion_tokens": 4}))
+        gw.respond(flow, http.Response.make(200, json.dumps(payload), {"content-type": "application/json"}))
+        # settled to 8 + 4 = 12 tokens: the same request now fits
+        assert through_ratelimit(gw, secret, chat_body(max_tokens=15_000)).response is None
+        limits = next(iter(gw.ratelimit.limits.values()))
+        assert limits.tokens.remaining(clock.now) == 20_000 - 12 - (PROMPT + 15_000)

@@ -188,7 +188,7 @@ def test_upstream_error_releases_the_reservation(gateway, fake):
     assert spent(key) == (Money(0), Money(0))
 
 
-def test_upstream_abort_mid_stream_charges_what_was_seen(gateway):
+def test_upstream_abort_mid_stream_charges_the_reservation(gateway):
     key, secret = new_key(budget="1")
     stream = gateway.client(secret).chat.completions.create(
         model=MODEL, messages=HELLO, stream=True, extra_headers={"x-fake-abort-after": "2", "x-fake-reply": "one two three four five"})
@@ -197,7 +197,7 @@ def test_upstream_abort_mid_stream_charges_what_was_seen(gateway):
     gateway.settled(expected_rows=1)
     [row] = rows_of(key)
     assert row.outcome == "cut_short" and row.input_tokens > 0 and 1 <= row.output_tokens < 6
-    assert row.cost_pico > 0 and spent(key)[0] == Money(row.cost_pico)
+    assert row.cost_pico == row.reserved_pico > 0 and spent(key)[0] == Money(row.cost_pico)
 
 
 def test_mock_key_never_goes_upstream_and_is_not_charged(gateway, fake):

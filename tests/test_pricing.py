@@ -316,6 +316,7 @@ class TestShippedTable:
         from importlib.resources import files
 
         text = files("pouch.pricing").joinpath("prices.json").read_text()
-        models = json.loads(text)["models"]
+        document = json.loads(text)
+        models, tools = document["models"], document["tools"]
         assert [(m["provider"], m["model"]) for m in models] == sorted((m["provider"], m["model"]) for m in models)
-        assert text == json.dumps({"models": models}, indent=2) + "\n"
+        assert text == json.dumps({"models": models, "tools": tools}, indent=2) + "\n"

@@ -367,7 +367,7 @@ def test_stream_message_delta_counts_win():
              "output_tokens": 310, "output_tokens_details": {"thinking_tokens": 120},
              "server_tool_use": {"web_search_requests": 1, "web_fetch_requests": 0}}  # fmt: skip
     tracker = tracked(CONTENT + sse(MESSAGE_DELTA | {"usage": usage}, {"type": "message_stop"}))
-    assert tracker.usage() == Usage(23_900, 20_000, 1_000, 500, 310, 120)
+    assert tracker.usage() == Usage(23_900, 20_000, 1_000, 500, 310, 120, tool_calls=(("web_search", 1),))
 
 
 def test_stream_usage_is_final_at_message_delta():

@@ -13,7 +13,7 @@ from pouch.services.keys import parse_when
 from pouch.store import usage as usage_store
 
 ROW_COLUMNS = ["id", "ts", "key", "provider", "model", "endpoint", "status", "streamed",
-               "input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "cost_usd", "mock"]
+               "input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "cost_usd", "mock", "outcome"]
 
 
 @click.command()
@@ -30,7 +30,7 @@ def usage(ctx, key, since, by, fmt, as_json):
     since_time = parse_when(since, utcnow(), back=True)
     if by:
         rows = usage_store.totals(by, key, since_time)
-        columns = [by, "requests", *usage_store.TOKEN_COLUMNS, "cost_usd"]
+        columns = [by, "requests", *usage_store.TOKEN_COLUMNS, "cost_usd", "overruns"]
     else:
         rows = usage_store.rows(key, since_time)
         columns = ROW_COLUMNS

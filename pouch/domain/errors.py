@@ -76,6 +76,14 @@ class EndpointNotMetered(PouchError):
     kind = "endpoint"
 
 
+class ToolNotMetered(PouchError):
+    """Seen by a client whose request uses a paid tool pouch cannot bound or price (the operator may opt in)."""
+
+    status = 403
+    code = "tool_not_metered"
+    kind = "endpoint"
+
+
 class StoreUnavailable(PouchError):
     """Seen by a client when the gateway cannot reach its store: fail closed, nothing forwarded."""
 

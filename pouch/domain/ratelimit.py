@@ -17,7 +17,7 @@ class SlidingWindow:
     def __init__(self, limit: int, window: float = WINDOW_SECONDS):
         self.limit = limit
         self.window = window
-        self._log: collections.deque[tuple[float, int]] = collections.deque()
+        self._log: collections.deque[list] = collections.deque()  # [stamp, units] entries
         self._used = 0
 
     def _expire(self, now: float) -> None:
@@ -29,7 +29,7 @@ class SlidingWindow:
         self._expire(now)
         if self._used + amount <= self.limit:
             if amount:
-                self._log.append((now, amount))
+                self._log.append([now, amount])
                 self._used += amount
             return 0.0
         if amount > self.limit:
@@ -50,7 +50,18 @@ class SlidingWindow:
             self._used -= back
             amount -= back
             if units > back:
-                self._log.append((stamp, units - back))
+                self._log.append([stamp, units - back])
+
+    def last(self) -> list | None:
+        """The newest entry: a handle ``settle`` can adjust once the real amount is known."""
+        return self._log[-1] if self._log else None
+
+    def settle(self, entry: list, actual: int) -> None:
+        """Replace what ``entry`` took by what was really used (still dated when it was taken).
+        An entry that already left the window no longer counts either way."""
+        if any(e is entry for e in self._log):
+            self._used += actual - entry[1]
+            entry[1] = actual
 
     def remaining(self, now: float) -> int:
         self._expire(now)
@@ -67,6 +78,7 @@ class Verdict:
     retry_after: float  # 0.0: admitted
     reason: str = ""
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    tokens_entry: list | None = None  # what the admitted request took from tokens/min
 
 
 class KeyLimits:
@@ -105,7 +117,13 @@ class KeyLimits:
                                      f"{self.tokens.limit} tokens per minute", self.headers(now))
             return Verdict(wait, f"over {self.tokens.limit} tokens per minute", self.headers(now))
         self.in_flight += 1
-        return Verdict(0.0, headers=self.headers(now))
+        entry = self.tokens.last() if self.tokens and tokens else None
+        return Verdict(0.0, headers=self.headers(now), tokens_entry=entry)
+
+    def settle_tokens(self, entry: list, actual: int) -> None:
+        """The request used ``actual`` tokens, not the worst case it was admitted with."""
+        if self.tokens is not None:
+            self.tokens.settle(entry, actual)
 
     def release(self) -> None:
         self.in_flight = max(self.in_flight - 1, 0)

@@ -20,6 +20,15 @@ request's input tokens (cache reads and writes included) exceed the threshold; a
 only the prices it names. Leave out a price the provider does not charge separately: cache reads
 and writes then cost the input price, reasoning tokens the output price. An override entry
 replaces the shipped entry with the same provider and model, or adds a model.
+
+Paid server-side tools are priced per call, in USD, in a ``tools`` list beside ``models``::
+
+    "tools": [{"provider": "openai", "tool": "web_search", "per_call": "0.01",
+               "source": "https://platform.openai.com/docs/pricing#built-in-tools", "as_of": "2026-11-27"}]
+
+Every model of that provider gets the fee (``Price.tool_fees``); ``cost`` adds calls x fee. A
+tool with no fee entry is one pouch cannot price: the providers refuse requests that use it
+unless the operator allows unmetered use (``pouch_unmetered=allow``).
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from pouch.domain.usage import Usage
 PRICE_FIELDS = ("input", "cached_input", "cache_write_5m", "cache_write_1h", "output", "reasoning")
 _ENTRY_FIELDS = {"model", "provider", "mode", "tiers", "max_input_tokens", "max_output_tokens", "source", "as_of"}
 _TIER_FIELDS = {"above_input_tokens", *PRICE_FIELDS}
+_TOOL_FIELDS = {"provider", "tool", "per_call", "source", "as_of"}
 
 # Only these prefixes are stripped: "openrouter/..." names another seller, priced on its own.
 _PREFIXES = frozenset({"openai", "anthropic", "gemini", "google", "vertex_ai", "models", "publishers"})
@@ -81,6 +91,19 @@ class Price:
     tiers: tuple[Tier, ...] = ()  # ascending thresholds
     max_input_tokens: int | None = None
     max_output_tokens: int | None = None
+    tool_fees: tuple[tuple[str, Money], ...] = ()  # (tool, fee per call) for this provider's tools
+
+    def tool_fee(self, tool: str) -> Money | None:
+        """The fee of one call of ``tool``; None: pouch has no price for it."""
+        return next((fee for name, fee in self.tool_fees if name == tool), None)
+
+    @property
+    def dearest_input(self) -> Money:
+        """The most one input token can cost, cache writes and every tier included: what a
+        token of context re-read by a server-side tool round is reserved at."""
+        levels = [self, *self.tiers]
+        return max(p for level in levels for p in (level.input, level.cache_write_5m, level.cache_write_1h)
+                   if p is not None)
 
     def for_input(self, input_tokens: int) -> Price:
         """The prices that apply to a request with this many input tokens (tiers layered)."""
@@ -107,7 +130,15 @@ def cost(price: Price, usage: Usage) -> Money:
         + _or(p.cache_write_1h, p.input) * usage.cache_write_1h_tokens
         + p.output * usage.visible_output_tokens
         + _or(p.reasoning, p.output) * usage.reasoning_tokens
+        + sum((fee * calls for fee, calls in _tool_charges(price, usage)), ZERO)
     )
+
+
+def _tool_charges(price: Price, usage: Usage) -> Iterator[tuple[Money, int]]:
+    for tool, calls in usage.tool_calls:
+        fee = price.tool_fee(tool)
+        if fee is not None:  # a tool without a fee was let through unmetered by the operator
+            yield fee, calls
 
 
 def _or(price: Money | None, fallback: Money) -> Money:
@@ -118,9 +149,15 @@ def _or(price: Money | None, fallback: Money) -> Money:
 class PriceTable:
     """Prices by model name. ``resolve`` runs on every request, so its answers are cached."""
 
-    def __init__(self, prices: Iterable[Price]):
+    def __init__(self, prices: Iterable[Price], tool_fees: Iterable[ToolFee] = ()):
+        fees: dict[str, dict[str, Money]] = {}
+        for fee in tool_fees:  # later entries (the override file) replace earlier ones
+            fees.setdefault(fee.provider, {})[fee.tool] = fee.per_call
+        self.tool_fees = {provider: dict(by_tool) for provider, by_tool in fees.items()}
         self._by_key: dict[tuple[str, str], Price] = {}
         for price in prices:  # later entries (the override file) replace earlier ones
+            if price.provider in fees:
+                price = dataclasses.replace(price, tool_fees=tuple(sorted(fees[price.provider].items())))
             self._by_key[(price.provider, price.model.lower())] = price
         # A name several providers price resolves, without a provider, to the dearest:
         # reserving too much is safe, billing too little is not.
@@ -137,7 +174,12 @@ class PriceTable:
         shipped = importlib.resources.files(__package__).joinpath("prices.json")
         document = json.loads(shipped.read_text(encoding="utf-8"), parse_float=Decimal)
         prices = parse_prices(document, "shipped prices.json")
-        return cls(prices + (read_prices(override) if override is not None else []))
+        fees = parse_tool_fees(document, "shipped prices.json")
+        if override is not None:
+            document = read_document(override)
+            prices += parse_prices(document, str(override))
+            fees += parse_tool_fees(document, str(override))
+        return cls(prices, fees)
 
     @classmethod
     def default(cls, home: Path | None = None) -> PriceTable:
@@ -180,15 +222,68 @@ def _candidate_names(model: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def read_prices(path: Path) -> list[Price]:
-    """Read and check a price file; InvalidInput names the file and the offending entry."""
+def read_document(path: Path) -> object:
     try:
-        document = json.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
+        return json.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
     except OSError as e:
         raise InvalidInput(f"cannot read price file {path}: {e.strerror}") from None
     except json.JSONDecodeError as e:
         raise InvalidInput(f"price file {path} is not valid JSON: {e}") from None
-    return parse_prices(document, str(path))
+
+
+def read_prices(path: Path) -> list[Price]:
+    """Read and check a price file; InvalidInput names the file and the offending entry."""
+    document = read_document(path)
+    prices = parse_prices(document, str(path))
+    parse_tool_fees(document, str(path))  # checked too: a typo must not drop a fee silently
+    return prices
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ToolFee:
+    """What one call of a provider's paid server-side tool costs."""
+
+    provider: str
+    tool: str
+    per_call: Money
+    source: str
+    as_of: datetime.date
+
+
+def parse_tool_fees(document: object, origin: str) -> list[ToolFee]:
+    """The ``tools`` list of a decoded price file (absent: none)."""
+    entries = document.get("tools", []) if isinstance(document, dict) else []
+    if not isinstance(entries, list):
+        raise InvalidInput(f'price file {origin}: "tools" is a list')
+    fees, seen = [], set()
+    for index, entry in enumerate(entries):
+        where = f"price file {origin}, tools[{index}]"
+        try:
+            fields = _check_fields(entry, _TOOL_FIELDS)
+            for name in _TOOL_FIELDS - {"per_call"}:
+                if not isinstance(fields.get(name), str) or not fields[name].strip():
+                    raise ValueError(f"{name} is required (a non-empty string)")
+            fee = ToolFee(fields["provider"].strip().lower(), fields["tool"].strip(), _fee(fields.get("per_call")),
+                          fields["source"], datetime.date.fromisoformat(fields["as_of"]))
+        except (ValueError, TypeError, ArithmeticError) as e:
+            raise InvalidInput(f"{where} {json.dumps(entry, default=str)[:200]}: {e}") from None
+        if (fee.provider, fee.tool) in seen:
+            raise InvalidInput(f"{where}: {fee.provider} tool {fee.tool!r} is listed twice")
+        seen.add((fee.provider, fee.tool))
+        fees.append(fee)
+    return fees
+
+
+def _fee(value: object) -> Money:
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        raise ValueError(f'per_call is USD per call as a decimal string such as "0.01", not {value!r}')
+    try:
+        fee = Money.usd(value)
+    except ArithmeticError:
+        raise ValueError(f"per_call is not a number: {value!r}") from None
+    if fee.pico < 0:
+        raise ValueError("per_call is negative")
+    return fee
 
 
 def parse_prices(document: object, origin: str) -> list[Price]:

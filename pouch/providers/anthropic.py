@@ -6,9 +6,9 @@ import json
 
 from pouch.domain.errors import BadRequest, PouchError
 from pouch.domain.usage import Usage
-from pouch.providers import anthropic_mock
+from pouch.providers import anthropic_mock, json_body
 from pouch.providers.anthropic_usage import MessagesStreamTracker, usage_from_dict
-from pouch.providers.base import FREE, METERED, UNMETERED, Call, Endpoint, Reply, StreamTracker
+from pouch.providers.base import FREE, METERED, UNMETERED, Call, Endpoint, Reply, StreamTracker, ToolBound
 
 MESSAGES = Endpoint("messages", METERED, "anthropic_messages")
 _EXACT_ROUTES = {
@@ -26,6 +26,11 @@ _UNMETERED = (
 )
 
 _MAX_CAP = 10_000_000
+_MAX_USES = 1_000
+# Server tools Anthropic runs and bills per use, by type prefix -> price-table name; each has its
+# own ``max_uses``. Tools of other types run on the client (custom tools have no type).
+_SERVER_TOOLS = (("web_search_", "web_search"), ("web_fetch_", "web_fetch"))
+_CLIENT_TOOLS = ("custom", "bash_", "text_editor_", "computer_", "memory_")
 _API_VERSION = "2023-06-01"  # the API refuses a request without anthropic-version
 # Anthropic's error type for each status pouch answers with; other 4xx are request errors.
 _ERROR_TYPES = {
@@ -70,6 +75,7 @@ class Anthropic:
             raise ValueError(f"{endpoint.name} is not a metered {self.name} endpoint")
         if not isinstance(body, dict):
             raise BadRequest("the request body must be a JSON object")
+        json_body.check_lowercase_names(body)
         model = body.get("model")
         if not isinstance(model, str) or not model.strip():
             raise BadRequest("'model' must be a non-empty string naming the model")
@@ -81,10 +87,16 @@ class Anthropic:
             raise BadRequest("max_tokens is required by the Messages API")
         if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= _MAX_CAP:
             raise BadRequest(f"'max_tokens' must be a positive integer (at most {_MAX_CAP:,}), got {_shown(cap)}")
-        return Call(model, bool(stream), cap)
+        server, unmetered = _tools(body)
+        return Call(model, bool(stream), cap, server_tools=server, unmetered_tools=unmetered)
 
     def cap_output(self, endpoint: Endpoint, body: dict, max_tokens: int) -> None:
         body["max_tokens"] = max_tokens
+
+    def bound_tools(self, endpoint: Endpoint, body: dict, max_calls: int) -> None:
+        for tool in body.get("tools") or ():
+            if _server_tool(tool) and tool.get("max_uses") is None:
+                tool["max_uses"] = max_calls
 
     def prepare_stream(self, endpoint: Endpoint, body: dict) -> bool:
         return False  # a Messages stream always reports usage
@@ -126,6 +138,36 @@ class Anthropic:
         if endpoint.api != MESSAGES.api:
             raise ValueError(f"no Anthropic mock for {endpoint.name}")
         return anthropic_mock.mock(call, usage, text)
+
+
+def _server_tool(tool: dict) -> str | None:
+    kind = tool.get("type")
+    return next((name for prefix, name in _SERVER_TOOLS if kind.startswith(prefix)), None) if kind else None
+
+
+def _tools(body: dict) -> tuple[tuple[ToolBound, ...], tuple[str, ...]]:
+    """(server tools, each with its max_uses, tools and features pouch cannot bound or price)."""
+    tools = body.get("tools")
+    if tools is None:
+        tools = []
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise BadRequest("'tools' must be an array of objects")
+    server, unmetered = [], []
+    for tool in tools:
+        kind = tool.get("type")
+        if kind is not None and not isinstance(kind, str):
+            raise BadRequest("a tool's 'type' must be a string")
+        if name := _server_tool(tool):
+            uses = tool.get("max_uses")
+            if uses is not None and (isinstance(uses, bool) or not isinstance(uses, int) or not 0 <= uses <= _MAX_USES):
+                raise BadRequest(f"'max_uses' must be an integer from 0 to {_MAX_USES:,}, got {_shown(uses)}")
+            server.append(ToolBound((name,), uses))
+        elif kind is not None and not kind.startswith(_CLIENT_TOOLS):
+            unmetered.append(kind)  # code execution (billed by container time), tool search, ...
+    # The MCP connector and containers (skills, code execution) run work Anthropic bills that
+    # no field of the request bounds.
+    unmetered += [field for field in ("mcp_servers", "container") if body.get(field)]
+    return tuple(server), tuple(dict.fromkeys(unmetered))
 
 
 def _shown(value: object) -> str:

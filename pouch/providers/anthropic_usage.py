@@ -7,8 +7,8 @@ already includes extended-thinking tokens. Anthropic broke thinking out only rec
 is 0, which costs the same (Anthropic bills thinking at the output price) and only loses
 the breakdown.
 
-Server tool requests (``server_tool_use.web_search_requests`` ...) are billed per request,
-not per token: ``Usage`` has no field for them, so pouch does not charge them.
+Server tool requests (``server_tool_use.web_search_requests`` ...) are billed per request, on
+top of the tokens: they become ``Usage.tool_calls`` under the price table's tool names.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ def usage_from_dict(usage: object) -> Usage | None:
     written_5m = _count(lifetimes.get("ephemeral_5m_input_tokens")) or 0
     written = max(_count(usage.get("cache_creation_input_tokens")) or 0, written_5m + written_1h)
     thinking = _count(_dict(usage.get("output_tokens_details")).get("thinking_tokens")) or 0
+    server = _dict(usage.get("server_tool_use"))
+    calls = {tool: _count(server.get(field)) or 0 for field, tool in _SERVER_TOOL_COUNTS.items()}
     return Usage(
         input_tokens=uncached + read + written,
         cached_tokens=read,
@@ -50,7 +52,12 @@ def usage_from_dict(usage: object) -> Usage | None:
         cache_write_1h_tokens=written_1h,
         output_tokens=output,
         reasoning_tokens=min(thinking, output),
+        tool_calls=Usage.tools(calls),
     )
+
+
+_SERVER_TOOL_COUNTS = {"web_search_requests": "web_search", "web_fetch_requests": "web_fetch",
+                       "code_execution_requests": "code_execution"}
 
 
 def _count(value: object) -> int | None:

@@ -33,6 +33,22 @@ class Endpoint:
     api: str = ""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ToolBound:
+    """Paid server-side tools a request lets the provider call, and the bound on those calls.
+
+    ``tools`` are price-table names (``web_search``): one tool per bound where each has its own
+    (Anthropic's ``max_uses``), every built-in tool at once where one bound covers them all
+    (OpenAI's ``max_tool_calls``). ``max_calls`` is the request's bound, or the provider's
+    own fixed one; None when there is none, and pouch then injects its default
+    (``Provider.bound_tools``). Each call may also start a model round that re-reads the
+    growing context, billed as input.
+    """
+
+    tools: tuple[str, ...]
+    max_calls: int | None
+
+
 @dataclasses.dataclass(slots=True)
 class Call:
     """A metered request as pouch understands it (read from the request, before forwarding)."""
@@ -45,6 +61,10 @@ class Call:
     # conversation, a stored prompt, a cached content) that it bills as input. The worst
     # case then counts the model's whole context window as input.
     hidden_input: bool = False
+    server_tools: tuple[ToolBound, ...] = ()
+    # Tools (or features) that bill in ways pouch cannot bound or price: refused unless the
+    # operator allows unmetered use.
+    unmetered_tools: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(slots=True)
@@ -97,6 +117,9 @@ class Provider(Protocol):
 
     def cap_output(self, endpoint: Endpoint, body: dict, max_tokens: int) -> None:
         """Set the request's output cap (pouch caps a request that would not fit otherwise)."""
+
+    def bound_tools(self, endpoint: Endpoint, body: dict, max_calls: int) -> None:
+        """Bound every server-side tool the request left unbounded to ``max_calls`` calls."""
 
     def prepare_stream(self, endpoint: Endpoint, body: dict) -> bool:
         """Make a streamed request report usage; True if pouch had to ask for it (then the

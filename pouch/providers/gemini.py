@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 from pouch.domain.errors import BadRequest, PouchError
 from pouch.domain.usage import Usage
 from pouch.providers import gemini_mock
-from pouch.providers.base import FREE, METERED, UNMETERED, Call, Endpoint, Reply, StreamTracker
+from pouch.providers.base import FREE, METERED, UNMETERED, Call, Endpoint, Reply, StreamTracker, ToolBound
 from pouch.providers.gemini_usage import GeminiStreamTracker, usage_from_body
 from pouch.providers.openai import OpenAI
 
@@ -58,6 +58,13 @@ _STATUS = {
 }  # fmt: skip
 _MAX_CAP = 10_000_000
 _MAX_CANDIDATES = 128
+# Tools Google runs, by the tool field (either spelling) -> (price-table name, the most calls one
+# request makes: URL context fetches its URLs in one retrieval; code execution runs its code at
+# most 5 times, https://ai.google.dev/gemini-api/docs/code-execution). No field of the request
+# bounds them, so these are Google's own bounds.
+_SERVER_TOOLS = {"urlContext": ("url_context", 1), "url_context": ("url_context", 1),
+                 "codeExecution": ("code_execution", 5), "code_execution": ("code_execution", 5)}
+_CLIENT_TOOLS = frozenset({"functionDeclarations", "function_declarations"})
 
 
 class Gemini:
@@ -118,8 +125,10 @@ class Gemini:
         config = _generation_config(body) or {}
         cap = _number(config, "maxOutputTokens", "max_output_tokens", _MAX_CAP)
         candidates = _number(config, "candidateCount", "candidate_count", _MAX_CANDIDATES)
+        server, unmetered = _tools(body)
         return Call(model, endpoint.name == STREAM.name, cap, 1 if candidates is None else candidates,
-                    hidden_input=bool(body.get("cachedContent") or body.get("cached_content")))
+                    hidden_input=bool(body.get("cachedContent") or body.get("cached_content")),
+                    server_tools=server, unmetered_tools=unmetered)
 
     def cap_output(self, endpoint: Endpoint, body: dict, max_tokens: int) -> None:
         if endpoint.api != "gemini":
@@ -131,6 +140,10 @@ class Gemini:
         if config is None:  # absent or null: an object under the spelling the client used
             config = body["generation_config" if "generation_config" in body else "generationConfig"] = {}
         config["max_output_tokens" if "max_output_tokens" in config else "maxOutputTokens"] = max_tokens
+
+    def bound_tools(self, endpoint: Endpoint, body: dict, max_calls: int) -> None:
+        if endpoint.api != "gemini":  # Google's own tools have Google's own bounds
+            self._openai.bound_tools(endpoint, body, max_calls)
 
     def prepare_stream(self, endpoint: Endpoint, body: dict) -> bool:
         if endpoint.api != "gemini":
@@ -194,6 +207,26 @@ def _bearer_tokens(headers) -> list[str]:
         if scheme.lower() == "bearer" and token.strip():
             tokens.append(token.strip())
     return tokens
+
+
+def _tools(body: dict) -> tuple[tuple[ToolBound, ...], tuple[str, ...]]:
+    """(tools Google runs, with its bound on their calls; tools pouch cannot bound or price:
+    Google Search grounding is billed per search query, and a request cannot limit how many
+    queries the model makes)."""
+    tools = body.get("tools")
+    if tools is None:
+        return (), ()
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise BadRequest("'tools' must be an array of objects")
+    server, unmetered = {}, []
+    for tool in tools:
+        for field in tool:
+            if field in _SERVER_TOOLS:
+                name, calls = _SERVER_TOOLS[field]
+                server[name] = ToolBound((name,), calls)
+            elif field not in _CLIENT_TOOLS:
+                unmetered.append(field)
+    return tuple(server.values()), tuple(dict.fromkeys(unmetered))
 
 
 def _lend_contents(endpoint: Endpoint, body: dict) -> None:

@@ -12,8 +12,8 @@ import re
 
 from pouch.domain.errors import BadRequest, PouchError
 from pouch.domain.usage import Usage
-from pouch.providers import openai_mock
-from pouch.providers.base import FREE, METERED, UNMETERED, Call, Endpoint, Reply, StreamTracker
+from pouch.providers import json_body, openai_mock
+from pouch.providers.base import FREE, METERED, UNMETERED, Call, Endpoint, Reply, StreamTracker, ToolBound
 from pouch.providers.openai_usage import ChatStreamTracker, ResponsesStreamTracker, usage_field
 
 # Paths below the base path ("/v1"); "{id}" stands for one path segment.
@@ -57,6 +57,14 @@ _COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # what OpenAI generates when a completions
 _MAX_CAP = 10_000_000
 _MAX_CHOICES = 128
 _CREDENTIAL_HEADERS = ("authorization", "api-key", "x-api-key")
+_MAX_TOOL_CALLS = 1_000
+# Responses tools that run on the client (the next request carries their result): no fee, no round.
+_CLIENT_TOOLS = frozenset({"function", "custom", "computer_use_preview", "computer_use", "computer",
+                           "local_shell", "shell", "apply_patch"})
+# Responses tools run by OpenAI, by price-table name; ``max_tool_calls`` bounds all of them together.
+# Longest prefix first: "web_search_preview_2025_03_11" is a preview, "web_search_2025_08_26" is not.
+_SERVER_TOOLS = (("web_search_preview", "web_search_preview"), ("web_search", "web_search"),
+                 ("file_search", "file_search"), ("mcp", "mcp"))
 
 
 class OpenAI:
@@ -108,6 +116,7 @@ class OpenAI:
     def read_call(self, endpoint: Endpoint, path: str, body: dict) -> Call:
         if not isinstance(body, dict):
             raise BadRequest("the request body must be a JSON object")
+        json_body.check_lowercase_names(body)
         model = body.get("model")
         if not isinstance(model, str) or not model.strip():
             raise BadRequest("'model' must be a non-empty string naming the model")
@@ -121,10 +130,13 @@ class OpenAI:
             caps = [c for c in (_cap(body, "max_completion_tokens"), _cap(body, "max_tokens")) if c is not None]
             # Both set: OpenAI refuses the request, but compatible servers honour one or the
             # other, so the larger bounds what may be generated.
-            return Call(model, bool(stream), max(caps) if caps else None, _choices(body, "n"))
+            return Call(model, bool(stream), max(caps) if caps else None, _choices(body, "n"),
+                        unmetered_tools=_chat_unmetered_tools(body))
         if api == "responses":
             stored = any(body.get(field) for field in ("previous_response_id", "conversation", "prompt"))
-            return Call(model, bool(stream), _cap(body, "max_output_tokens"), hidden_input=stored)
+            server, unmetered = _responses_tools(body)
+            return Call(model, bool(stream), _cap(body, "max_output_tokens"), hidden_input=stored,
+                        server_tools=server, unmetered_tools=unmetered)
         if api == "completions":
             cap = _cap(body, "max_tokens")
             # Every best_of candidate is generated and billed, not only the n returned.
@@ -137,6 +149,10 @@ class OpenAI:
             if endpoint.api == "chat" and "max_tokens" in body:
                 field = "max_tokens"  # the one the client uses: OpenAI refuses both at once
             body[field] = max_tokens
+
+    def bound_tools(self, endpoint: Endpoint, body: dict, max_calls: int) -> None:
+        if endpoint.api == "responses" and body.get("max_tool_calls") is None:
+            body["max_tool_calls"] = max_calls
 
     def prepare_stream(self, endpoint: Endpoint, body: dict) -> bool:
         """Chat and completions streams carry usage only when asked; a Responses stream always
@@ -205,6 +221,52 @@ def _cap(body: dict, field: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_CAP:
         raise BadRequest(f"'{field}' must be a positive integer (at most {_MAX_CAP:,}), got {_shown(value)}")
+    return value
+
+
+def _tool_types(body: dict, field: str = "tools") -> list[str]:
+    tools = body.get(field)
+    if tools is None:
+        return []
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise BadRequest(f"'{field}' must be an array of objects")
+    types = [tool.get("type", "function") for tool in tools]
+    if not all(isinstance(kind, str) for kind in types):
+        raise BadRequest(f"each of '{field}' must have a string 'type'")
+    return types
+
+
+def _chat_unmetered_tools(body: dict) -> tuple[str, ...]:
+    """Chat tools run on the client; anything else (a search model's web search) is billed apart."""
+    unmetered = [kind for kind in _tool_types(body) if kind not in ("function", "custom")]
+    if body.get("web_search_options") is not None:
+        unmetered.append("web_search_options")
+    return tuple(dict.fromkeys(unmetered))
+
+
+def _responses_tools(body: dict) -> tuple[tuple[ToolBound, ...], tuple[str, ...]]:
+    """(server tools and their shared bound, tools pouch cannot bound or price)."""
+    server, unmetered = [], []
+    for kind in _tool_types(body):
+        if kind in _CLIENT_TOOLS:
+            continue
+        name = next((name for prefix, name in _SERVER_TOOLS if kind.startswith(prefix)), None)
+        (server if name else unmetered).append(name or kind)
+    if body.get("prompt"):
+        # A stored prompt can carry tools pouch does not see (code interpreter containers,
+        # image generation): it cannot bound what they bill.
+        unmetered.append("stored prompt")
+    bound = _positive(body, "max_tool_calls", _MAX_TOOL_CALLS)
+    tools = (ToolBound(tuple(dict.fromkeys(server)), bound),) if server else ()
+    return tools, tuple(dict.fromkeys(unmetered))
+
+
+def _positive(body: dict, field: str, most: int) -> int | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
+        raise BadRequest(f"'{field}' must be an integer from 0 to {most:,}, got {_shown(value)}")
     return value
 
 

@@ -10,6 +10,7 @@ carrying usage); the output text is assembled only when a stream is cut short.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -60,13 +61,28 @@ def usage_from_dict(api: str, usage: object) -> Usage | None:
     )
 
 
+# Output items of a Responses object that are paid server-side tool calls, by price-table name
+# (``web_search`` calls are priced at the requested tool's fee: ``web_search_preview`` is dearer).
+_TOOL_ITEMS = {"web_search_call": "web_search", "file_search_call": "file_search", "mcp_call": "mcp"}
+
+
 def usage_field(api: str, message: dict) -> Usage | None:
-    """The usage of a response, chunk or Responses object: its ``usage`` field, read OpenAI's way.
+    """The usage of a response, chunk or Responses object: its ``usage`` field, read OpenAI's way,
+    with the server-side tool calls a Responses object lists in its output.
 
     The default ``read_usage`` of the stream trackers; a compatible vendor that reports usage
     elsewhere or counts differently passes its own (``OpenAI.read_usage``).
     """
-    return usage_from_dict(api, message.get("usage"))
+    usage = usage_from_dict(api, message.get("usage"))
+    if usage is not None and api == "responses" and isinstance(output := message.get("output"), list):
+        calls: dict[str, int] = {}
+        for item in output:
+            name = _TOOL_ITEMS.get(item.get("type")) if isinstance(item, dict) else None
+            if name:
+                calls[name] = calls.get(name, 0) + 1
+        if calls:
+            usage = dataclasses.replace(usage, tool_calls=Usage.tools(calls))
+    return usage
 
 
 def _count(value: object) -> int | None:

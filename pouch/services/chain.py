@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import weakref
+from collections.abc import Callable
 
 from mitmproxy import ctx, exceptions, http
 
@@ -22,16 +24,33 @@ PROVIDER = "pouch.provider"  # provider name, set for every flow to an LLM host
 ENDPOINT = "pouch.endpoint"  # {"name", "metering", "api"}
 KEY = "pouch.key"  # the pouch key: {"id", "name", "prefix", "mock", limits, "period", "anchor"}
 OBSERVED = "pouch.observed"  # fingerprint of a non-pouch credential let through (observe mode)
-CALL = "pouch.call"  # {"model", "stream", "max_output", "choices", "input_tokens", "exact"}
+CALL = "pouch.call"  # {"model", "stream", "max_output", "choices", "hidden_input", "tool_calls", "input_tokens", "exact"}
 BODY = "pouch.body"  # the parsed request JSON while the request is in the chain (then dropped)
 BODY_CHANGED = "pouch.body_changed"
 INJECTED_USAGE = "pouch.injected_usage"  # pouch asked the provider for stream usage
 RESERVATION = "pouch.reservation"  # {"id", "amount_usd", "remaining_usd"}
 CAPPED = "pouch.output_cap"  # output cap pouch set on a request that had none
+TOOLS_CAPPED = "pouch.tools_cap"  # bound on server-side tool calls pouch set on a request that had none
 MOCK = "pouch.mock"  # {"usage": {...}, "text_tokens": n}: a mock response was served
 REFUSED = "pouch.refused"  # {"kind", "status", "message"}: pouch answered with an error
 RESULT = "pouch.usage"  # what was recorded: tokens, cost, remaining budget
 CLIENT_PATH = "pouch.client_path"  # the path as the client sent it, once a route changed it
+
+
+# Once a metered flow is measured, what it really used goes to those that admitted it on a
+# guess: the rate limiter counts a worst case against tokens/min, then settles to this.
+_on_measured: weakref.WeakKeyDictionary[http.HTTPFlow, Callable[[int | None], None]] = weakref.WeakKeyDictionary()
+
+
+def when_measured(flow: http.HTTPFlow, callback: Callable[[int | None], None]) -> None:
+    _on_measured[flow] = callback
+
+
+def measured(flow: http.HTTPFlow, tokens: int | None) -> None:
+    """The flow was billed ``tokens`` tokens (None: unknown, the worst case stands)."""
+    callback = _on_measured.pop(flow, None)
+    if callback is not None:
+        callback(tokens)
 
 
 def provider_of(flow: http.HTTPFlow) -> Provider | None:

@@ -28,7 +28,11 @@ def explain(flow: http.HTTPFlow) -> str | None:
     tokens += f" · out {result['output_tokens']}"
     if result["reasoning_tokens"]:
         tokens += f" (reasoning {result['reasoning_tokens']})"
+    if result.get("tool_calls"):
+        tokens += " · tools " + ", ".join(f"{name} x{calls}" for name, calls in result["tool_calls"].items())
     parts += [tokens, str(Money.usd(result["cost_usd"]))]
+    if result["outcome"] == "overrun":
+        parts.append(f"OVERRUN: reserved {Money.usd(result['reserved_usd'])}")
     reservation = flow.metadata.get(chain.RESERVATION)
     if reservation and reservation["remaining_usd"] is not None:
         left = Money.usd(reservation["remaining_usd"]) + Money.usd(reservation["amount_usd"]) \

@@ -8,6 +8,7 @@ import asyncio
 from mitmproxy import http
 
 from pouch.domain.errors import BadRequest
+from pouch.pricing.reserve import Bounds
 from pouch.services import chain
 from pouch.tokens.count import count_prompt, count_text, input_upper_bound, is_exact
 
@@ -36,6 +37,13 @@ async def input_tokens(flow: http.HTTPFlow) -> int:
             counted, exact = _count(call, body, api)
         call["input_tokens"], call["exact"] = counted, exact
     return call["input_tokens"]
+
+
+async def bounds(flow: http.HTTPFlow) -> Bounds:
+    """What the request lets the provider bill for: the input of the worst case."""
+    call = flow.metadata[chain.CALL]
+    tools = tuple((tuple(names), calls) for names, calls in call.get("tool_calls", ()))
+    return Bounds(await input_tokens(flow), call["max_output"], call["choices"], call.get("hidden_input", False), tools)
 
 
 def warm() -> None:

@@ -12,6 +12,7 @@ and PostgreSQL's ``timestamp`` compares naive values exactly, which the ledger's
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from datetime import UTC, datetime
@@ -155,6 +156,14 @@ class ReservationRow(Table):
         table_name = "pouch_reservations"
 
 
+class JSONField(pw.TextField):
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, sort_keys=True)
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+
 class UsageRow(Table):
     ts = UTCDateTimeField()
     key = pw.ForeignKeyField(KeyRow, column_name="key_id", null=True)
@@ -178,9 +187,24 @@ class UsageRow(Table):
     request_id = pw.TextField(null=True)
     reservation_id = pw.TextField(null=True, unique=True)
     outcome = pw.TextField(default="ok")
+    tool_calls = JSONField(null=True)  # {"web_search": 2}: paid server-side tool calls
+    reserved_pico = pw.BigIntegerField(null=True)  # what was reserved: an overrun charged more
 
     class Meta:
         table_name = "pouch_usage"
+
+
+class InstanceRow(Table):
+    """A running gateway's claim on its name (reservations carry the name as their owner)."""
+
+    name = pw.TextField(primary_key=True)
+    host = pw.TextField()
+    pid = pw.IntegerField()
+    started_at = UTCDateTimeField()
+    heartbeat_at = UTCDateTimeField()
+
+    class Meta:
+        table_name = "pouch_instances"
 
 
 TABLES = [KeyRow, LedgerRow, ReservationRow, UsageRow]

@@ -88,6 +88,27 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX pouch_usage_key_ts ON pouch_usage (key_id, ts);
         """,
     ),
+    (
+        2,
+        "usage: server-side tool calls, the amount reserved",
+        """
+        ALTER TABLE pouch_usage ADD COLUMN tool_calls TEXT;
+        ALTER TABLE pouch_usage ADD COLUMN reserved_pico BIGINT;
+        """,
+    ),
+    (
+        3,
+        "gateway instances: one live holder per name",
+        """
+        CREATE TABLE pouch_instances (
+            name TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started_at TIMESTAMP NOT NULL,
+            heartbeat_at TIMESTAMP NOT NULL
+        );
+        """,
+    ),
 ]
 
 

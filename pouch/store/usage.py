@@ -50,6 +50,8 @@ def rows(key_name: str | None = None, since: datetime | None = None) -> list[dic
             "ttft_ms": row.ttft_ms,
             "request_id": row.request_id,
             "outcome": row.outcome,
+            "tool_calls": row.tool_calls or {},
+            "reserved_usd": Money(row.reserved_pico).json() if row.reserved_pico is not None else None,
         }
         for row in query
     ]
@@ -71,6 +73,7 @@ def totals(by: str, key_name: str | None = None, since: datetime | None = None) 
             pw.fn.COUNT(UsageRow.id).alias("requests"),
             *sums,
             pw.fn.SUM(UsageRow.cost_pico).alias("cost_pico"),
+            pw.fn.SUM(pw.Case(None, [(UsageRow.outcome == "overrun", 1)], 0)).alias("overruns"),
         )
         .where(_where(key_name, since))
         .group_by(group)
@@ -83,5 +86,6 @@ def totals(by: str, key_name: str | None = None, since: datetime | None = None) 
         entry = {by: group_value, "requests": row["requests"]}
         entry.update({column: int(row[column] or 0) for column in TOKEN_COLUMNS})
         entry["cost_usd"] = Money(int(row["cost_pico"] or 0)).json()
+        entry["overruns"] = int(row["overruns"] or 0)  # requests charged more than they reserved
         result.append(entry)
     return result

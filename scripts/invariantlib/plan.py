@@ -11,8 +11,8 @@ import json
 import random
 from urllib.parse import quote
 
-from addons.budget import worst_case as gateway_worst_case
 from pouch.domain.money import Money
+from pouch.pricing import reserve
 from pouch.pricing.table import PriceTable
 from pouch.tokens.count import count_prompt, input_upper_bound
 
@@ -168,8 +168,7 @@ def worst_case(kind: Kind, text: str, max_tokens: int) -> Money:
     model = MODELS[kind.provider]
     price = PRICES.resolve(model, kind.provider)
     tokens = input_upper_bound(model, count_prompt(model, request_body(kind, model, text, max_tokens), kind.api))
-    input_cost, per_output = gateway_worst_case(price, tokens, max_tokens, 1)
-    return input_cost + per_output * max_tokens
+    return reserve.worst_case(price, reserve.Bounds(tokens, max_tokens)).total
 
 
 def budget_of(spec: KeySpec, share: int) -> Money | None:
