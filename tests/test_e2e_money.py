@@ -15,6 +15,9 @@ import uuid
 import anthropic
 import openai
 import pytest
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
 
 from pouch.domain.money import Money
 from pouch.pricing.table import PriceTable
@@ -23,12 +26,14 @@ from pouch.store import keys as key_store
 from pouch.store import ledger
 from pouch.store.database import ReservationRow, UsageRow
 from tests.fakes.anthropic_fake import FakeAnthropic
+from tests.fakes.gemini_fake import FakeGemini
 from tests.fakes.openai_fake import FakeOpenAI
 from tests.gateway import Gateway, free_port
 
-MODEL, CLAUDE = "gpt-4o-mini", "claude-haiku-4-5"
+MODEL, CLAUDE, GEMINI = "gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash"
 PRICES = PriceTable.load()
 PRICE, CLAUDE_PRICE = PRICES.resolve(MODEL, "openai"), PRICES.resolve(CLAUDE, "anthropic")
+GEMINI_PRICE = PRICES.resolve(GEMINI, "gemini")
 SEARCH = Money.usd("0.01")
 HELLO = [{"role": "user", "content": "hello there"}]
 
@@ -37,15 +42,16 @@ HELLO = [{"role": "user", "content": "hello there"}]
 def fakes(tmp_path_factory):
     tls = tmp_path_factory.mktemp("tls")
     with FakeOpenAI(tls_dir=tls / "o") as gpt, FakeAnthropic(tls_dir=tls / "a") as claude, \
-            FakeOpenAI(plain=True) as plain:
+            FakeGemini(tls_dir=tls / "g") as gemini, FakeOpenAI(plain=True) as plain:
         bundle = tls / "cas.pem"
-        bundle.write_text(open(gpt.ca_path).read() + open(claude.ca_path).read())
-        yield {"openai": gpt, "anthropic": claude, "plain": plain, "ca_bundle": bundle}
+        bundle.write_text("".join(open(fake.ca_path).read() for fake in (gpt, claude, gemini)))
+        yield {"openai": gpt, "anthropic": claude, "gemini": gemini, "plain": plain, "ca_bundle": bundle}
 
 
 @pytest.fixture(scope="module")
 def gateway(fakes, tmp_path_factory):
-    routes = {"api.openai.com": fakes["openai"].url, "api.anthropic.com": fakes["anthropic"].url}
+    routes = {"api.openai.com": fakes["openai"].url, "api.anthropic.com": fakes["anthropic"].url,
+              "generativelanguage.googleapis.com": fakes["gemini"].url}
     gateway = Gateway(tmp_path_factory.mktemp("gateway"), routes, str(fakes["ca_bundle"])).start()
     yield gateway
     gateway.stop()
@@ -53,7 +59,7 @@ def gateway(fakes, tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def fresh(fakes, gateway):
-    for name in ("openai", "anthropic", "plain"):
+    for name in ("openai", "anthropic", "gemini", "plain"):
         fakes[name].reset()
     gateway.open_store()
 
@@ -141,6 +147,34 @@ def test_anthropic_code_execution_is_refused(gateway, fakes):
             model=CLAUDE, max_tokens=50, messages=HELLO,
             tools=[{"type": "code_execution_20250825", "name": "code_execution"}])
     assert fakes["anthropic"].requests == []
+
+
+def gemini_client(gateway, secret, headers=None):
+    options = genai_types.HttpOptions(client_args={"proxy": gateway.proxy_url, "verify": gateway.tls()},
+                                      headers=headers or {})
+    return genai.Client(api_key=secret, http_options=options)
+
+
+def test_gemini_url_context_rounds_are_billed_as_input(gateway, fakes):
+    key, secret = new_key(budget="5")
+    config = genai_types.GenerateContentConfig(max_output_tokens=40, tools=[{"url_context": {}}])
+    client = gemini_client(gateway, secret, {"x-fake-tool-calls": "1", "x-fake-tool-input": "3000"})
+    reply = client.models.generate_content(model=GEMINI, contents="summarise https://example.com", config=config)
+    assert reply.usage_metadata.tool_use_prompt_token_count == 3000
+    [row] = assert_settled_exactly(gateway, key)
+    assert row.input_tokens == reply.usage_metadata.prompt_token_count + 3000
+    tokens = GEMINI_PRICE.input * row.input_tokens + GEMINI_PRICE.output * row.output_tokens
+    assert row.cost_pico == tokens.pico <= row.reserved_pico
+
+
+def test_gemini_search_grounding_is_refused(gateway, fakes):
+    _, secret = new_key(budget="5")
+    config = genai_types.GenerateContentConfig(tools=[{"google_search": {}}])
+    client = gemini_client(gateway, secret)
+    with pytest.raises(genai_errors.ClientError) as refused:
+        client.models.generate_content(model=GEMINI, contents="news?", config=config)
+    assert refused.value.code == 403 and "google" in refused.value.message.lower()
+    assert fakes["gemini"].requests == []
 
 
 # --- providers that bill more than was reserved ------------------------------------------------

@@ -166,3 +166,20 @@ class TestGemini:
         body = {"tools": [{"urlContext": {}}]}
         GEMINI.bound_tools(GENERATE, body, 3)
         assert body == {"tools": [{"urlContext": {}}]}
+
+
+class TestSearchModelsAndExtensions:
+    @pytest.mark.parametrize("model", ["gpt-4o-search-preview", "gpt-4o-mini-search-preview-2025-03-11",
+                                       "gpt-5-search-api"])
+    def test_a_search_model_bills_a_search_on_every_request(self, model):
+        call = OPENAI.read_call(CHAT, "/v1/chat/completions", {"model": model, "messages": []})
+        assert call.unmetered_tools == (f"the web search of {model}",)
+
+    def test_geminis_compatible_surface_reads_the_google_extension(self):
+        endpoint = GEMINI.endpoint("POST", "/v1beta/openai/chat/completions")
+        body = {"model": "gemini-2.5-flash", "messages": [],
+                "google": {"cached_content": "cachedContents/abc", "thinking_config": {"thinking_budget": 0}}}
+        call = GEMINI.read_call(endpoint, "/v1beta/openai/chat/completions", body)
+        assert call.hidden_input and call.unmetered_tools == ()
+        body["google"] = {"tools": [{"google_search": {}}]}
+        assert GEMINI.read_call(endpoint, "/v1beta/openai/chat/completions", body).unmetered_tools == ("google.tools",)

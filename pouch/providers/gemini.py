@@ -110,7 +110,7 @@ class Gemini:
 
     def read_call(self, endpoint: Endpoint, path: str, body: dict) -> Call:
         if endpoint.api != "gemini":
-            return self._openai.read_call(endpoint, path, body)
+            return _google_extension(self._openai.read_call(endpoint, path, body), body)
         if not isinstance(body, dict):
             raise BadRequest("the request body must be a JSON object")
         match = _MODEL_CALL.match(path.partition("?")[0])
@@ -207,6 +207,24 @@ def _bearer_tokens(headers) -> list[str]:
         if scheme.lower() == "bearer" and token.strip():
             tokens.append(token.strip())
     return tokens
+
+
+# What Google's OpenAI-compatible API takes in its "google" extension object (the openai SDKs'
+# extra_body): a cached content is input the body does not show; thinking settings change nothing.
+_KNOWN_EXTENSION = frozenset({"cached_content", "thinking_config"})
+
+
+def _google_extension(call: Call, body: dict) -> Call:
+    extension = body.get("google")
+    if extension is None:
+        return call
+    if not isinstance(extension, dict):
+        raise BadRequest("'google' must be an object")
+    if extension.get("cached_content"):
+        call.hidden_input = True
+    unknown = tuple(f"google.{field}" for field in extension if field not in _KNOWN_EXTENSION)
+    call.unmetered_tools = tuple(dict.fromkeys(call.unmetered_tools + unknown))
+    return call
 
 
 def _tools(body: dict) -> tuple[tuple[ToolBound, ...], tuple[str, ...]]:

@@ -237,10 +237,13 @@ def _tool_types(body: dict, field: str = "tools") -> list[str]:
 
 
 def _chat_unmetered_tools(body: dict) -> tuple[str, ...]:
-    """Chat tools run on the client; anything else (a search model's web search) is billed apart."""
+    """Chat tools run on the client; anything else (a search model's web search) is billed apart.
+    Search models (gpt-4o-search-preview, gpt-5-search-api) bill a search on every request."""
     unmetered = [kind for kind in _tool_types(body) if kind not in ("function", "custom")]
     if body.get("web_search_options") is not None:
         unmetered.append("web_search_options")
+    if "search" in body["model"].lower():
+        unmetered.append(f"the web search of {body['model']}")
     return tuple(dict.fromkeys(unmetered))
 
 
