@@ -83,6 +83,8 @@ class RateLimit:
         self._release(flow)
 
     def _release(self, flow: http.HTTPFlow) -> None:
+        if chain.REFUSED in flow.metadata:  # a later link refused it: nothing was billed
+            chain.measured(flow, 0)
         held = self._slots.pop(flow, None)
         if held is not None:
             held[1]()  # runs release once

@@ -129,7 +129,8 @@ class TestRateLimit:
         first, second = through_ratelimit(gw, secret), through_ratelimit(gw, secret)
         gw.ratelimit.response(first)
         gw.ratelimit.error(first)  # mitmproxy may call both: the second call frees nothing
-        assert through_ratelimit(gw, secret).response is None
+        third = through_ratelimit(gw, secret)  # held: a collected flow frees its slot (see below)
+        assert third.response is None
         assert through_ratelimit(gw, secret).response.status_code == 429
         assert second.response is None
 
@@ -234,3 +235,13 @@ class TestTokensPerMinuteWorstCase:
         assert through_ratelimit(gw, secret, chat_body(max_tokens=15_000)).response is None
         limits = next(iter(gw.ratelimit.limits.values()))
         assert limits.tokens.remaining(clock.now) == 20_000 - 12 - (PROMPT + 15_000)
+
+    def test_a_request_the_budget_refuses_gives_its_tokens_back(self, gw, clock):
+        from pouch.domain.money import Money
+
+        _, secret = create_key(tpm=20_000, budget=Money.usd("0.000001"))
+        flow = gw.request(openai_flow(body=chat_body(max_tokens=15_000), secret=secret))
+        assert flow.response.status_code == 429 and error_of(flow)["code"] == "insufficient_quota"
+        gw.hook("response", flow)
+        limits = next(iter(gw.ratelimit.limits.values()))
+        assert limits.tokens.remaining(clock.now) == 20_000
