@@ -115,6 +115,22 @@ def test_duplicate_name_and_bad_update():
     assert as_json("keys", "show", "dave") == before
 
 
+def test_an_auto_renewing_key_cannot_start_from_a_past_expiry():
+    args = ["--period", "1s", "--expires", "2000-01-01", "--auto-renew"]
+    refused = pouch("keys", "create", "--name", "frank", *args, ok=False)
+    assert refused.exit_code != 0 and "--expires 2000-01-01 is in the past" in refused.output
+    assert as_json("keys", "list") == []
+
+    pouch("keys", "create", "--name", "frank", "--period", "daily", "--expires", "30d", "--auto-renew")
+    before = as_json("keys", "show", "frank")
+    for update in (["--expires", "2000-01-01"], ["--expires", "2000-01-01", "--auto-renew"]):
+        refused = pouch("keys", "update", "frank", *update, ok=False)
+        assert refused.exit_code != 0 and "in the past" in refused.output
+    assert as_json("keys", "show", "frank") == before
+    stopped = as_json("keys", "update", "frank", "--expires", "2000-01-01", "--no-auto-renew")
+    assert stopped["expires_at"].startswith("2000-01-01") and stopped["auto_renew"] is False
+
+
 def test_db_option_and_env(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'other.db'}"
     pouch("--db", url, "keys", "create", "--name", "erin")

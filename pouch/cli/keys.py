@@ -60,6 +60,19 @@ def _show(described: dict, as_json: bool, secret: str | None = None) -> None:
         click.secho("This secret is shown once and stored only as a hash: keep it now.", fg="yellow", err=True)
 
 
+def refuse_renewal_from_the_past(expires: str | None, auto_renew: bool) -> None:
+    """An auto-renewing key given an expiry already past would renew on its first request,
+    skipping every period in between: almost surely a mistyped date, so say so."""
+    if expires is None or not auto_renew:
+        return
+    now = utcnow()
+    when = service.parse_when(expires, now)
+    if when is not None and when <= now:
+        raise click.UsageError(
+            f"--expires {expires} is in the past ({when:%Y-%m-%d %H:%M} UTC) and the key auto-renews: "
+            "give the first renewal date in the future (e.g. --expires 30d), or leave out --auto-renew")
+
+
 @click.group()
 def keys():
     """Manage pouch keys (what clients send instead of a provider key)."""
@@ -71,6 +84,7 @@ def keys():
 @click.pass_context
 def create(ctx, name, as_json, **options):
     """Create a key and print its secret (once)."""
+    refuse_renewal_from_the_past(options["expires"], bool(options["auto_renew"]))
     open_db(ctx)
     key, secret = service.create(name, **options)
     _show(service.describe(key), as_json, secret)
@@ -108,6 +122,8 @@ def show(ctx, key, as_json):
 def update(ctx, key, as_json, **options):
     """Change a key's budget, limits, models, expiry or mode."""
     open_db(ctx)
+    renews = options["auto_renew"]
+    refuse_renewal_from_the_past(options["expires"], key_store.get(key).auto_renew if renews is None else renews)
     _show(service.describe(service.update(key, **options)), as_json)
 
 

@@ -74,6 +74,21 @@ class Period:
             return _add_month(instant)
         raise InvalidInput("a key with period 'none' cannot auto-renew: give it a period")
 
+    def catch_up(self, expires: datetime, now: datetime) -> tuple[datetime, datetime]:
+        """An expiry at or before ``now`` moved on by whole periods until it is after ``now``:
+        (the last expiry passed, the new expiry). The same instants ``extend`` gives one period
+        at a time, computed in one step: a 1s key expired years ago must not loop for minutes."""
+        expires, now = _utc(expires), _utc(now)
+        if expires > now:
+            return expires, expires
+        if self.spec == "monthly":
+            months = (now.year - expires.year) * 12 + now.month - expires.month
+            passed = months if months and _add_months(expires, months) > now else months + 1
+            return _add_months(expires, passed - 1), _add_months(expires, passed)
+        step = self.extend(expires) - expires  # fixed: days and weeks in UTC have no DST
+        passed = (now - expires) // step + 1
+        return expires + step * (passed - 1), expires + step * passed
+
 
 def _calendar_window(spec: str, now: datetime) -> tuple[datetime, datetime]:
     day = now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -90,6 +105,17 @@ def _add_month(instant: datetime) -> datetime:
     year, month = instant.year + instant.month // 12, instant.month % 12 + 1
     day = min(instant.day, calendar.monthrange(year, month)[1])
     return instant.replace(year=year, month=month, day=day)
+
+
+def _add_months(instant: datetime, months: int) -> datetime:
+    """``_add_month`` applied ``months`` times: the day is clamped in every month passed, so
+    Jan 31 -> Feb 28 -> Mar 28 (renewals store each expiry, so a clamped day stays)."""
+    year, month = divmod(instant.year * 12 + instant.month - 1 + months, 12)
+    day, passed = instant.day, (instant.year, instant.month)
+    for _ in range(min(months, 48) if day > 28 else 0):  # 48 months always hold a 28-day February
+        passed = (passed[0] + passed[1] // 12, passed[1] % 12 + 1)
+        day = min(day, calendar.monthrange(*passed)[1])
+    return instant.replace(year=year, month=month + 1, day=day)
 
 
 def _utc(instant: datetime) -> datetime:

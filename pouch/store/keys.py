@@ -123,14 +123,12 @@ def renew_if_expired(key: Key, now: datetime) -> Key:
     """Auto-renewal: an expired auto-renew key is extended by whole periods and its spend
     restarts (the anchor moves to the renewal instant, so a fresh budget window begins).
 
-    The update is conditional on the expiry it read, so concurrent renewals (threads or
-    gateways) extend it once.
+    The periods missed are counted in one step, however many. The update is conditional on
+    the expiry it read, so concurrent renewals (threads or gateways) extend it once.
     """
     if not (key.auto_renew and key.expired(now)) or key.revoked:
         return key
-    renewed_at = expires = key.expires_at
-    while expires <= now:
-        renewed_at, expires = expires, key.period.extend(expires)
+    renewed_at, expires = key.period.catch_up(key.expires_at, now)
     with database.atomic():
         KeyRow.update(expires_at=expires, anchor=renewed_at, updated_at=now).where(
             KeyRow.id == key.id, KeyRow.expires_at == naive(key.expires_at)
