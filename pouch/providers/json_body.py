@@ -18,6 +18,8 @@ than pouch reserved, so the body is refused rather than read one way:
 
 The request's headers matter too (``check_headers``): a Content-Encoding pouch does not
 decode, or a charset other than UTF-8, would have pouch and the provider read different text.
+And where an API names every field in lower case, a top-level name in any other case is one
+pouch does not read but a case-insensitive server does (``check_lowercase_names``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import codecs
 import json
 import math
 import re
+import sys
 from collections import Counter
 from collections.abc import Mapping
 
@@ -69,8 +72,9 @@ def parse_json_object(raw: bytes) -> dict:
         raise
     except json.JSONDecodeError as e:
         raise ValueError(f"request body is not valid JSON: {e}") from None
-    except ValueError as e:  # the only other: an integer of more digits than Python reads
-        raise ValueError(f"request body has a number too long to read: {str(e).split(':')[0]}") from None
+    except ValueError:  # the only other: an integer of more digits than Python converts
+        raise ValueError(f"request body has a number of more than {sys.get_int_max_str_digits():,} digits; "
+                         "send a shorter one") from None
     except RecursionError:
         raise ValueError("request body is nested too deeply") from None
     if not isinstance(body, dict):
@@ -90,8 +94,8 @@ def check_lowercase_names(body: dict) -> None:
     did not read (``"N": 100`` as n, ``"Stream"`` as stream)."""
     for name in body:
         if not name.isascii() or name != name.lower():
-            raise BadRequest(f"request body field '{name}' is not one of this API's fields, which are all in lower "
-                             "case: spell it in lower case, or leave it out")
+            raise BadRequest(f"request body field {_quoted(name)} is not one of this API's fields, which are all "
+                             "in lower case: spell it in lower case, or leave it out")
 
 
 def _utf8(raw: bytes) -> str:
@@ -119,7 +123,7 @@ def _decoder(objects: list[dict]) -> json.JSONDecoder:
                 if twice in names:
                     break
                 names.add(twice)
-            raise _Ambiguous(f"request body sets '{twice}' twice in one object: providers may read either "
+            raise _Ambiguous(f"request body sets {_quoted(twice)} twice in one object: providers may read either "
                              "value, so send each field once")
         objects.append(obj)
         return obj
@@ -147,7 +151,7 @@ def _check_spellings(objects: list[dict]) -> None:
         for name in filter(suspects.__contains__, obj):
             if (other := seen.setdefault(spellings[name], name)) != name:
                 raise ValueError(
-                    f"request body sets both '{other}' and '{name}' in one object: providers match field "
+                    f"request body sets both {_quoted(other)} and {_quoted(name)} in one object: providers match field "
                     "names ignoring case (and Google's, underscores), so they may read either; send each "
                     "field once, spelled one way")
 
@@ -171,7 +175,7 @@ def _lone_surrogate(body: dict) -> str | None:
     try:
         json.dumps(body, ensure_ascii=False).encode("utf-8")
         return None
-    except UnicodeEncodeError:
+    except (UnicodeEncodeError, RecursionError):  # the walk below does not recurse
         pass
     stack: list[tuple[object, str]] = [(body, "")]
     while stack:
@@ -195,6 +199,11 @@ def _has_surrogate(text: str) -> bool:
         return False
     except UnicodeEncodeError:
         return True
+
+
+def _quoted(name: str) -> str:
+    """A client's field name, short enough to quote back in an error message."""
+    return f"'{name}'" if len(name) <= 40 else f"'{name[:37]}...'"
 
 
 def _charset(content_type: str) -> str | None:
