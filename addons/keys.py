@@ -30,11 +30,10 @@ def parse_body(flow: http.HTTPFlow) -> dict:
     request = flow.request
     try:
         json_body.check_headers(request.headers)
-        coding = request.headers.get("content-encoding", "")
-        try:
-            request.decode()
-        except ValueError:
-            raise ValueError(f"request body is not valid {coding}: compress it correctly, or send it uncompressed")
+        if coding := request.headers.get("content-encoding", ""):
+            decoded = json_body.decode_body(request.raw_content or b"", coding)
+            del request.headers["content-encoding"]
+            request.content = decoded  # and content-length
         return json_body.parse_json_object(request.raw_content or b"")
     except ValueError as e:
         raise errors.BadRequest(str(e)) from None

@@ -301,3 +301,52 @@ def test_a_compressed_body_pouch_rewrites_goes_upstream_uncompressed(gw):
     assert "content-encoding" not in flow.request.headers
     assert json.loads(flow.request.raw_content) == chat_body(max_tokens=20, stream=True,
                                                              stream_options={"include_usage": True})
+
+
+@pytest.mark.parametrize("raw", [
+    # a tool's JSON schema names its own properties: no provider folds those
+    b'{"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", '
+    b'"properties": {"user_id": {"type": "string"}, "userId": {"type": "string"}}}}}]}',
+    b'{"metadata": {"Team": "a", "team": "b"}}',
+    b'{"messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", '
+    b'"input": {"ID": 1, "id": 2}}]}]}',
+])  # fmt: skip
+def test_the_clients_own_names_may_differ_only_in_case(raw):
+    assert parse_json_object(raw) == json.loads(raw)
+
+
+def test_exact_duplicates_are_refused_in_the_clients_own_names_too():
+    with pytest.raises(ValueError, match="'x' twice"):
+        parse_json_object(b'{"tools": [{"input_schema": {"properties": {"x": 1, "x": 2}}}]}')
+
+
+@pytest.mark.parametrize("coding, compress", [
+    ("gzip", gzip.compress), ("deflate", zlib.compress), ("br", brotli.compress), ("zstd", zstd.compress),
+])  # fmt: skip
+def test_a_decompression_bomb_is_refused(coding, compress):
+    """A few kilobytes that expand past the limit are refused before the expansion completes."""
+    from pouch.providers.json_body import MAX_DECODED_BYTES, decode_body
+
+    bomb = compress(b'{"model": "' + b"a" * (MAX_DECODED_BYTES + 10) + b'"}')
+    assert len(bomb) < MAX_DECODED_BYTES // 100
+    with pytest.raises(ValueError, match="expands to more than 64 MiB"):
+        decode_body(bomb, coding)
+    small = b'{"model": "gpt-4o-mini"}'
+    assert decode_body(compress(small), coding) == small
+
+
+@pytest.mark.parametrize("coding, compress", [("gzip", gzip.compress), ("zstd", zstd.compress)])
+def test_a_truncated_compressed_body_is_refused(coding, compress):
+    from pouch.providers.json_body import decode_body
+
+    whole = compress(b'{"model": "gpt-4o-mini", "messages": []}' * 50)
+    with pytest.raises(ValueError, match=f"not valid {coding}"):
+        decode_body(whole[: len(whole) // 2], coding)
+
+
+def test_raw_deflate_is_read_too():
+    from pouch.providers.json_body import decode_body
+
+    packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    raw = packer.compress(b'{"a": 1}') + packer.flush()
+    assert decode_body(raw, "deflate") == b'{"a": 1}'

@@ -29,6 +29,7 @@ import json
 import math
 import re
 import sys
+import zlib
 from collections import Counter
 from collections.abc import Mapping
 
@@ -38,6 +39,10 @@ from pouch.domain.errors import BadRequest
 # mitmproxy also decodes "none", "deflateraw" and Python codec names such as "base64",
 # which are not HTTP content codings, and no provider would decode them the same way.
 DECODED_CODINGS = ("gzip", "deflate", "br", "zstd")
+
+# A compressed body may expand to at most this much: a few kilobytes of gzip can hold
+# gigabytes of zeros, decoded on the event loop that serves every client.
+MAX_DECODED_BYTES = 64 * 1024 * 1024
 
 # Where a lone surrogate may be: a surrogate escape (or text that looks like one).
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -59,6 +64,41 @@ def check_headers(headers: Mapping[str, str]) -> None:
     if charset not in (None, "utf-8", "utf8"):
         raise ValueError(f"request Content-Type says charset={charset}: send the JSON body as UTF-8 "
                          "(charset=utf-8, or no charset)")
+
+
+def decode_body(raw: bytes, coding: str) -> bytes:
+    """The body without its content coding (one of DECODED_CODINGS, checked first), refused
+    when it is corrupt or expands beyond MAX_DECODED_BYTES."""
+    coding = coding.strip().lower()
+    if coding in ("", "identity"):
+        return raw
+    limit = MAX_DECODED_BYTES + 1
+    try:
+        if coding == "br":
+            import brotli
+
+            decompressor = brotli.Decompressor()
+            decoded, whole = decompressor.process(raw, output_buffer_limit=limit), decompressor.is_finished()
+        elif coding == "zstd":
+            try:
+                from compression import zstd
+            except ImportError:  # before Python 3.14: the backport mitmproxy depends on
+                from backports import zstd
+            decompressor = zstd.ZstdDecompressor()
+            decoded, whole = decompressor.decompress(raw, max_length=limit), decompressor.eof
+        else:  # gzip, or deflate: zlib-wrapped as the RFC says, or raw as some clients send it
+            wbits = zlib.MAX_WBITS | 16 if coding == "gzip" else zlib.MAX_WBITS
+            if coding == "deflate" and raw[:1] and raw[0] & 0x0F != 8:
+                wbits = -zlib.MAX_WBITS
+            decompressor = zlib.decompressobj(wbits)
+            decoded, whole = decompressor.decompress(raw, limit), decompressor.eof
+    except Exception:  # each library has its own error type for corrupt input
+        raise ValueError(f"request body is not valid {coding}: compress it correctly, or send it uncompressed") from None
+    if len(decoded) > MAX_DECODED_BYTES:
+        raise ValueError(f"request body expands to more than {MAX_DECODED_BYTES // 2**20} MiB when decompressed")
+    if not whole:
+        raise ValueError(f"request body is not valid {coding}: it ends before its compressed data does")
+    return decoded
 
 
 def parse_json_object(raw: bytes) -> dict:
@@ -111,12 +151,24 @@ def _utf8(raw: bytes) -> str:
                          f"(0x{raw[e.start]:02x}) is not ({e.reason})") from None
 
 
+# Objects under these names hold the client's own names, not an API's fields: a tool's JSON
+# schema properties (``user_id`` beside ``userId``), metadata, a tool call's arguments. No
+# provider folds their case, and pouch reads nothing in them.
+_USER_NAMES = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas",
+                         "dependentRequired", "metadata", "logit_bias", "input", "args", "arguments", "response"})
+
+
 def _decoder(objects: list[dict]) -> json.JSONDecoder:
-    """A decoder that refuses a name twice in one object, and collects every object for
-    ``_check_spellings`` (one check over all names is cheaper than one per object)."""
+    """A decoder that refuses a name twice in one object, and collects every object whose
+    names are an API's fields for ``_check_spellings`` (one check over all names is cheaper
+    than one per object)."""
+    users: set[int] = set()  # ids of objects holding the client's own names
 
     def read_object(pairs: list[tuple[str, object]]) -> dict:
         obj = dict(pairs)
+        for name, value in pairs:
+            if name in _USER_NAMES and isinstance(value, dict):
+                users.add(id(value))
         if len(obj) != len(pairs):
             names: set[str] = set()
             for twice, _ in pairs:
@@ -128,7 +180,14 @@ def _decoder(objects: list[dict]) -> json.JSONDecoder:
         objects.append(obj)
         return obj
 
-    return json.JSONDecoder(object_pairs_hook=read_object, parse_constant=_constant, parse_float=_float)
+    def check(text: str) -> object:
+        body = json.JSONDecoder.decode(decoder, text)
+        objects[:] = [obj for obj in objects if id(obj) not in users]
+        return body
+
+    decoder = json.JSONDecoder(object_pairs_hook=read_object, parse_constant=_constant, parse_float=_float)
+    decoder.decode = check
+    return decoder
 
 
 def _spelling(name: str) -> str:
