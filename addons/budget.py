@@ -152,18 +152,20 @@ class Budget:
         if flow.response or flow.error or not chain.metered(flow) or chain.KEY not in flow.metadata:
             return
         key, call = flow.metadata[chain.KEY], flow.metadata[chain.CALL]
-        price = price_table().resolve(call["model"], flow.metadata[chain.PROVIDER])
+        provider = flow.metadata[chain.PROVIDER]
+        price = price_table().resolve(call["model"], provider)
         if price is None:
             raise ModelNotPriced(
                 f"pouch has no price for model '{call['model']}', so it cannot budget it: ask the operator "
                 "to add one (pouch prices import, or $POUCH_HOME/prices.json)")
         bounds = await prompt.bounds(flow)
+        price = price.of_provider(provider)
         try:
             worst = reserve.worst_case(price, bounds)
         except ValueError as e:  # a server tool this provider's price list has no fee for
             if ctx.options.pouch_unmetered != "allow":
-                raise ToolNotMetered(f"{e}, so this request is refused (the operator can allow it with "
-                                     "pouch_unmetered=allow)") from None
+                raise ToolNotMetered(f"pouch has {e} of {provider}, so this request is refused (the operator "
+                                     "can allow it with pouch_unmetered=allow)") from None
             worst = reserve.worst_case(price, dataclasses.replace(bounds, tool_calls=()))
         needed = worst.total
         now = utcnow()

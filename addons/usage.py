@@ -48,6 +48,23 @@ WORST_CASE = frozenset({"measure_failed", "no_usage", "abandoned", "cut_short"})
 MEASURED = frozenset({"ok", "cut_after_usage", "mock"})
 
 
+def billed(usage: Usage, call: dict, provider: str, reported: str | None) -> tuple[Usage, Money]:
+    """(usage with its tool calls named as billed, what it cost). Priced as the model the
+    provider says answered when that is dearer than the one requested (a fallback model, a
+    router's choice), or when the requested one has no price (an observed alias)."""
+    names = [call["model"]] + ([reported] if reported and reported != call["model"] else [])
+    best: tuple[Money, Usage] | None = None
+    for name in names:
+        price = price_table().resolve(name, provider)
+        if price is not None:
+            price = price.of_provider(provider)
+            named = priced_tools(usage, call, price)
+            charge = cost(price, named)
+            if best is None or charge > best[0]:
+                best = (charge, named)
+    return (usage, Money(0)) if best is None else (best[1], best[0])
+
+
 def priced_tools(usage: Usage, call: dict, price: Price | None) -> Usage:
     """Name each reported tool call as the request's tool it is billed as: OpenAI reports a
     ``web_search`` call for both ``web_search`` and the dearer ``web_search_preview``."""
@@ -132,16 +149,11 @@ class UsageMeter:
             log.exception("pouch: measuring usage failed; charging the full reservation")
             usage, charged, outcome, reported = Usage(), True, "measure_failed", None
         call, provider_name = flow.metadata[chain.CALL], flow.metadata[chain.PROVIDER]
-        # The requested model's price (what was reserved); failing that, the model the
-        # provider says answered (an observed request for an alias pouch cannot price).
-        price = price_table().resolve(call["model"], provider_name) or (
-            price_table().resolve(reported, provider_name) if reported else None)
         reserved = Money.usd(reservation["amount_usd"]) if reservation else None
         if outcome in WORST_CASE and reserved is not None:  # we cannot tell: what the provider can bill
             would_cost = reserved
         else:
-            usage = priced_tools(usage, call, price)
-            would_cost = cost(price, usage) if price else Money(0)
+            usage, would_cost = billed(usage, call, provider_name, reported)
         charge = would_cost if charged else Money(0)
         if reserved is not None and charge > reserved:
             outcome = "overrun"

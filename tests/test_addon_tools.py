@@ -166,3 +166,31 @@ class TestSettlement:
         assert f"OVERRUN: reserved {Money(reserved(flow))}" in explain(flow)
         refused = sent(gw, secret, {"model": MODEL, "input": "hi", "max_output_tokens": 1})
         assert refused.response.status_code == 429 and error_of(refused)["code"] == "insufficient_quota"
+
+    def test_a_dearer_model_the_provider_reports_is_what_is_charged(self, gw):
+        """A router or fallback answered with another model: the provider bills that one."""
+        key, secret = create_key(budget=Money.usd("5"))
+        flow = sent(gw, secret, {"model": MODEL, "input": "hi", "max_output_tokens": 50})
+        body = responses(json.loads(flow.request.content), Controls(usage={"input_tokens": 100, "output_tokens": 10}))
+        body["model"] = "gpt-4o-2024-08-06"  # $2.50 / $10 per 1M, against gpt-4o-mini's $0.15 / $0.60
+        gw.respond(flow, http.Response.make(200, json.dumps(body), {"content-type": "application/json"}))
+        assert spent(key) == (100 * 2_500_000 + 10 * 10_000_000, 0)
+
+    def test_a_cheaper_reported_model_does_not_lower_the_charge(self, gw):
+        key, secret = create_key(budget=Money.usd("5"))
+        flow = sent(gw, secret, {"model": "gpt-4o", "input": "hi", "max_output_tokens": 50})
+        body = responses(json.loads(flow.request.content), Controls(usage={"input_tokens": 100, "output_tokens": 10}))
+        body["model"] = MODEL
+        gw.respond(flow, http.Response.make(200, json.dumps(body), {"content-type": "application/json"}))
+        assert spent(key) == (100 * 2_500_000 + 10 * 10_000_000, 0)
+
+
+def test_another_providers_tool_fees_do_not_price_a_router_s_tools(gw, monkeypatch):
+    """OpenRouter has no price of its own for gpt-4o, so OpenAI's is used for the tokens; but
+    OpenAI's web search fee says nothing about what OpenRouter bills for its searches."""
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-real")
+    _, secret = create_key(budget=Money.usd("5"))
+    flow = gw.request(openai_flow("/api/v1/responses", search_body(model="gpt-4o"), secret=secret,
+                                  host="openrouter.ai"))
+    assert flow.response.status_code == 403 and error_of(flow)["code"] == "tool_not_metered"
+    assert "no price for the tool(s) web_search of openrouter" in error_of(flow)["message"]

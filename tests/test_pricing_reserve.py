@@ -45,7 +45,7 @@ def test_worst_case(bounds, fixed, per_output, max_output):
 
 
 def test_a_tool_without_a_fee_cannot_be_reserved():
-    with pytest.raises(ValueError, match="no price for the p tool.*image"):
+    with pytest.raises(ValueError, match="no price for the tool.*image"):
         reserve.worst_case(PRICE, Bounds(10, 10, tool_calls=((("search", "image"), 1),)))
 
 

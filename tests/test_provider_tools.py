@@ -28,7 +28,7 @@ class TestOpenAIResponses:
         ([{"type": "web_search"}], None, (ToolBound(("web_search",), None),)),
         ([{"type": "web_search_2025_08_26"}], 4, (ToolBound(("web_search",), 4),)),
         ([{"type": "web_search_preview"}], None, (ToolBound(("web_search_preview",), None),)),
-        ([{"type": "web_search_preview_2025_03_11"}], 0, (ToolBound(("web_search_preview",), 0),)),
+        ([{"type": "web_search_preview_2025_03_11"}], 1, (ToolBound(("web_search_preview",), 1),)),
         # one max_tool_calls bounds every built-in tool together
         ([{"type": "file_search", "vector_store_ids": ["vs"]}, {"type": "mcp", "server_label": "x"},
           {"type": "web_search"}], 2, (ToolBound(("file_search", "mcp", "web_search"), 2),)),
@@ -45,16 +45,29 @@ class TestOpenAIResponses:
         ([{"type": "image_generation"}, {"type": "web_search"}], {}, ("image_generation",)),
         ([{"type": "some_new_tool"}], {}, ("some_new_tool",)),
         ([], {"prompt": {"id": "pmpt_1"}}, ("stored prompt",)),
+        # a hosted container shell runs at OpenAI; only a local one runs on the client
+        ([{"type": "shell", "environment": {"type": "container_auto", "memory_limit": "64g"}}], {}, ("shell",)),
+        # a hosted tool named only in tool_choice still runs
+        ([], {"tool_choice": {"type": "image_generation"}}, ("image_generation",)),
+        # billed above the price table
+        ([], {"service_tier": "priority"}, ("service_tier \"priority\"",)),
+        ([], {"service_tier": "scale"}, ("service_tier \"scale\"",)),
     ])  # fmt: skip
     def test_tools_pouch_cannot_bound_or_price(self, tools, extra, unmetered):
         assert responses_call(tools=tools, **extra).unmetered_tools == unmetered
 
     @pytest.mark.parametrize("body", [{"tools": {"type": "web_search"}}, {"tools": ["web_search"]},
                                       {"tools": [{"type": 3}]}, {"max_tool_calls": -1}, {"max_tool_calls": True},
-                                      {"max_tool_calls": "3"}])
+                                      {"max_tool_calls": "3"}, {"max_tool_calls": 0}])
     def test_unreadable_tools_are_refused(self, body):
         with pytest.raises(BadRequest):
             responses_call(**body)
+
+    @pytest.mark.parametrize("extra", [{"tools": [{"type": "shell"}]},
+                                       {"tools": [{"type": "shell", "environment": {"type": "local"}}]},
+                                       {"service_tier": "flex"}, {"service_tier": "auto"}, {"service_tier": "default"}])
+    def test_what_is_billed_at_the_price_table(self, extra):
+        assert responses_call(**extra).unmetered_tools == ()
 
     def test_the_bound_is_injected_only_where_the_request_set_none(self):
         body = {"model": "gpt-4o", "tools": [{"type": "web_search"}]}
@@ -117,11 +130,13 @@ class TestAnthropic:
         ({"tools": [{"type": "tool_search_tool_regex_20251119", "name": "t"}]}, ("tool_search_tool_regex_20251119",)),
         ({"mcp_servers": [{"type": "url", "url": "https://mcp.example", "name": "m"}]}, ("mcp_servers",)),
         ({"container": "container_1"}, ("container",)),
+        ({"speed": "fast"}, ('speed "fast"',)),  # fast mode: 6x
+        ({"inference_geo": "us"}, ('inference_geo "us"',)),  # US-only inference: 1.1x
     ])  # fmt: skip
     def test_what_pouch_cannot_bound(self, body, unmetered):
         assert messages_call(**body).unmetered_tools == unmetered
 
-    @pytest.mark.parametrize("uses", [-1, True, "2", 1001])
+    @pytest.mark.parametrize("uses", [-1, 0, True, "2", 1001])
     def test_a_bad_max_uses_is_refused(self, uses):
         with pytest.raises(BadRequest, match="max_uses"):
             messages_call(tools=[{"type": "web_search_20250305", "name": "web_search", "max_uses": uses}])
@@ -180,6 +195,68 @@ class TestSearchModelsAndExtensions:
         body = {"model": "gemini-2.5-flash", "messages": [],
                 "google": {"cached_content": "cachedContents/abc", "thinking_config": {"thinking_budget": 0}}}
         call = GEMINI.read_call(endpoint, "/v1beta/openai/chat/completions", body)
-        assert call.hidden_input and call.unmetered_tools == ()
+        # a cached content is hidden input and may hold tools (search grounding) pouch cannot see
+        assert call.hidden_input and call.unmetered_tools == ("google.cached_content",)
         body["google"] = {"tools": [{"google_search": {}}]}
         assert GEMINI.read_call(endpoint, "/v1beta/openai/chat/completions", body).unmetered_tools == ("google.tools",)
+        nested = {"model": "gemini-2.5-flash", "messages": [],
+                  "extra_body": {"google": {"cached_content": "cachedContents/abc", "thinking_config": {}}}}
+        call = GEMINI.read_call(endpoint, "/v1beta/openai/chat/completions", nested)
+        assert call.hidden_input and call.unmetered_tools == ("extra_body.google.cached_content",)
+        nested["extra_body"] = {"google": {"thinking_config": {}}}
+        assert GEMINI.read_call(endpoint, "/v1beta/openai/chat/completions", nested).unmetered_tools == ()
+
+    def test_a_native_cached_content_or_a_paid_tier_is_refused(self):
+        body = {"contents": [{"parts": [{"text": "hi"}]}], "cachedContent": "cachedContents/abc"}
+        call = GEMINI.read_call(GENERATE, "/v1beta/models/gemini-2.5-flash:generateContent", body)
+        assert call.hidden_input and call.unmetered_tools == ("cachedContent",)
+        body = {"contents": [{"parts": [{"text": "hi"}]}], "serviceTier": "priority"}
+        call = GEMINI.read_call(GENERATE, "/v1beta/models/gemini-2.5-flash:generateContent", body)
+        assert call.unmetered_tools == ('serviceTier "priority"',)
+
+    @pytest.mark.parametrize("vendor, field, value", [("openrouter", "models", ["a/b", "c/d"]),
+                                                      ("openrouter", "plugins", [{"id": "web"}]),
+                                                      ("openrouter", "route", "fallback"),
+                                                      ("xai", "search_parameters", {"mode": "on"})])
+    def test_compatible_vendors_fields_that_bill_beyond_the_model(self, vendor, field, value):
+        from pouch.providers.registry import PROVIDERS
+
+        provider = PROVIDERS[vendor]
+        path = provider.base_path + "/chat/completions"
+        call = provider.read_call(provider.endpoint("POST", path), path, {"model": "m", "messages": [], field: value})
+        assert call.unmetered_tools == (field,)
+
+    def test_a_compatible_vendors_responses_report_their_tool_calls(self):
+        from pouch.providers.registry import PROVIDERS
+
+        response = {"usage": {"input_tokens": 10, "output_tokens": 2}, "output": [{"type": "web_search_call"}]}
+        assert PROVIDERS["openrouter"].read_usage("responses", response).tool_calls == (("web_search", 1),)
+
+
+class TestRunningTotals:
+    """vLLM-style servers (continuous_usage_stats) report usage in every chunk: a running total
+    is not what the stream cost until the stream says it is done."""
+
+    CHUNK = ('data: {"choices":[{"index":0,"delta":{"content":"%s"},"finish_reason":%s}],'
+             '"usage":{"prompt_tokens":10,"completion_tokens":%d}}\n\n')
+
+    def test_a_stream_cut_after_a_running_total_has_no_usage(self):
+        from pouch.providers.openai_usage import ChatStreamTracker
+
+        tracker = ChatStreamTracker("chat", injected_usage=False)
+        tracker.feed((self.CHUNK % ("one", "null", 1)).encode())
+        tracker.feed((self.CHUNK % ("two", "null", 2)).encode())
+        assert tracker.usage() is None  # cut here: charged its reservation, not 2 tokens
+
+    @pytest.mark.parametrize("ending", [
+        CHUNK % ("three", '"length"', 3),
+        CHUNK % ("three", "null", 3) + "data: [DONE]\n\n",
+        CHUNK % ("three", "null", 3) + 'data: {"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":3}}\n\n',
+    ])  # fmt: skip
+    def test_the_total_counts_once_the_stream_is_done(self, ending):
+        from pouch.providers.openai_usage import ChatStreamTracker
+
+        tracker = ChatStreamTracker("chat", injected_usage=False)
+        tracker.feed((self.CHUNK % ("one", "null", 1)).encode())
+        tracker.feed(ending.encode())
+        assert tracker.usage() == Usage(10, output_tokens=3)

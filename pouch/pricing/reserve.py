@@ -82,7 +82,7 @@ def worst_case(price: Price, bounds: Bounds) -> WorstCase:
         known = [price.tool_fee(tool) for tool in tools]
         if None in known:
             missing = ", ".join(t for t, fee in zip(tools, known, strict=True) if fee is None)
-            raise ValueError(f"no price for the {price.provider} tool(s) {missing}")
+            raise ValueError(f"no price for the tool(s) {missing}")
         fees += max(known) * calls
     rounds = price.dearest_input * (bounds.tool_rounds * context_window(price))
     return WorstCase(dearest_input * tokens + fees + rounds, price.highest_output * bounds.choices,

@@ -93,6 +93,12 @@ class Price:
     max_output_tokens: int | None = None
     tool_fees: tuple[tuple[str, Money], ...] = ()  # (tool, fee per call) for this provider's tools
 
+    def of_provider(self, provider: str) -> Price:
+        """This price for a request to ``provider``: a model priced only under another provider
+        (a name several sell) keeps its token prices, but that provider's tool fees say nothing
+        about what this one bills for its tools."""
+        return self if provider == self.provider or not self.tool_fees else dataclasses.replace(self, tool_fees=())
+
     def tool_fee(self, tool: str) -> Money | None:
         """The fee of one call of ``tool``; None: pouch has no price for it."""
         return next((fee for name, fee in self.tool_fees if name == tool), None)

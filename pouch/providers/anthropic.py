@@ -88,7 +88,7 @@ class Anthropic:
         if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= _MAX_CAP:
             raise BadRequest(f"'max_tokens' must be a positive integer (at most {_MAX_CAP:,}), got {_shown(cap)}")
         server, unmetered = _tools(body)
-        return Call(model, bool(stream), cap, server_tools=server, unmetered_tools=unmetered)
+        return Call(model, bool(stream), cap, server_tools=server, unmetered_tools=unmetered + _unpriced_fields(body))
 
     def cap_output(self, endpoint: Endpoint, body: dict, max_tokens: int) -> None:
         body["max_tokens"] = max_tokens
@@ -159,8 +159,9 @@ def _tools(body: dict) -> tuple[tuple[ToolBound, ...], tuple[str, ...]]:
             raise BadRequest("a tool's 'type' must be a string")
         if name := _server_tool(tool):
             uses = tool.get("max_uses")
-            if uses is not None and (isinstance(uses, bool) or not isinstance(uses, int) or not 0 <= uses <= _MAX_USES):
-                raise BadRequest(f"'max_uses' must be an integer from 0 to {_MAX_USES:,}, got {_shown(uses)}")
+            if uses is not None and (isinstance(uses, bool) or not isinstance(uses, int) or not 1 <= uses <= _MAX_USES):
+                raise BadRequest(f"'max_uses' must be an integer from 1 to {_MAX_USES:,} (to allow no use, send no "
+                                 f"such tool), got {_shown(uses)}")
             server.append(ToolBound((name,), uses))
         elif kind is not None and not kind.startswith(_CLIENT_TOOLS):
             unmetered.append(kind)  # code execution (billed by container time), tool search, ...
@@ -168,6 +169,17 @@ def _tools(body: dict) -> tuple[tuple[ToolBound, ...], tuple[str, ...]]:
     # no field of the request bounds.
     unmetered += [field for field in ("mcp_servers", "container") if body.get(field)]
     return tuple(server), tuple(dict.fromkeys(unmetered))
+
+
+def _unpriced_fields(body: dict) -> tuple[str, ...]:
+    """Settings Anthropic bills above the price table: fast mode (6x on the models that have
+    it), data residency (1.1x). pouch cannot price them: refused unless allowed."""
+    found = []
+    if body.get("speed") not in (None, "standard"):
+        found.append(f"speed {_shown(body['speed'])}")
+    if body.get("inference_geo") not in (None, "global"):
+        found.append(f"inference_geo {_shown(body['inference_geo'])}")
+    return tuple(found)
 
 
 def _shown(value: object) -> str:

@@ -39,13 +39,14 @@ server's name, like any other provider's.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from urllib.parse import urlsplit
 
 from pouch.domain.usage import Usage
 from pouch.providers.base import Endpoint
 from pouch.providers.openai import OpenAI
-from pouch.providers.openai_usage import usage_from_dict
+from pouch.providers.openai_usage import tool_calls_of, usage_from_dict
 
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
@@ -69,11 +70,18 @@ class Compatible(OpenAI):
         other_base_paths: tuple[str, ...] = (),
         stream_usage_option: bool = True,
         reasoning_separate: bool = False,
+        unpriced: tuple[str, ...] = (),
     ):
         super().__init__(name, hosts, credential_env, base_path)
         self.other_base_paths = other_base_paths
         self.stream_usage_option = stream_usage_option
         self.reasoning_separate = reasoning_separate
+        self.unpriced = unpriced
+
+    def unpriced_fields(self, body: dict) -> tuple[str, ...]:
+        """Also the vendor's own fields that bill beyond the price of the model named: fallback
+        models and web plugins (OpenRouter), live search (xAI)."""
+        return super().unpriced_fields(body) + tuple(field for field in self.unpriced if body.get(field))
 
     def endpoint(self, method: str, path: str) -> Endpoint | None:
         for other in self.other_base_paths:
@@ -95,7 +103,10 @@ class Compatible(OpenAI):
         usage = message.get("usage")
         if not isinstance(usage, dict):  # Groq streams: totals in the final chunk's x_groq
             usage = _dict(message.get("x_groq")).get("usage")
-        return compatible_usage(api, usage, self.reasoning_separate)
+        read = compatible_usage(api, usage, self.reasoning_separate)
+        if read is not None and api == "responses":
+            read = dataclasses.replace(read, tool_calls=tool_calls_of(message))
+        return read
 
 
 def compatible_usage(api: str, usage: object, reasoning_separate: bool = False) -> Usage | None:
@@ -132,8 +143,9 @@ VENDORS = (
     Compatible("groq", ("api.groq.com",), ("GROQ_API_KEY",), "/openai/v1"),
     Compatible("mistral", ("api.mistral.ai",), ("MISTRAL_API_KEY",), "/v1", stream_usage_option=False),
     Compatible("deepseek", ("api.deepseek.com",), ("DEEPSEEK_API_KEY",), "", other_base_paths=("/v1", "/beta")),
-    Compatible("xai", ("api.x.ai",), ("XAI_API_KEY",), "/v1", reasoning_separate=True),
-    Compatible("openrouter", ("openrouter.ai",), ("OPENROUTER_API_KEY",), "/api/v1"),
+    Compatible("xai", ("api.x.ai",), ("XAI_API_KEY",), "/v1", reasoning_separate=True, unpriced=("search_parameters",)),
+    Compatible("openrouter", ("openrouter.ai",), ("OPENROUTER_API_KEY",), "/api/v1",
+               unpriced=("models", "route", "plugins")),
     Compatible("together", ("api.together.xyz", "api.together.ai"), ("TOGETHER_API_KEY",), "/v1"),
     Compatible("fireworks", ("api.fireworks.ai",), ("FIREWORKS_API_KEY",), "/inference/v1"),
 )

@@ -126,9 +126,14 @@ class Gemini:
         cap = _number(config, "maxOutputTokens", "max_output_tokens", _MAX_CAP)
         candidates = _number(config, "candidateCount", "candidate_count", _MAX_CANDIDATES)
         server, unmetered = _tools(body)
+        cached = bool(body.get("cachedContent") or body.get("cached_content"))
+        if cached:  # a cached content may hold tools (search grounding) the request does not show
+            unmetered += ("cachedContent",)
+        tier = body.get("serviceTier", body.get("service_tier"))
+        if tier not in (None, "standard", "flex"):
+            unmetered += (f"serviceTier {_shown(tier)}",)
         return Call(model, endpoint.name == STREAM.name, cap, 1 if candidates is None else candidates,
-                    hidden_input=bool(body.get("cachedContent") or body.get("cached_content")),
-                    server_tools=server, unmetered_tools=unmetered)
+                    hidden_input=cached, server_tools=server, unmetered_tools=unmetered)
 
     def cap_output(self, endpoint: Endpoint, body: dict, max_tokens: int) -> None:
         if endpoint.api != "gemini":
@@ -215,15 +220,23 @@ _KNOWN_EXTENSION = frozenset({"cached_content", "thinking_config"})
 
 
 def _google_extension(call: Call, body: dict) -> Call:
-    extension = body.get("google")
-    if extension is None:
-        return call
-    if not isinstance(extension, dict):
-        raise BadRequest("'google' must be an object")
-    if extension.get("cached_content"):
-        call.hidden_input = True
-    unknown = tuple(f"google.{field}" for field in extension if field not in _KNOWN_EXTENSION)
-    call.unmetered_tools = tuple(dict.fromkeys(call.unmetered_tools + unknown))
+    """Read the extension where Google reads it: top level, or inside ``extra_body`` (the
+    spelling Google documents for clients that send it literally)."""
+    extra = body.get("extra_body")
+    if extra is not None and not isinstance(extra, dict):
+        raise BadRequest("'extra_body' must be an object")
+    for where, extension in (("google", body.get("google")), ("extra_body.google", (extra or {}).get("google"))):
+        if extension is None:
+            continue
+        if not isinstance(extension, dict):
+            raise BadRequest(f"'{where}' must be an object")
+        if extension.get("cached_content"):  # hidden input, which may also hold tools
+            call.hidden_input = True
+            call.unmetered_tools += (f"{where}.cached_content",)
+        call.unmetered_tools += tuple(f"{where}.{field}" for field in extension if field not in _KNOWN_EXTENSION)
+    if extra:
+        call.unmetered_tools += tuple(f"extra_body.{field}" for field in extra if field != "google")
+    call.unmetered_tools = tuple(dict.fromkeys(call.unmetered_tools))
     return call
 
 

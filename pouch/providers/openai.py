@@ -60,7 +60,10 @@ _CREDENTIAL_HEADERS = ("authorization", "api-key", "x-api-key")
 _MAX_TOOL_CALLS = 1_000
 # Responses tools that run on the client (the next request carries their result): no fee, no round.
 _CLIENT_TOOLS = frozenset({"function", "custom", "computer_use_preview", "computer_use", "computer",
-                           "local_shell", "shell", "apply_patch"})
+                           "local_shell", "apply_patch"})
+# Service tiers billed at the price table's (standard) prices or below; "auto" is the project's
+# default tier, which the operator sets.
+_PRICED_TIERS = (None, "auto", "default", "flex")
 # Responses tools run by OpenAI, by price-table name; ``max_tool_calls`` bounds all of them together.
 # Longest prefix first: "web_search_preview_2025_03_11" is a preview, "web_search_2025_08_26" is not.
 _SERVER_TOOLS = (("web_search_preview", "web_search_preview"), ("web_search", "web_search"),
@@ -131,18 +134,24 @@ class OpenAI:
             # Both set: OpenAI refuses the request, but compatible servers honour one or the
             # other, so the larger bounds what may be generated.
             return Call(model, bool(stream), max(caps) if caps else None, _choices(body, "n"),
-                        unmetered_tools=_chat_unmetered_tools(body))
+                        unmetered_tools=_chat_unmetered_tools(body) + self.unpriced_fields(body))
         if api == "responses":
             stored = any(body.get(field) for field in ("previous_response_id", "conversation", "prompt"))
             server, unmetered = _responses_tools(body)
             return Call(model, bool(stream), _cap(body, "max_output_tokens"), hidden_input=stored,
-                        server_tools=server, unmetered_tools=unmetered)
+                        server_tools=server, unmetered_tools=unmetered + self.unpriced_fields(body))
         if api == "completions":
             cap = _cap(body, "max_tokens")
             # Every best_of candidate is generated and billed, not only the n returned.
             choices = max(_choices(body, "n"), _choices(body, "best_of"))
             return Call(model, bool(stream), _COMPLETIONS_DEFAULT_MAX_TOKENS if cap is None else cap, choices)
         raise ValueError(f"{endpoint.name} is not a metered {self.name} endpoint")
+
+    def unpriced_fields(self, body: dict) -> tuple[str, ...]:
+        """Request settings that make the provider bill above the price table (a priority
+        service tier): pouch cannot price them, so they are refused unless allowed."""
+        tier = body.get("service_tier")
+        return () if tier in _PRICED_TIERS else (f"service_tier {_shown(tier)}",)
 
     def cap_output(self, endpoint: Endpoint, body: dict, max_tokens: int) -> None:
         if field := _CAP_FIELDS.get(endpoint.api):
@@ -250,8 +259,12 @@ def _chat_unmetered_tools(body: dict) -> tuple[str, ...]:
 def _responses_tools(body: dict) -> tuple[tuple[ToolBound, ...], tuple[str, ...]]:
     """(server tools and their shared bound, tools pouch cannot bound or price)."""
     server, unmetered = [], []
-    for kind in _tool_types(body):
-        if kind in _CLIENT_TOOLS:
+    kinds = _tool_types(body)
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") not in (None, "function", "custom", "allowed_tools", "mcp"):
+        kinds.append(choice["type"])  # a hosted tool named only as the choice still runs
+    for kind in kinds:
+        if kind in _CLIENT_TOOLS or (kind == "shell" and _local_shell(body)):
             continue
         name = next((name for prefix, name in _SERVER_TOOLS if kind.startswith(prefix)), None)
         (server if name else unmetered).append(name or kind)
@@ -264,12 +277,24 @@ def _responses_tools(body: dict) -> tuple[tuple[ToolBound, ...], tuple[str, ...]
     return tools, tuple(dict.fromkeys(unmetered))
 
 
+def _local_shell(body: dict) -> bool:
+    """The shell tool runs on the client unless it asks OpenAI for a hosted container."""
+    for tool in body.get("tools") or ():
+        if tool.get("type") == "shell":
+            environment = tool.get("environment")
+            if environment is not None and not (isinstance(environment, dict) and environment.get("type") == "local"):
+                return False
+    return True
+
+
 def _positive(body: dict, field: str, most: int) -> int | None:
+    """A bound on calls: 1 or more (0 is not sent on: a server might read it as no bound)."""
     value = body.get(field)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
-        raise BadRequest(f"'{field}' must be an integer from 0 to {most:,}, got {_shown(value)}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise BadRequest(f"'{field}' must be an integer from 1 to {most:,} (to allow no call, send no such "
+                         f"tool), got {_shown(value)}")
     return value
 
 

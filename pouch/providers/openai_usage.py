@@ -74,15 +74,20 @@ def usage_field(api: str, message: dict) -> Usage | None:
     elsewhere or counts differently passes its own (``OpenAI.read_usage``).
     """
     usage = usage_from_dict(api, message.get("usage"))
-    if usage is not None and api == "responses" and isinstance(output := message.get("output"), list):
-        calls: dict[str, int] = {}
-        for item in output:
-            name = _TOOL_ITEMS.get(item.get("type")) if isinstance(item, dict) else None
-            if name:
-                calls[name] = calls.get(name, 0) + 1
-        if calls:
-            usage = dataclasses.replace(usage, tool_calls=Usage.tools(calls))
+    if usage is not None and api == "responses":
+        usage = dataclasses.replace(usage, tool_calls=tool_calls_of(message))
     return usage
+
+
+def tool_calls_of(response: dict) -> tuple[tuple[str, int], ...]:
+    """The paid server-side tool calls a Responses object lists in its output."""
+    calls: dict[str, int] = {}
+    output = response.get("output")
+    for item in output if isinstance(output, list) else ():
+        name = _TOOL_ITEMS.get(item.get("type")) if isinstance(item, dict) else None
+        if name:
+            calls[name] = calls.get(name, 0) + 1
+    return Usage.tools(calls)
 
 
 def _count(value: object) -> int | None:
@@ -165,9 +170,18 @@ class ChatStreamTracker(_Tracker):
         super().__init__(api, drops_events=injected_usage)
         self._chunks: list[str] = []
         self._read_usage = read_usage
+        self._final = False
+
+    def usage(self) -> Usage | None:
+        # Servers that stream running totals (vLLM's continuous_usage_stats) put usage in every
+        # chunk: only the last one is what the stream cost, so a total counts once the stream
+        # says it is done (a usage-only chunk, a finish reason, or [DONE]).
+        return self._usage if self._final else None
 
     def _observe(self, event: SSEEvent) -> bool:
         data = event.data
+        if data == "[DONE]":
+            self._final = True
         if not data or data == "[DONE]":
             return False
         self._chunks.append(data)
@@ -184,8 +198,11 @@ class ChatStreamTracker(_Tracker):
         if usage is None:
             return False
         self._usage = usage
+        choices = chunk.get("choices")
+        self._final = self._final or choices == [] or any(
+            isinstance(c, dict) and c.get("finish_reason") for c in (choices if isinstance(choices, list) else ()))
         self._model = self._model or _string(chunk.get("model"))
-        return self._drops_events and chunk.get("choices") == []
+        return self._drops_events and choices == []
 
     def output_text(self) -> str:
         parts: list[str] = []
