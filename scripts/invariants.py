@@ -62,8 +62,9 @@ def main(argv: list[str]) -> int:
                 print(harness.summary(results[-1]), flush=True)
     violations = sum(len(r.violations) for r in results)
     total = sum(r.requests for r in results)
+    overruns, injected = sum(r.overruns for r in results), sum(r.injected for r in results)
     print(f"invariants: {total} requests in {args.runs} run(s), {time.monotonic() - started:.0f} s, "
-          f"{violations} violation(s)")
+          f"{violations} violation(s), {overruns} overrun(s) flagged of {injected} injected")
     if violations and not args.keep:
         print("invariants: run again with --keep DIR to keep the gateway's store and mitmdump.log")
     return 1 if violations else 0

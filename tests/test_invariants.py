@@ -7,7 +7,7 @@ import pytest
 
 from pouch.store.database import LedgerRow, ReservationRow, UsageRow
 from scripts.invariantlib import harness, plan
-from scripts.invariantlib.checks import check_run, most_at_once, most_within_a_minute
+from scripts.invariantlib.checks import check_run, most_at_once, most_within_a_minute, tokens_counted
 
 REQUESTS = 300
 
@@ -29,6 +29,10 @@ def test_no_invariant_breaks_under_load_faults_and_bad_input(run):
     assert refused["budget"] and refused["rate"] and refused["request"] and refused["auth"]
     assert {o.result for o in result.outcomes} >= {"response", "refused", "upstream_error", "connection_error",
                                                    "cancelled", "closed"}
+    # paid tools were called and billed, upstreams over-reported and were flagged, and a tpm key
+    # without output caps admitted again once its worst cases had settled
+    assert result.tool_rows and result.injected and result.overruns == result.injected
+    assert result.token_probes.get("tpm-nocap")
 
 
 def test_the_checks_see_a_store_that_breaks_them(run):
@@ -49,6 +53,26 @@ def test_the_checks_see_a_store_that_breaks_them(run):
         LedgerRow.update(spent_pico=ledger.spent_pico).where(LedgerRow.id == ledger.id).execute()
 
 
+def test_the_checks_see_wrong_bills(run):
+    """A tool row short of a call, and an overrun nobody injected, break invariant 8."""
+    env, result = run
+    env.gateway.open_store()
+    tools = next(k for k in result.keys if k.spec.role == "oa-tools")
+    load = next(k for k in result.keys if k.spec.role == "oa-load")
+    tool_row = UsageRow.get(UsageRow.key == tools.id, UsageRow.tool_calls.is_null(False), UsageRow.outcome == "ok")
+    plain_row = UsageRow.get(UsageRow.key == load.id, UsageRow.outcome == "ok", UsageRow.request_id.is_null(False))
+    try:
+        UsageRow.update(tool_calls={name: calls - 1 for name, calls in tool_row.tool_calls.items()}).where(
+            UsageRow.id == tool_row.id).execute()
+        UsageRow.update(outcome="overrun").where(UsageRow.id == plain_row.id).execute()
+        reports = {r.role: r for r in check_run(result.keys, result.outcomes, env.upstream())}
+        assert any(v.invariant == 8 and "tools" in v.message for v in reports["oa-tools"].violations)
+        assert any(v.invariant == 8 and "nobody injected" in v.message for v in reports["oa-load"].violations)
+    finally:
+        UsageRow.update(tool_calls=tool_row.tool_calls).where(UsageRow.id == tool_row.id).execute()
+        UsageRow.update(outcome=plain_row.outcome).where(UsageRow.id == plain_row.id).execute()
+
+
 @pytest.mark.parametrize("spans, weights, expected", [
     ([], [], 0),
     ([(0, 1), (30, 31), (59, 59.5)], [1, 1, 1], 3),
@@ -60,6 +84,29 @@ def test_most_within_a_minute(spans, weights, expected):
     assert most_within_a_minute(spans, weights) == expected
 
 
+@pytest.mark.parametrize("spans, extras, expected", [
+    ([(0, 1)], [16_000], 16_050),  # admitted alone, it counted its whole worst case
+    ([(0, 1), (2, 3)], [16_000, 100], 200),  # either came last: the smaller worst case is what is proven
+    ([(0, 1), (70, 71)], [16_000, 16_000], 16_050),  # a minute apart: never counted together
+])
+def test_most_within_a_minute_counts_the_last_admitted_at_its_worst(spans, extras, expected):
+    assert most_within_a_minute(spans, [50] * len(spans), extras) == expected
+
+
+@pytest.mark.parametrize("outcome, expected", [
+    ("ok", (30 + 40, 30 + 12)),  # admitted at the cap, settled to what was reported
+    ("upstream_error", (40, 0)),  # billed nothing: settled to none (the row shows no input)
+    ("cut_short", (30 + 40, 30 + 40)),  # not knowable: the worst case stands
+    ("no_usage", (40, 40)),
+])
+def test_tokens_counted(outcome, expected):
+    spec = next(k for k in plan.KEYS if k.role == "tpm")
+    shown = outcome in ("ok", "cut_short")
+    row = UsageRow(model="gpt-4o-mini", provider="openai", outcome=outcome, input_tokens=30 if shown else 0,
+                   output_tokens=12 if outcome == "ok" else 0)
+    assert tokens_counted(spec, row) == expected
+
+
 @pytest.mark.parametrize("spans, expected", [
     ([], 0),
     ([(0, 1), (0.5, 1.5), (2, 3)], 2),
@@ -68,3 +115,7 @@ def test_most_within_a_minute(spans, weights, expected):
 ])
 def test_most_at_once(spans, expected):
     assert most_at_once(spans) == expected
+
+
+def test_most_at_once_weighs_each_span():
+    assert most_at_once([(0, 1), (0.5, 1.5), (1.5, 2)], [16_000, 17_000, 100]) == 33_000

@@ -1,15 +1,18 @@
 """The invariants, checked after a run has settled: from the store (keys, ledger, reservations,
 usage rows), from what the fakes recorded, and from what each client saw.
 
-1. spent + reserved <= budget (strict for exactly-tokenized models; overspend of estimated
-   ones is reported beside it)
+1. spent + reserved <= budget, plus what injected overruns charged above their reservations
+   (strict for exactly-tokenized models; overspend of estimated ones is reported beside it);
+   and once spend has reached the budget, nothing more is admitted in that window
 2. one usage row per admitted request
 3. no reservation left open
 4. ledger spend == the sum of the usage rows' cost (a mock key spends nothing)
-5. rate limits honoured (requests/min, tokens/min, requests in flight)
+5. rate limits honoured (requests/min; tokens/min as the gateway counts them: the worst case
+   at admission, settled to the reported tokens; requests in flight)
 6. every client got a readable reply or a provider-shaped error; a broken connection only
    where the upstream was made to die mid-stream
 7. the upstream never saw a pouch key, and nothing refused reached it
+8. every request billed what its provider billed (bills.py)
 """
 
 from __future__ import annotations
@@ -17,13 +20,16 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import math
 
 from pouch.domain.keys import SECRET_PREFIX
 from pouch.domain.money import Money
 from pouch.store.database import LedgerRow, ReservationRow, UsageRow
-from pouch.tokens.count import count_prompt, count_text
+from pouch.pricing import reserve
 
-from .plan import KINDS, MAX_TOKENS, MODELS, PRICES, KeySpec
+from . import bills, expect
+from .kinds import MAX_TOKENS, PRICES
+from .plan import KeySpec
 from .send import Outcome
 
 WINDOW = 60.0  # seconds of the rate limiter's sliding window
@@ -57,6 +63,10 @@ class KeyReport:
     spent: Money = Money(0)
     reserved: Money = Money(0)
     overspend: Money = Money(0)  # spend above the budget (reported, not strict, for estimated tokenizers)
+    overruns: int = 0  # rows flagged overrun
+    injected: int = 0  # overruns injected into answers the client read whole
+    excess: Money = Money(0)  # what overruns charged above their reservations
+    sent_after_spent: int | None = None  # requests sent once spend had reached the budget (None: it never did)
     violations: list[Violation] = dataclasses.field(default_factory=list)
 
 
@@ -90,9 +100,17 @@ def check_run(keys: list[RunKey], outcomes: list[Outcome], upstream: Upstream) -
         ledger = list(LedgerRow.select().where(LedgerRow.key == key.id))
         count_outcomes(report, mine, reached, rows, ledger)
         fail = report.violations.append
+
+        def flag(message: str, invariant: int = 8, report=report):
+            report.violations.append(Violation(invariant, report.name, message))
+
         check_budget(report, ledger, fail)
+        check_refused_once_spent(report, rows, mine, reached, fail)
         check_rows(report, rows, fail)
-        check_bills(report, key, mine, by_request_id, fail)
+        check_overruns(report, fail)
+        bills.check_charges(rows, flag)
+        bills.check_requests(key.spec, key.id, mine, by_request_id, reached, flag)
+        bills.check_gemini_rows(key.spec, rows, mine, reached, flag)
         check_reservations(report, key, ledger, fail)
         check_spend(report, rows, fail)
         check_rate_limits(report, rows, mine, reached, fail)
@@ -112,36 +130,79 @@ def reached_upstream(upstream: Upstream) -> dict[str, list]:
     return reached
 
 
+def admitted(o: Outcome, reached) -> bool:
+    """Known to have been admitted: the client saw an answer, or upstream saw the request."""
+    return o.result in ADMITTED or o.planned.id in reached or (o.result == "connection_error" and o.headers_seen)
+
+
 def count_outcomes(report: KeyReport, mine: list[Outcome], reached, rows, ledger) -> None:
     for o in mine:
         report.sent += 1
         report.faults[o.planned.fault] += 1
         if o.result == "refused":
             report.refused[o.reason] += 1
-        elif o.result in ADMITTED or o.planned.id in reached or (o.result == "connection_error" and o.headers_seen):
+        elif admitted(o, reached):
             report.admitted += 1
         else:  # cancelled before the headers, a broken connection, a timeout: admitted or not
             report.unknown += 1
     report.rows = len(rows)
     report.outcomes = collections.Counter(r.outcome for r in rows)
+    report.overruns = report.outcomes["overrun"]
+    report.injected = bills.injected_overruns(mine)
+    report.excess = Money(sum(r.cost_pico - r.reserved_pico for r in rows if r.outcome == "overrun"))
     report.spent = Money(sum(r.spent_pico for r in ledger))
     report.reserved = Money(sum(r.reserved_pico for r in ledger))
 
 
 def check_budget(report: KeyReport, ledger, fail) -> None:
-    """1: no window's spend and holds exceed the budget."""
+    """1: no window's spend and holds exceed the budget by more than overruns charged above
+    their reservations (an admission keeps spent + reserved within the budget; only a
+    settlement above its reservation can push past it)."""
     if report.budget is None:
         return
     for window in ledger:
         over = window.spent_pico + window.reserved_pico - report.budget.pico
-        if over <= 0:
+        if over <= report.excess.pico:
             continue
         if report.spec.strict:
             fail(Violation(1, report.name, f"spent {Money(window.spent_pico).json()} + reserved "
                            f"{Money(window.reserved_pico).json()} > budget {report.budget.json()} "
-                           f"(over by {Money(over).json()})"))
+                           f"(over by {Money(over).json()}, overruns charged {report.excess.json()} of it)"))
         else:
-            report.overspend = Money(max(report.overspend.pico, over))
+            report.overspend = Money(max(report.overspend.pico, over - report.excess.pico))
+
+
+def check_refused_once_spent(report: KeyReport, rows, mine: list[Outcome], reached, fail) -> None:
+    """1: once a settlement has brought spend to the budget (an overrun can take it past),
+    no request is admitted in that window.
+
+    Rows are written in settlement order (one store thread), so their running cost is the
+    window's spend. A settlement is queued before its client reads the end of the answer, and
+    a request's reservation after its client sent it, on the same store thread: a request sent
+    after such a client finished reading is judged with the spend already there.
+    """
+    if report.budget is None or report.spec.period or report.spec.mock:
+        return
+    finished = {o.request_id: o.ended for o in mine if o.request_id and o.result == "response"}
+    spent, since = 0, math.inf
+    for row in sorted(rows, key=lambda r: r.id):
+        spent += row.cost_pico
+        if spent >= report.budget.pico and row.request_id in finished:
+            since = min(since, finished[row.request_id])
+    if since == math.inf:
+        return
+    report.sent_after_spent = sum(o.started > since for o in mine)
+    late = [o for o in mine if o.started > since and admitted(o, reached)]
+    if late:
+        fail(Violation(1, report.name, f"{len(late)} request(s) admitted after spend reached the budget "
+                       f"{report.budget.json()}, e.g. {late[0].planned.id} ({late[0].result})"))
+
+
+def check_overruns(report: KeyReport, fail) -> None:
+    """8: an overrun exactly where the plan made an upstream bill more than the worst case."""
+    if report.overruns != report.injected:
+        fail(Violation(8, report.name, f"{report.overruns} row(s) flagged overrun, but {report.injected} "
+                       "overrun(s) injected into answers read whole"))
 
 
 def check_rows(report: KeyReport, rows, fail) -> None:
@@ -159,31 +220,6 @@ def check_rows(report: KeyReport, rows, fail) -> None:
         fail(Violation(2, report.name, f"{report.rows} usage rows for {report.admitted} requests known admitted "
                        f"and {report.unknown} the client cannot know about (row outcomes: "
                        f"{dict(report.outcomes)})"))
-
-
-def check_bills(report: KeyReport, key: RunKey, mine: list[Outcome], by_request_id, fail) -> None:
-    """2, request by request where the client saw the provider's request id (OpenAI, Anthropic):
-    exactly one usage row, under this key; and a plain success is billed exactly what the
-    provider reported (the fakes report the prompt as counted and the reply's tokens)."""
-    for o in mine:
-        if not o.request_id or o.result == "refused":
-            continue
-        found = by_request_id.get(o.request_id, [])
-        where = f"{o.planned.id} {o.planned.kind} fault={o.planned.fault} request-id {o.request_id}"
-        if len(found) != 1 or found[0].key_id != key.id:
-            fail(Violation(2, report.name, f"{where}: {len(found)} usage rows "
-                           f"(keys {[r.key_id for r in found]}), not one under key {key.id}"))
-            continue
-        if o.result == "response" and o.planned.fault in ("none", "slow") and not report.spec.mock:
-            row, kind = found[0], KINDS[o.planned.kind]
-            model = MODELS[kind.provider]
-            price = PRICES.resolve(model, kind.provider)
-            tokens = (count_prompt(model, json.loads(o.planned.body), kind.api), count_text(model, o.text))
-            bill = price.input * tokens[0] + price.output * tokens[1]
-            if (row.input_tokens, row.output_tokens, row.cost_pico) != (*tokens, bill.pico):
-                fail(Violation(2, report.name, f"{where}: billed {row.input_tokens}+{row.output_tokens} tokens, "
-                               f"{Money(row.cost_pico).json()}; the provider reported {tokens[0]}+{tokens[1]}, "
-                               f"{bill.json()}"))
 
 
 def check_reservations(report: KeyReport, key: RunKey, ledger, fail) -> None:
@@ -220,11 +256,19 @@ def check_rate_limits(report: KeyReport, rows, mine: list[Outcome], reached, fai
         if worst > spec.rpm:
             fail(Violation(5, report.name, f"{worst} requests admitted within a minute (rpm {spec.rpm})"))
     if spec.tpm:
-        # what the limiter counted is at least the input the provider reported plus the output cap
-        tokens = [r.input_tokens + MAX_TOKENS for r in rows]
-        worst = most_within_a_minute(spans, tokens)
+        counted = [tokens_counted(spec, r) for r in rows]
+        worst = most_within_a_minute(spans, [settled for _, settled in counted],
+                                     [admitted - settled for admitted, settled in counted])
         if worst > spec.tpm:
-            fail(Violation(5, report.name, f"{worst} tokens admitted within a minute (tpm {spec.tpm})"))
+            fail(Violation(5, report.name, f"{worst} tokens counted within a minute (tpm {spec.tpm})"))
+        # Upstream holds a request from when the fake read it until its delay is over: admitted
+        # before, measured after, so all that time it counts its whole worst case.
+        held = [((record.timestamp, record.timestamp + o.planned.fake_delay), expect.worst_tokens(o.planned))
+                for o in mine if o.planned.fault != "client_cancel" for record in reached.get(o.planned.id, ())]
+        worst = most_at_once([span for span, _ in held], [tokens for _, tokens in held])
+        if worst > spec.tpm:
+            fail(Violation(5, report.name, f"worst cases of {worst} tokens in flight upstream at once "
+                           f"(tpm {spec.tpm})"))
     if spec.max_concurrent:
         # Upstream holds a request from when the fake read it until its delay is over; the
         # gateway holds the slot at least that long, unless the client cancelled first.
@@ -236,20 +280,46 @@ def check_rate_limits(report: KeyReport, rows, mine: list[Outcome], reached, fai
                            f"(max_concurrent {spec.max_concurrent})"))
 
 
-def most_within_a_minute(spans: list[tuple[float, float]], weights: list[int]) -> int:
-    """The largest total weight of spans that all lie within some window shorter than a minute."""
+def tokens_counted(spec: KeySpec, row) -> tuple[int, int]:
+    """(at least what tokens/min counted for ``row``'s request when it was admitted, at least
+    what it counts once settled).
+
+    Admitted, a request counts its worst case: its input and its output cap (else the model's
+    maximum output). Measured, it is settled to the tokens the provider reported; billed
+    nothing (an upstream error, never sent), to none; not knowable (cut short, no usage, an
+    overrun), its worst case stands. Where a row does not show the input, none is assumed.
+    """
+    price = PRICES.resolve(row.model, row.provider)
+    cap = MAX_TOKENS if spec.sets_max_tokens else reserve.max_output(price, reserve.Bounds(0, None))
+    shown = row.input_tokens if row.outcome in ("ok", "cut_after_usage", "mock", "cut_short", "abandoned") else 0
+    worst = shown + cap
+    if row.outcome in ("ok", "cut_after_usage", "mock"):
+        return worst, min(worst, row.input_tokens + row.output_tokens)
+    if row.outcome in ("upstream_error", "not_sent", "refused"):
+        return worst, 0
+    return worst, worst
+
+
+def most_within_a_minute(spans: list[tuple[float, float]], weights: list[int], extras: list[int] | None = None) -> int:
+    """The largest total weight of spans that all lie within some window shorter than a minute,
+    plus the least ``extras`` among them: each is admitted within a minute of the others, and
+    the last admitted still counts its extra (its worst case, not yet settled)."""
+    extras = extras or [0] * len(spans)
     order = sorted(range(len(spans)), key=lambda i: spans[i][0])
     best = 0
     for position, i in enumerate(order):
         start = spans[i][0]
-        total = sum(weights[j] for j in order[position:] if spans[j][1] < start + WINDOW)
-        best = max(best, total)
+        inside = [j for j in order[position:] if spans[j][1] < start + WINDOW]
+        best = max(best, sum(weights[j] for j in inside) + min((extras[j] for j in inside), default=0))
     return best
 
 
-def most_at_once(spans: list[tuple[float, float]]) -> int:
-    """The most spans open at one instant (one that ends as another starts does not overlap it)."""
-    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+def most_at_once(spans: list[tuple[float, float]], weights: list[int] | None = None) -> int:
+    """The largest total weight of spans open at one instant (one that ends as another starts
+    does not overlap it); unweighted, the most spans."""
+    weights = weights or [1] * len(spans)
+    events = sorted([(start, w) for (start, _), w in zip(spans, weights, strict=True)]
+                    + [(end, -w) for (_, end), w in zip(spans, weights, strict=True)])
     best = current = 0
     for _, step in events:
         current += step

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import math
 import random
 import time
 from pathlib import Path
@@ -19,9 +18,10 @@ from tests.fakes.gemini_fake import FakeGemini
 from tests.fakes.openai_fake import FakeOpenAI
 from tests.gateway import REAL_KEYS, Gateway
 
-from . import plan
+from . import plan, probes
 from .checks import KeyReport, RunKey, Upstream, Violation, check_credentials, check_run
-from .send import Clients, Outcome, send
+from .kinds import HOSTS
+from .send import Outcome, fire
 
 SETTLE_TIMEOUT = 30.0  # seconds the gateway may take to close every reservation after the last client
 QUIET = 1.0  # the store must look the same this long to count as settled (slowest fake delay: 1 s)
@@ -38,7 +38,7 @@ class Environment:
                       (("openai", FakeOpenAI), ("anthropic", FakeAnthropic), ("gemini", FakeGemini))}
         bundle = tls / "cas.pem"
         bundle.write_text("".join(fake.ca_path.read_text() for fake in self.fakes.values()))
-        routes = {plan.HOSTS[name]: fake.url for name, fake in self.fakes.items()}
+        routes = {HOSTS[name]: fake.url for name, fake in self.fakes.items()}
         self.gateway = Gateway(workdir / "gateway", routes, str(bundle))
 
     def __enter__(self) -> Environment:
@@ -72,10 +72,20 @@ class RunResult:
     keys: list[RunKey]
     outcomes: list[Outcome]
     upstream_requests: int
+    tool_rows: list[dict]  # the tool_calls of every usage row that has some
+    token_probes: dict[str, int]  # tpm key -> probes it admitted once the run had settled
 
     @property
     def violations(self) -> list[Violation]:
         return self.general + [v for r in self.reports for v in r.violations]
+
+    @property
+    def overruns(self) -> int:
+        return sum(r.overruns for r in self.reports)
+
+    @property
+    def injected(self) -> int:
+        return sum(r.injected for r in self.reports)
 
 
 def create_keys(index: int, seed: int, shares: collections.Counter) -> dict[str, RunKey]:
@@ -99,27 +109,6 @@ def draw_roles(rng: random.Random, n: int) -> list[str]:
         spec = rng.choices(plan.KEYS, weights=[k.weight for k in plan.KEYS])[0]
         roles += [spec.role] * min(rng.randint(1, longest), n - len(roles))
     return roles
-
-
-async def fire(gateway: Gateway, planned: list[plan.Planned], concurrency: int,
-               deadline: float = math.inf) -> list[Outcome]:
-    """``concurrency`` clients take the planned requests in order, each as soon as it is free,
-    until the ``deadline`` (``time.monotonic()``) has passed."""
-    clients = Clients(gateway, concurrency)
-    pending = iter(planned)
-    outcomes: list[Outcome] = []
-
-    async def client():
-        for request in pending:
-            if time.monotonic() > deadline:
-                return
-            outcomes.append(await send(clients, request))
-
-    try:
-        await asyncio.gather(*(client() for _ in range(concurrency)))
-    finally:
-        await clients.close()
-    return outcomes
 
 
 def settle(env: Environment, key_ids: list[int]) -> float:
@@ -159,29 +148,16 @@ def run_once(env: Environment, index: int, requests: int, concurrency: int, seed
     settle_seconds = settle(env, [k.id for k in keys.values()])
     upstream = env.upstream()
     reports = check_run(list(keys.values()), outcomes, upstream)
-    general = check_credentials(list(keys.values()), upstream) + check_slots_freed(env, rng, index, keys)
+    tool_rows = [row.tool_calls for row in UsageRow.select(UsageRow.tool_calls).where(
+        UsageRow.key.in_([k.id for k in keys.values()]), UsageRow.tool_calls.is_null(False))]
+    general = check_credentials(list(keys.values()), upstream) + probes.check_slots_freed(env, rng, index, keys)
+    settled, token_probes = probes.check_tokens_settled(env, rng, index, keys, outcomes)
+    general += settled
     if len(outcomes) < requests:
         general.append(Violation(6, "-", f"the gateway was too slow: {requests - len(outcomes)} requests "
                                  f"not sent within the run's {limit - started:.0f} s"))
     return RunResult(index, seed, requests, concurrency, seconds, settle_seconds, reports, general, list(keys.values()),
-                     outcomes, sum(map(len, upstream.records.values())))
-
-
-def check_slots_freed(env: Environment, rng: random.Random, index: int, keys: dict[str, RunKey]) -> list[Violation]:
-    """5, after the fact: once everything has settled, a key with a concurrency limit admits that
-    many simultaneous requests again (no slot is held by a request that has ended)."""
-    found = []
-    for key in keys.values():
-        if not key.spec.max_concurrent:
-            continue
-        probes = [plan.plan_request(rng, f"probe{i}", index, key.spec, key.secret, env.gateway, fault="none")
-                  for i in range(key.spec.max_concurrent)]
-        outcomes = asyncio.run(fire(env.gateway, probes, len(probes)))
-        admitted = sum(o.result == "response" for o in outcomes)
-        if admitted < len(probes):
-            found.append(Violation(5, key.name, f"after settling, {admitted} of {len(probes)} simultaneous "
-                                   f"requests admitted: {[(o.result, o.reason, o.problem) for o in outcomes]}"))
-    return found
+                     outcomes, sum(map(len, upstream.records.values())), tool_rows, token_probes)
 
 
 # --- the summary -------------------------------------------------------------------------
@@ -196,15 +172,16 @@ def summary(result: RunResult, shown: int = 20) -> str:
     lines = [f"run {result.index} (seed {result.seed}): {result.requests} requests, concurrency "
              f"{result.concurrency}, {result.seconds:.1f} s ({rate:.0f}/s), settled in {result.settle_seconds:.1f} s"]
     header = (f"  {'key':<13}{'sent':>6}{'admit':>7}{'unkn':>6}{'rows':>6}{'faulty':>7}  {'spent $':>10}"
-              f"{'budget $':>14}{'over $':>10}{'viol':>5}  refused")
+              f"{'budget $':>14}{'over $':>10}{'overrun':>9}{'viol':>5}  refused")
     lines.append(header)
     for r in result.reports:
         refused = " ".join(f"{reason}:{n}" for reason, n in sorted(r.refused.items())) or "-"
         faulty = r.sent - r.faults["none"]
         over = usd(r.overspend) if r.overspend else "-"
         budget = usd(r.budget) + (f"/{r.spec.period}" if r.spec.period and r.budget else "")
+        overruns = f"{r.overruns}/{r.injected}" if r.overruns or r.injected else "-"
         lines.append(f"  {r.role:<13}{r.sent:>6}{r.admitted:>7}{r.unknown:>6}{r.rows:>6}{faulty:>7}  "
-                     f"{usd(r.spent):>10}{budget:>14}{over:>10}{len(r.violations):>5}  {refused}")
+                     f"{usd(r.spent):>10}{budget:>14}{over:>10}{overruns:>9}{len(r.violations):>5}  {refused}")
     faults = sum((r.faults for r in result.reports), collections.Counter())
     outcomes = sum((r.outcomes for r in result.reports), collections.Counter())
     lines.append("  faults injected: " + " ".join(f"{f}:{n}" for f, n in faults.most_common()))
@@ -215,6 +192,17 @@ def summary(result: RunResult, shown: int = 20) -> str:
     lines.append(f"  upstream received {result.upstream_requests} requests (refused ones, mock answers and "
                  "pouch keys among them are violations [7])")
     lines.append("  usage rows by outcome: " + " ".join(f"{o}:{n}" for o, n in outcomes.most_common()))
+    lines.append(f"  overruns (flagged/injected): {result.overruns}/{result.injected}, charged "
+                 f"{usd(sum((r.excess for r in result.reports), Money(0)))} above their reservations")
+    lines.append("  tokens/min settled, probes admitted after the run: "
+                 + (" ".join(f"{role}:{n}" for role, n in result.token_probes.items()) or "-"))
+    spent = [f"{r.role} ({r.sent_after_spent} sent after)" for r in result.reports if r.sent_after_spent is not None]
+    lines.append("  spend reached the budget, nothing admitted after: " + (", ".join(spent) or "-"))
+    tools = collections.Counter()
+    for row in result.tool_rows:
+        tools.update(row)
+    lines.append(f"  paid tool calls billed: {sum(tools.values())} in {len(result.tool_rows)} rows ("
+                 + " ".join(f"{t}:{n}" for t, n in sorted(tools.items())) + ")")
     violations = result.violations
     lines.append(f"  violations: {len(violations)}")
     lines += [f"    {v}" for v in violations[:shown]]

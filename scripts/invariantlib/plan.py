@@ -9,45 +9,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-from urllib.parse import quote
 
 from pouch.domain.money import Money
-from pouch.pricing import reserve
-from pouch.pricing.table import PriceTable
-from pouch.tokens.count import count_prompt, input_upper_bound
+from pouch.tokens.count import count_prompt, count_text
+from tests.fakes.controls import Controls
+from tests.fakes.replies import reply_text
 
-MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash"}
-HOSTS = {"openai": "api.openai.com", "anthropic": "api.anthropic.com", "gemini": "generativelanguage.googleapis.com"}
-MAX_TOKENS = 40  # output cap of every request that sets one: a known, small worst case
-PRICES = PriceTable.load()  # the shipped prices, as the gateway (with no override file) has them
+from . import expect
+from .kinds import (CLIENT_TOOL_BOUNDS, GEMINI_TOOL_BOUNDS, HOSTS, KINDS, PRICES, REASONING_MODEL, TOOLS, Kind,
+                    Planned, path_of, request_body)
+
 WORDS = ("alpha", "budget", "cat", "delta", "echo", "fox", "gateway", "hotel", "ink", "jolly", "kilo", "lima",
          "money", "never", "overspent", "pouch", "quota", "river", "stream", "token", "usage", "vector")
-
-
-@dataclasses.dataclass(frozen=True)
-class Kind:
-    name: str
-    provider: str
-    api: str  # pouch.tokens.count API name
-    stream: bool
-
-
-KINDS = {k.name: k for k in (
-    Kind("chat", "openai", "chat", False),
-    Kind("chat_stream", "openai", "chat", True),
-    Kind("responses", "openai", "responses", False),
-    Kind("responses_stream", "openai", "responses", True),
-    Kind("messages", "anthropic", "anthropic_messages", False),
-    Kind("messages_stream", "anthropic", "anthropic_messages", True),
-    Kind("gemini", "gemini", "gemini", False),
-    Kind("gemini_stream", "gemini", "gemini", True),  # SSE (?alt=sse)
-    Kind("gemini_stream_array", "gemini", "gemini", True),  # a streamed JSON array
-)}
 OPENAI = ("chat", "chat_stream", "responses", "responses_stream")
 ANTHROPIC = ("messages", "messages_stream")
 GEMINI = ("gemini", "gemini_stream", "gemini_stream_array")
-PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "anthropic_messages": "/v1/messages"}
 JSON_ONLY = ("chat", "responses", "messages", "gemini")
+REASONING = ("chat_reasoning", "chat_reasoning_stream", "responses_reasoning", "responses_reasoning_stream")
+FAKE_TOOL_CALLS = 6  # a tool request asks the fake for 0..this many calls (held to its bound)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,12 +47,19 @@ class KeySpec:
     period: str | None = None  # budget period (None: the default, none)
     sets_max_tokens: bool = True  # False: the gateway may cap the output itself
     faults: tuple[str, ...] | None = None  # None: every fault that fits the kind
+    hold: bool = False  # the fake holds every request a moment, so that they overlap
+    overruns: float = 0.0  # share of its requests whose upstream bills more than the worst case
 
     @property
     def strict(self) -> bool:
         """The budget promise is strict only when every model is tokenized exactly (OpenAI)."""
         return all(KINDS[k].provider == "openai" for k in self.kinds)
 
+
+# Rows of Gemini requests carry no request id, so they are paired with requests by what they
+# billed: the key's faults are those after which the plan knows whether a request was billed.
+GEMINI_TOOL_FAULTS = ("none", "slow", "status", "no_usage", "abort", "bad_body", "unknown_key", "bad_model",
+                      "big_prompt")
 
 KEYS = (
     KeySpec("oa-tight", OPENAI, 2, models="gpt-4o-mini"),
@@ -84,10 +70,23 @@ KEYS = (
     KeySpec("gemini-tight", GEMINI, 1),
     KeySpec("oa-load", OPENAI, 6, 4, per_share=3),
     KeySpec("mixed-load", OPENAI + ANTHROPIC + GEMINI, 6, 4, per_share=3),
+    # paid server tools: a worst case of context windows, so a budget of a few admits some and refuses others
+    KeySpec("oa-tools", ("responses_tools", "responses_tools_stream"), 2, 3, per_share=4, overruns=0.1,
+            models="gpt-4o-mini"),
+    KeySpec("claude-tools", ("messages_tools", "messages_tools_stream"), 1, 3, per_share=4, overruns=0.1),
+    KeySpec("gemini-tools", ("gemini_tools", "gemini_tools_stream"), 1, 3, per_share=4, overruns=0.1,
+            faults=GEMINI_TOOL_FAULTS),
+    # a reasoning model: its streams cut short are charged their reservation
+    KeySpec("reasoning", REASONING, 2, 4, per_share=3, models="o4-mini"),
+    # upstreams that report more output than the cap: charged, flagged, and the key then refused
+    KeySpec("overrun", OPENAI, 2, 6, per_share=3, overruns=0.3, models="gpt-4o-mini"),
     # rate limits are checked from usage rows' timestamps: quick JSON requests keep that exact
     KeySpec("rpm", JSON_ONLY, 2, None, rpm=30, faults=("none", "status", "no_usage", "bad_body", "unknown_key")),
     KeySpec("tpm", ("chat",), 1, None, tpm=1200, faults=("none", "status", "no_usage", "client_close")),
-    KeySpec("concurrent", OPENAI + ANTHROPIC + GEMINI, 2, None, max_concurrent=3),
+    # no output cap: tokens/min counts the model's maximum output until the answer is measured
+    KeySpec("tpm-nocap", ("chat", "chat_stream", "responses"), 1, None, tpm=50_000, sets_max_tokens=False,
+            hold=True, faults=("none", "slow", "status", "cached")),
+    KeySpec("concurrent", OPENAI + ANTHROPIC + GEMINI, 2, None, max_concurrent=3, hold=True),
     KeySpec("mock", OPENAI + ANTHROPIC + GEMINI, 2, 4, per_share=3, mock=True),
 )
 
@@ -111,71 +110,26 @@ BIG_PROMPT_WORDS = 6000  # over the 32 KB above which the gateway counts tokens 
 STATUSES = {"openai": (500, 503), "anthropic": (500, 529), "gemini": (500, 503)}
 
 
-@dataclasses.dataclass(frozen=True)
-class Planned:
-    id: str  # sent as x-invariant-id, which the fakes record
-    role: str
-    kind: str
-    fault: str
-    reverse: bool  # OpenAI through the gateway's reverse mode instead of HTTPS_PROXY
-    http2: bool  # HTTP/2 to the gateway (several requests share a connection)
-    url: str
-    headers: dict
-    body: bytes
-    prompt: str
-    expected_text: str  # what a complete reply's text starts with
-    fake_delay: float  # seconds the fake waits before the headers (0: none)
-    cancel_after: float | None  # client_cancel: when the client gives up
-    close_after: int | None  # client_close: chunks read before hanging up
-
-    @property
-    def provider(self) -> str:
-        return KINDS[self.kind].provider
+def sample(kind: Kind, text: str, tool: str | None = None, tool_bound: int | None = None) -> Planned:
+    """A well-formed request of ``kind``, for working out worst cases."""
+    body = request_body(kind, kind.model, text, kind.cap, tool, tool_bound)
+    return Planned("sample", "", kind.name, "none", False, False, "", {}, json.dumps(body).encode(), text, "",
+                   0.0, None, None, kind.model, kind.cap, tool, tool_bound)
 
 
-def request_body(kind: Kind, model: str, text: str, max_tokens: int | None) -> dict:
-    """A minimal body of ``kind``'s API asking ``model`` to answer ``text``."""
-    if kind.provider == "gemini":
-        body = {"contents": [{"role": "user", "parts": [{"text": text}]}]}
-        if max_tokens is not None:
-            body["generationConfig"] = {"maxOutputTokens": max_tokens}
-        return body
-    if kind.api == "responses":
-        body = {"model": model, "input": text}
-        cap = "max_output_tokens"
-    else:
-        body = {"model": model, "messages": [{"role": "user", "content": text}]}
-        cap = "max_tokens"
-    if max_tokens is not None:
-        body[cap] = max_tokens
-    if kind.stream:
-        body["stream"] = True
-    return body
-
-
-def path_of(kind: Kind, model: str) -> str:
-    if kind.name == "gemini":
-        return f"/v1beta/models/{quote(model)}:generateContent"
-    if kind.provider == "gemini":
-        alt = "?alt=sse" if kind.name == "gemini_stream" else ""
-        return f"/v1beta/models/{quote(model)}:streamGenerateContent{alt}"
-    return PATHS[kind.api]
-
-
-def worst_case(kind: Kind, text: str, max_tokens: int) -> Money:
-    """What the gateway reserves for such a request (its own formula, so that a budget of k
-    worst cases admits exactly k such requests at once)."""
-    model = MODELS[kind.provider]
-    price = PRICES.resolve(model, kind.provider)
-    tokens = input_upper_bound(model, count_prompt(model, request_body(kind, model, text, max_tokens), kind.api))
-    return reserve.worst_case(price, reserve.Bounds(tokens, max_tokens)).total
+def dearest(kind: Kind, text: str) -> Money:
+    """The worst case of ``kind``'s dearest request with this prompt: its dearest tool at its
+    highest bound."""
+    tools = TOOLS[kind.provider] if kind.tools else {None: None}
+    bounds = (None, *CLIENT_TOOL_BOUNDS) if kind.tools and kind.provider != "gemini" else (None,)
+    return max(expect.worst_case(sample(kind, text, tool, bound)) for tool in tools for bound in bounds)
 
 
 def budget_of(spec: KeySpec, share: int) -> Money | None:
     if spec.budget_worst_cases is None:
         return None
     longest = " ".join(sorted(WORDS, key=len)[-10:])
-    worst = max(worst_case(KINDS[k], longest, MAX_TOKENS) for k in spec.kinds)
+    worst = max(dearest(KINDS[k], longest) for k in spec.kinds)
     cases = spec.budget_worst_cases + (share // spec.per_share if spec.per_share else 0)
     return worst * cases
 
@@ -219,19 +173,24 @@ def plan_request(rng: random.Random, index: int | str, run: int, spec: KeySpec, 
     """One request for the key ``spec`` (whose secret is ``secret``), with a random fault
     unless ``fault`` is given."""
     kind = KINDS[rng.choice(spec.kinds)]
-    if fault is None:
+    overrun = fault is None and not spec.mock and rng.random() < spec.overruns
+    if overrun:
+        fault = "none"  # an answer the client reads whole, so its bill is the over-report
+    elif fault is None:
         fault = rng.choices(faults := faults_for(spec, kind), weights=[FAULTS[f] for f in faults])[0]
-    model = MODELS[kind.provider]
+    model = kind.model
     if fault == "bad_model":  # refused either way: 403 where the key has an allowlist, else 400 (no price)
         model = rng.choice(("gpt-4.1", model + "-nonexistent")) if spec.models else model + "-nonexistent"
     if fault == "unknown_key":
         secret = "pouch-" + "".join(rng.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=43))
     text = " ".join(rng.choices(WORDS, k=BIG_PROMPT_WORDS if fault == "big_prompt" else rng.randint(2, 10)))
-    max_tokens = MAX_TOKENS if spec.sets_max_tokens or kind.provider == "anthropic" else None
-    body = request_body(kind, model, text, max_tokens)
+    max_tokens = kind.cap if spec.sets_max_tokens or kind.provider == "anthropic" else None
+    tool = rng.choice(sorted(TOOLS[kind.provider])) if kind.tools else None
+    tool_bound = rng.choice((None, *CLIENT_TOOL_BOUNDS)) if tool and kind.provider != "gemini" else None
+    body = request_body(kind, model, text, max_tokens, tool, tool_bound)
     headers = {"content-type": "application/json", "x-invariant-id": f"{run}-{index}"}
     fake_delay, cancel_after, close_after = fault_controls(rng, fault, kind, model, body, headers)
-    if spec.role == "concurrent" and not fake_delay:
+    if spec.hold and not fake_delay:
         fake_delay = round(rng.uniform(0.05, 0.4), 3)  # long enough for requests to overlap
         headers["x-fake-delay"] = str(fake_delay)
     payload = spoiled(rng, kind, body) if fault == "bad_body" else json.dumps(body).encode()
@@ -247,8 +206,65 @@ def plan_request(rng: random.Random, index: int | str, run: int, spec: KeySpec, 
     else:
         add_credential(rng, kind, secret, headers)
     expected = text if spec.mock else f"echo: {text}"  # the mock echoes without a prefix
-    return Planned(f"{run}-{index}", spec.role, kind.name, fault, reverse, http2, url, headers, payload, text,
-                   expected, fake_delay, cancel_after, close_after)
+    planned = Planned(f"{run}-{index}", spec.role, kind.name, fault, reverse, http2, url, headers, payload, text,
+                      expected, fake_delay, cancel_after, close_after, model, max_tokens, tool, tool_bound,
+                      usage=json.loads(headers.get("x-fake-usage", "{}")))
+    if tool:
+        planned = with_tool_calls(rng, planned)
+    if model == kind.model == REASONING_MODEL:
+        planned = with_reasoning(rng, planned)
+    return with_overrun(rng, planned) if overrun else planned
+
+
+def with_tool_calls(rng: random.Random, planned: Planned) -> Planned:
+    """The fake performs a random number of calls, held to the bound (Google's bounds, which the
+    fake does not know, by the plan), each billing a random amount of input."""
+    most = GEMINI_TOOL_BOUNDS[planned.tool] if planned.provider == "gemini" else FAKE_TOOL_CALLS
+    return with_controls(planned, tool_calls=rng.randint(0, most), tool_input=rng.randint(0, 3000))
+
+
+def with_reasoning(rng: random.Random, planned: Planned) -> Planned:
+    """A reasoning model reports hidden reasoning tokens, within the cap beside the reply."""
+    said = count_text(planned.model, reply_text(Controls(), planned.model, planned.prompt, planned.max_tokens)[0])
+    room = max(planned.max_tokens - said, 0) if planned.max_tokens else 1000
+    return with_controls(planned, usage={**planned.usage, "reasoning_tokens": rng.randint(0, room)})
+
+
+def with_overrun(rng: random.Random, planned: Planned) -> Planned:
+    """An upstream that bills more than the worst case: past the tool bound, each round
+    re-reading a whole context window; or more output than the cap. Drawn until even a reply
+    of nothing costs more than the gateway reserved, so the overrun is certain."""
+    worst = expect.worst_case(planned)
+    context = PRICES.resolve(planned.model, planned.provider).max_input_tokens
+    extra = rng.randint(1, 3)
+    while True:
+        if planned.tool:
+            overrun = with_controls(planned, tool_calls=expect.bound_of(planned) + extra, ignore_bounds=True,
+                                    tool_input=context, overrun=True)
+        else:
+            output = {"openai": "completion_tokens", "anthropic": "output_tokens",
+                      "gemini": "candidatesTokenCount"}[planned.provider]
+            # several worst cases above the cap: a few such answers take spend past the budget
+            overrun = with_controls(planned, usage={**planned.usage, output: planned.max_tokens * (1 + 4 * extra)},
+                                    overrun=True)
+        if expect.least_bill(overrun) > worst:
+            return overrun
+        extra += 1
+
+
+def with_controls(planned: Planned, **changes) -> Planned:
+    """``planned`` with other fake controls, its x-fake-* headers to match."""
+    planned = dataclasses.replace(planned, **changes)
+    headers = {name: value for name, value in planned.headers.items()
+               if name not in ("x-fake-usage", "x-fake-tool-calls", "x-fake-tool-input", "x-fake-ignore-bounds")}
+    if planned.usage:
+        headers["x-fake-usage"] = json.dumps(planned.usage)
+    if planned.tool:
+        headers["x-fake-tool-calls"] = str(planned.tool_calls)
+        headers["x-fake-tool-input"] = str(planned.tool_input)
+    if planned.ignore_bounds:
+        headers["x-fake-ignore-bounds"] = "1"
+    return dataclasses.replace(planned, headers=headers)
 
 
 def fault_controls(rng: random.Random, fault: str, kind: Kind, model: str, body: dict,

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 import time
 
 import httpx2
 
-from .plan import KINDS, Kind, Planned
+from .kinds import KINDS, Kind, Planned
 
 REQUEST_TIMEOUT = 20.0  # seconds without progress before a client gives up (a hung request)
 
@@ -37,6 +38,8 @@ class Outcome:
     reason: str = ""  # why pouch refused (REASONS values)
     headers_seen: bool = False
     request_id: str | None = None  # the provider's (or pouch's mock's), which the usage row records
+    output_capped: int | None = None  # x-pouch-output-capped: the cap the gateway set itself
+    tools_capped: int | None = None  # x-pouch-tool-calls-capped: the tool bound the gateway set itself
     text: str = ""  # the reply's text, when it was complete
     problem: str = ""  # what breaks invariant 6, if anything
     error: str = ""
@@ -64,6 +67,27 @@ class Clients:
             await client.aclose()
 
 
+async def fire(gateway, planned: list[Planned], concurrency: int,
+               deadline: float = math.inf) -> list[Outcome]:
+    """``concurrency`` clients take the planned requests in order, each as soon as it is free,
+    until the ``deadline`` (``time.monotonic()``) has passed."""
+    clients = Clients(gateway, concurrency)
+    pending = iter(planned)
+    outcomes: list[Outcome] = []
+
+    async def client():
+        for request in pending:
+            if time.monotonic() > deadline:
+                return
+            outcomes.append(await send(clients, request))
+
+    try:
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    finally:
+        await clients.close()
+    return outcomes
+
+
 async def send(clients: Clients, planned: Planned) -> Outcome:
     outcome = Outcome(planned, started=time.time())
     client = clients.for_request(planned)
@@ -89,6 +113,9 @@ async def exchange(client: httpx2.AsyncClient, planned: Planned, outcome: Outcom
     try:
         outcome.status, outcome.headers_seen = response.status_code, True
         outcome.request_id = response.headers.get("x-request-id") or response.headers.get("request-id")
+        for field, header in (("output_capped", "x-pouch-output-capped"), ("tools_capped", "x-pouch-tool-calls-capped")):
+            if header in response.headers:
+                setattr(outcome, field, int(response.headers[header]))
         if planned.close_after is not None and response.is_success:
             await read_events(response, planned.close_after)
             outcome.result = "closed"  # aclose() below, before the end: the connection is dropped
@@ -143,7 +170,7 @@ def reply_text(kind: Kind, body: bytes) -> str:
     """The text a client would read from a complete reply; raises if it is not one."""
     if not kind.stream:
         return json_text(kind, json.loads(body))
-    if kind.name == "gemini_stream_array":
+    if kind.json_array:
         chunks = json.loads(body)
         if not isinstance(chunks, list) or not chunks or not chunks[-1]["candidates"][0].get("finishReason"):
             raise ValueError("the streamed array does not end with a finishReason")
