@@ -45,7 +45,7 @@ SETTLE_RETRIES = 12  # pauses of 0.5 s doubling to 30 s: about 3.5 minutes, well
 # Outcomes whose billed amount pouch cannot know: the reservation is what the provider can bill.
 WORST_CASE = frozenset({"measure_failed", "no_usage", "abandoned", "cut_short"})
 # Outcomes whose tokens are the provider's own count (tokens/min settles to it).
-MEASURED = frozenset({"ok", "cut_after_usage", "mock"})
+MEASURED = frozenset({"ok", "cut_after_usage", "mock", "overrun"})
 
 
 def billed(usage: Usage, call: dict, provider: str, reported: str | None) -> tuple[Usage, Money]:

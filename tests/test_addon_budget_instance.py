@@ -45,7 +45,7 @@ class TestInstance:
         with gateway(started=False, pouch_instance="eu-1") as gw:
             gw.lifecycle("running")
             held = instances.holder("eu-1")
-            assert (held.host, held.pid) == (HOST, os.getpid())
+            assert (held.host, held.pid) == (instances.this_host(), os.getpid())
             gw.lifecycle("done")
             assert instances.holder("eu-1") is None
 
@@ -87,6 +87,6 @@ class TestInstance:
             InstanceRow.update(host="other-host", pid=4242, started_at=long_ago, heartbeat_at=long_ago).execute()
             gw.run(asyncio.sleep(0.2))
             held = instances.holder("eu-1")
-            assert (held.host, held.pid) == (HOST, os.getpid())
+            assert (held.host, held.pid) == (instances.this_host(), os.getpid())
             assert "another gateway took over the instance name 'eu-1'" in caplog.text
         assert instances.holder("eu-1") is None, "released on stop"

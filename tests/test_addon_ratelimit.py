@@ -245,3 +245,17 @@ class TestTokensPerMinuteWorstCase:
         gw.hook("response", flow)
         limits = next(iter(gw.ratelimit.limits.values()))
         assert limits.tokens.remaining(clock.now) == 20_000
+
+    def test_an_overrun_settles_to_the_larger_tokens_reported(self, gw, clock, monkeypatch):
+        import json
+
+        from tests.fakes.openai_shapes import Controls, chat_completions
+
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-real")
+        _, secret = create_key(tpm=1000)
+        flow = gw.request(openai_flow(body=chat_body(max_tokens=10), secret=secret))
+        payload = chat_completions(json.loads(flow.request.content), Controls(
+            usage={"prompt_tokens": PROMPT, "completion_tokens": 900}))
+        gw.respond(flow, http.Response.make(200, json.dumps(payload), {"content-type": "application/json"}))
+        assert flow.metadata[chain.RESULT]["outcome"] == "overrun"
+        assert_rate_limited(through_ratelimit(gw, secret, chat_body(max_tokens=190)))  # 908 + 198 > 1000

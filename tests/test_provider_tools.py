@@ -3,6 +3,8 @@ the bound on their calls, the bound pouch injects, and the calls read back from 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from pouch.domain.errors import BadRequest
@@ -260,3 +262,18 @@ class TestRunningTotals:
         tracker.feed((self.CHUNK % ("one", "null", 1)).encode())
         tracker.feed(ending.encode())
         assert tracker.usage() == Usage(10, output_tokens=3)
+
+    def test_googles_tool_calls_are_read_from_the_response(self):
+        from pouch.providers.gemini_usage import GeminiStreamTracker, usage_from_body
+
+        response = {"candidates": [{"content": {"parts": [
+            {"executableCode": {"code": "print(1)"}}, {"codeExecutionResult": {"output": "1"}},
+            {"executableCode": {"code": "print(2)"}}, {"text": "done"}]}, "finishReason": "STOP",
+            "urlContextMetadata": {"urlMetadata": [{"retrievedUrl": "a"}, {"retrievedUrl": "b"}]}}],
+            "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 3, "toolUsePromptTokenCount": 50}}
+        usage, _ = usage_from_body(response)
+        assert usage.input_tokens == 60 and usage.tool_calls == (("code_execution", 2), ("url_context", 1))
+        tracker = GeminiStreamTracker()
+        tracker.feed(f"data: {json.dumps(response)}\r\n\r\n".encode())
+        tracker.feed(b"")
+        assert tracker.usage() == usage

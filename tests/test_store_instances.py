@@ -137,3 +137,48 @@ def test_concurrent_claims_have_one_winner(store_url, taken):
     assert len(won) == 1 and len(refused) == 7
     assert instances.holder("eu-1") == won[0]
     database.database.close()
+
+
+def test_this_host_tells_apart_machines_and_containers_that_share_a_host_name():
+    """Two containers named alike (one compose service, replicas) must not read each other's
+    pid as their own: the holder's host carries the boot id and the pid namespace."""
+    import socket
+
+    name, boot, namespace = instances.this_host().split("/")
+    assert name == socket.gethostname() and boot and namespace
+    now = datetime.now(UTC)
+    other = instances.Holder("gw", f"{name}/{boot}/1", 999_999_999, now, now)
+    assert not instances.is_gone(other, now, instances.this_host())  # another namespace: its heartbeat counts
+    here = instances.Holder("gw", instances.this_host(), 999_999_999, now, now)
+    assert instances.is_gone(here, now, instances.this_host())  # this namespace, and no such process  # another namespace: trust its heartbeat
+
+
+def test_a_live_gateways_request_outlives_its_deadline_without_being_recovered(any_store):
+    """A long generation or a slow reader keeps a reservation open past pouch_hold: while its
+    gateway heartbeats, that gateway settles it at its real cost; other gateways leave it."""
+    from pouch.domain.money import Money
+    from pouch.domain.periods import Period
+    from pouch.store import keys as key_store
+    from pouch.store import ledger
+
+    key, _ = key_store.create("alice", T0, budget=Money.usd("5"))
+    window = Period.parse("none").window(T0, T0)
+    held = ledger.reserve(key.id, window, Money.usd("1"), T0, owner="gw-a", hold=timedelta(seconds=900))
+    instances.claim("gw-a", seconds(1000), host="other-host", pid=101)
+    assert ledger.recover(seconds(1001)) == 0, "past its deadline, but its gateway is alive"
+    assert ledger.recover(seconds(1000 + 31)) == 1, "its gateway went silent: charged in full"
+    assert ledger.finish(held.id, Money.usd("0.5"), {"ts": T0, "key": key.id, "key_name": "alice"}) is False
+
+
+def test_a_live_gateways_reservation_is_recovered_after_a_day(any_store):
+    from pouch.domain.money import Money
+    from pouch.domain.periods import Period
+    from pouch.store import keys as key_store
+    from pouch.store import ledger
+
+    key, _ = key_store.create("alice", T0, budget=Money.usd("5"))
+    window = Period.parse("none").window(T0, T0)
+    ledger.reserve(key.id, window, Money.usd("1"), T0, owner="gw-a", hold=timedelta(seconds=900))
+    day = seconds(24 * 3600 + 1)
+    instances.claim("gw-a", day, host="other-host", pid=101)
+    assert ledger.recover(day) == 1

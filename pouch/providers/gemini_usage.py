@@ -13,6 +13,7 @@ so the last one seen is the final usage once the stream has finished.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import json
 import logging
 import re
@@ -51,7 +52,31 @@ def usage_from_body(body: object) -> tuple[Usage | None, str | None]:
     responses = [r for r in responses if isinstance(r, dict)]
     usage = next((u for r in reversed(responses) if (u := usage_from_metadata(r.get("usageMetadata")))), None)
     model = next((m for r in responses if isinstance(m := r.get("modelVersion"), str) and m), None)
-    return usage, model
+    return (with_tool_calls(usage, responses) if usage else None), model
+
+
+def _dict(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def with_tool_calls(usage: Usage, responses: list[dict]) -> Usage:
+    """The calls of Google's own tools a response (or a stream's responses) shows: each code
+    run, one URL retrieval, each search query (grounding, when the operator allows it)."""
+    calls = {"code_execution": 0, "url_context": 0, "google_search": 0}
+    for response in responses:
+        candidates = response.get("candidates")
+        for candidate in candidates if isinstance(candidates, list) else ():
+            if not isinstance(candidate, dict):
+                continue
+            parts = _dict(candidate.get("content")).get("parts")
+            calls["code_execution"] += sum(isinstance(p, dict) and "executableCode" in p
+                                           for p in (parts if isinstance(parts, list) else ()))
+            if _dict(candidate.get("urlContextMetadata")).get("urlMetadata"):
+                calls["url_context"] = 1
+            queries = _dict(candidate.get("groundingMetadata")).get("webSearchQueries")
+            if isinstance(queries, list):
+                calls["google_search"] = max(calls["google_search"], len(queries))
+    return dataclasses.replace(usage, tool_calls=Usage.tools(calls)) if any(calls.values()) else usage
 
 
 def response_text(response: dict, parts: list[str]) -> None:
@@ -128,7 +153,7 @@ class GeminiStreamTracker:
             return None
         for data in reversed(self._responses):
             if usage := usage_from_metadata((_loads(data) or {}).get("usageMetadata")):
-                return usage
+                return with_tool_calls(usage, [r for d in self._responses if (r := _loads(d))])
         return None
 
     def output_text(self) -> str:

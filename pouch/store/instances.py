@@ -48,6 +48,20 @@ class NameTaken(Exception):
         self.holder = holder
 
 
+def this_host() -> str:
+    """This host as a holder names it: the host name, and what tells apart machines (the boot
+    id) and containers (the pid namespace) that share a host name, so a pid is only ever
+    looked up where it means the same process."""
+    parts = [socket.gethostname()]
+    for path, read in (("/proc/sys/kernel/random/boot_id", lambda p: open(p).read().strip()[:8]),
+                       ("/proc/self/ns/pid", os.readlink)):
+        try:
+            parts.append(read(path).removeprefix("pid:").strip("[]"))
+        except OSError:
+            parts.append("?")
+    return "/".join(parts)
+
+
 def process_exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -95,7 +109,7 @@ def claim(name: str, now: datetime, *, host: str | None = None, pid: int | None 
     """Take ``name`` for this process; returns the claim (pass it to ``heartbeat`` and
     ``release``). Raises ``NameTaken`` if a live gateway holds it. This same process may
     claim again (a reloaded script)."""
-    host, pid = host or socket.gethostname(), pid or os.getpid()
+    host, pid = host or this_host(), pid or os.getpid()
     mine = Holder(name, host, pid, now, now)
     for _ in range(CLAIM_TRIES):
         current = holder(name)

@@ -14,7 +14,11 @@ from datetime import datetime, timedelta
 from pouch.domain.keys import Key
 from pouch.domain.periods import Window
 from pouch.domain.money import Money
-from pouch.store.database import KeyRow, LedgerRow, ReservationRow, UsageRow, database, naive
+from pouch.store.database import InstanceRow, KeyRow, LedgerRow, ReservationRow, UsageRow, database, naive
+
+from pouch.store.instances import STALE_AFTER
+
+LONGEST_REQUEST = timedelta(hours=24)  # past this, even a live gateway's reservation is recovered
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -149,10 +153,16 @@ def recover(now: datetime, *, owner: str | None = None) -> int:
     A gateway that crashed (or was SIGKILLed) could not settle what it had admitted, and
     may have forwarded those requests, so each such reservation is charged in full, its
     worst case: spend is never silently lost. Reservations past their deadline are
-    recovered by anyone; ``owner`` additionally recovers every reservation a previous run
-    of that same gateway left open.
+    recovered by anyone, unless the gateway holding them is alive (it settles them itself;
+    after a day they are recovered all the same); ``owner`` additionally recovers every
+    reservation a previous run of that same gateway left open.
     """
-    stale = ReservationRow.deadline < naive(now)
+    # A request may outlive its deadline (a long generation, a slow reader): while its gateway
+    # is alive (a fresh heartbeat) that gateway will settle it, at its real cost, overrun
+    # included; recovering it would charge the reservation and drop that settlement.
+    live = InstanceRow.select(InstanceRow.name).where(InstanceRow.heartbeat_at > naive(now - STALE_AFTER))
+    stale = (ReservationRow.deadline < naive(now)) & (
+        ReservationRow.owner.not_in(live) | (ReservationRow.created_at < naive(now - LONGEST_REQUEST)))
     if owner is not None:
         stale |= ReservationRow.owner == owner
     closed = 0

@@ -22,10 +22,10 @@ from pouch.tokens.count import count_prompt, count_text, input_upper_bound
 
 from .kinds import DEFAULT_TOOL_CALLS, GEMINI_TOOL_BOUNDS, KINDS, PRICES, TOOLS, Planned
 
-# Providers whose tool calls the gateway reads into the row's tool_calls. It reads none from
-# Gemini's answers (grounding / URL context metadata, code execution parts): both Gemini tools
-# are free per call, so the bill is right, but the row does not show the calls.
-CALLS_IN_ROWS = {"openai", "anthropic"}
+# How many calls a row shows for the calls the fake made: Gemini's URL context is one retrieval
+# however many URLs it fetched; every other tool call is one call.
+def shown_calls(tool: str | None, calls: int) -> int:
+    return min(calls, 1) if tool == "url_context" else calls
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,8 +110,8 @@ def bill(planned: Planned, prompt: int, reply: str, output: int | None = None) -
         input_tokens = prompt + usage.get("toolUsePromptTokenCount", rounds)
         output = usage.get("candidatesTokenCount", output) + reasoning
         cached = min(usage.get("cachedContentTokenCount", 0), prompt)
-    shown = calls if planned.provider in CALLS_IN_ROWS else 0
     tool = TOOLS[planned.provider][planned.tool] if planned.tool else None
+    shown = shown_calls(tool, calls)
     return Bill(input_tokens, cached, output, reasoning, {tool: shown} if shown else {},
                 priced(planned, input_tokens, cached, output, reasoning, shown))
 
