@@ -4,6 +4,7 @@ or unpriceable endpoints, unreadable bodies and models the key may not use."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 
@@ -15,7 +16,7 @@ from pouch.domain.periods import utcnow
 from pouch.providers import json_body
 from pouch.providers.base import METERED, UNMETERED
 from pouch.providers.registry import for_host
-from pouch.services import chain
+from pouch.services import chain, prompt
 from pouch.services.key_cache import KeyCache
 from pouch.services.store_thread import store_thread
 from pouch.store import database
@@ -125,7 +126,10 @@ class Keys:
                 "(the operator can allow it with pouch_unmetered=allow)")
         if endpoint.metering != METERED:
             return
-        body = parse_body(flow)
+        if len(flow.request.raw_content or b"") > prompt.OFF_LOOP_BYTES:  # a big (or compressed) body
+            body = await asyncio.to_thread(parse_body, flow)  # reading it must not stall other flows
+        else:
+            body = parse_body(flow)
         call = provider.read_call(endpoint, flow.request.path, body)
         if key is not None and not key.allows_model(call.model):
             raise errors.ModelNotAllowed(
