@@ -1,8 +1,9 @@
 """Chain link 3: reserve the worst-case cost before anything leaves the gateway.
 
-Worst case = input tokens (exact for OpenAI models, an upper bound otherwise) at the
-dearest input-side price + every output token the request may produce at the dearest
-output price. One atomic conditional update admits it or not. A request without an output
+Worst case (``pouch.pricing.reserve``) = input tokens (exact for OpenAI models, an upper
+bound otherwise) at the dearest input-side price + every output token the request may
+produce at the dearest output price + each paid server-side tool call it allows, with the
+context its round may re-read. One atomic conditional update admits it or not. A request without an output
 cap that does not fit may be capped to what the budget still covers. The usage link closes
 the reservation; reservations a crashed gateway left open are charged in full on restart.
 """
@@ -68,8 +69,9 @@ class Budget:
                           "budget is capped to the output the budget covers (header x-pouch-output-capped) "
                           "instead of refused.")
         loader.add_option("pouch_hold", int, 900,
-                          "Seconds a reservation may stay open. After that (the gateway holding it crashed) "
-                          "any gateway charges it in full: spend is never silently lost.")
+                          "Seconds a reservation may stay open. After that, unless the gateway holding it is "
+                          "alive (its heartbeat; it then settles it itself, within a day), any gateway charges it "
+                          "in full: spend is never silently lost.")
         loader.add_option("pouch_instance", str, "",
                           "This gateway's name in the store (default: host name and every listen port, e.g. "
                           "box:8081+8082). On start it charges what a previous run under the same name left open; "
