@@ -233,6 +233,21 @@ class TestExhausted:
         flow = reserve(gw, secret, chat_body(max_completion_tokens=5000))
         assert flow.response.status_code == 429 and chain.CAPPED not in flow.metadata
 
+    def test_the_cap_is_what_is_left_after_spend_and_holds(self, gw):
+        key, secret = create_key(budget=Money.usd("0.001"))  # 1,000,000,000 pico
+        first = reserve(gw, secret, chat_body(max_completion_tokens=50))
+        ledger.finish(first.metadata[chain.RESERVATION]["id"], Money(100_000_000),
+                      {"ts": utcnow(), "key": key.id, "key_name": key.name})  # spent 100,000,000
+        reserve(gw, secret, chat_body(max_completion_tokens=50))  # held: 8 x 150,000 + 50 x 600,000
+        flow = reserve(gw, secret)
+        # 1e9 - 100,000,000 spent - 31,200,000 held - 1,200,000 input = 867,600,000: 1,446 tokens
+        assert flow.metadata[chain.CAPPED] == 1446
+
+    def test_a_cap_of_one_token_is_still_a_cap(self, gw):
+        _, secret = create_key(budget=Money(HELLO_TOKENS * INPUT + OUTPUT))
+        flow = reserve(gw, secret)
+        assert flow.response is None and flow.metadata[chain.CAPPED] == 1
+
     def test_no_cap_when_not_even_one_output_token_fits(self, gw):
         _, secret = create_key(budget=Money(HELLO_TOKENS * INPUT + OUTPUT - 1))
         flow = reserve(gw, secret)
@@ -248,6 +263,12 @@ class TestResponseHeaders:
         gw.budget.responseheaders(flow)
         assert flow.response.headers["x-pouch-budget-remaining"] == "0.0000004"
         assert flow.response.headers["x-pouch-output-capped"] == "1664"
+
+    def test_a_flow_without_a_reservation_is_left_alone(self, gw):
+        flow = openai_flow("/v1/models", method="GET")
+        flow.response = http.Response.make(200, b"{}")
+        gw.budget.responseheaders(flow)
+        assert "x-pouch-budget-remaining" not in flow.response.headers
 
     def test_no_budget_no_remaining_header(self, gw):
         _, secret = create_key()

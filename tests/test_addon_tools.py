@@ -194,3 +194,30 @@ def test_another_providers_tool_fees_do_not_price_a_router_s_tools(gw, monkeypat
                                   host="openrouter.ai"))
     assert flow.response.status_code == 403 and error_of(flow)["code"] == "tool_not_metered"
     assert "no price for the tool(s) web_search of openrouter" in error_of(flow)["message"]
+
+
+def test_a_search_billed_as_either_of_two_requested_tools_is_charged_the_dearer(gw):
+    key, secret = create_key(budget=Money.usd("5"))
+    flow = sent(gw, secret, search_body(tools=[{"type": "web_search"}, {"type": "web_search_preview"}]))
+    TestSettlement().respond(gw, flow, {"input_tokens": 100, "output_tokens": 10}, calls=1)
+    assert spent(key) == (100 * INPUT + 10 * OUTPUT + PREVIEW, 0)
+
+
+def test_an_observed_request_for_a_model_pouch_cannot_price_records_nothing_charged(gw):
+    gw.configure(pouch_unknown_keys="observe")
+    flow = sent(gw, "sk-someone-elses-key", {"model": "some-unpriced-model", "input": "hi"})
+    body = responses(json.loads(flow.request.content), Controls(usage={"input_tokens": 100, "output_tokens": 10}))
+    body["model"] = "some-unpriced-model"
+    gw.respond(flow, http.Response.make(200, json.dumps(body), {"content-type": "application/json"}))
+    store_thread.drain()
+    row = UsageRow.get()
+    assert (row.observed, row.cost_pico, row.input_tokens) == (True, 0, 100)
+
+
+def test_a_gemini_budget_refusal_tells_sdks_not_to_retry(gw, monkeypatch):
+    monkeypatch.setenv("GEMINI_API_KEY", "gm-real")
+    _, secret = create_key(budget=Money(1))
+    body = {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 100}}
+    flow = gw.request(openai_flow("/v1beta/models/gemini-2.5-flash:generateContent", body, secret=secret,
+                                  host="generativelanguage.googleapis.com"))
+    assert flow.response.status_code == 429 and flow.response.headers["x-should-retry"] == "false"

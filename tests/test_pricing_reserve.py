@@ -63,7 +63,8 @@ def test_worst_tokens_count_what_the_budget_reserves():
     assert reserve.worst_tokens(PRICE, Bounds(500, 40, choices=2)) == 500 + 80
     assert reserve.worst_tokens(PRICE, Bounds(10, 40, hidden_input=True)) == 5000 + 40
     assert reserve.worst_tokens(PRICE, Bounds(500, 40, tool_calls=((("search",), 2),))) == 500 + 2 * 5000 + 40
-    assert reserve.worst_tokens(None, Bounds(500, None)) == 500 + reserve.DEFAULT_MAX_OUTPUT  # unpriced model
+    assert reserve.worst_tokens(None, Bounds(500, None)) == 500 + 32_768  # unpriced: pouch's default maximum
+    assert reserve.worst_tokens(None, Bounds(500, 10, hidden_input=True)) == 1_000_000 + 10  # default window
 
 
 @pytest.mark.parametrize("left, expected", [
@@ -142,3 +143,14 @@ class TestToolFees:
                       as_of=date(2026, 1, 1))
         table = PriceTable([price], [ToolFee("p", "search", Money(5), "s", date(2026, 1, 1))])
         assert table.resolve("m", "q").tool_fees == ()
+
+
+def test_a_request_that_generates_nothing_fits_or_not_on_its_input_alone():
+    """Embeddings: output is free, so the whole output cap fits once the input does."""
+    embedding = Price(model="e", provider="p", mode="embedding", input=Money(10), output=Money(0), source="t",
+                      as_of=date(2026, 1, 1))
+    worst = reserve.worst_case(embedding, Bounds(100, 0))
+    assert worst == WorstCase(Money(1000), Money(0), 0)
+    worst = WorstCase(Money(1000), Money(0), 7)
+    assert reserve.affordable_output(worst, Money(1000)) == 7
+    assert reserve.affordable_output(worst, Money(999)) == 0
