@@ -34,15 +34,16 @@ from scripts.mutatelib.sandbox import Processes, make_sandboxes  # noqa: E402
 # first failure ends a run). No end-to-end tests: a mutant's run should take seconds.
 MODULES = {
     "pouch/domain/money.py": ["tests/test_money.py", "tests/test_pricing.py"],
-    "pouch/store/ledger.py": ["tests/test_store_ledger.py", "tests/test_periods.py"],
+    "pouch/store/ledger.py": ["tests/test_store_ledger.py", "tests/test_store_instances.py", "tests/test_periods.py"],
     "pouch/pricing/table.py": ["tests/test_pricing.py", "tests/test_pricing_import.py", "tests/test_pricing_reserve.py"],
     "pouch/providers/openai_usage.py": [
         "tests/test_provider_openai.py", "tests/test_provider_compatible.py", "tests/test_provider_tools.py",
     ],
     "pouch/providers/anthropic_usage.py": ["tests/test_provider_anthropic.py", "tests/test_provider_tools.py"],
-    "pouch/providers/gemini_usage.py": ["tests/test_provider_gemini.py"],
-    "addons/budget.py": ["tests/test_addon_budget.py"],
-    "addons/usage.py": ["tests/test_addon_usage.py"],
+    "pouch/providers/gemini_usage.py": ["tests/test_provider_gemini.py", "tests/test_provider_tools.py"],
+    "pouch/pricing/reserve.py": ["tests/test_pricing_reserve.py", "tests/test_addon_tools.py", "tests/test_addon_budget.py"],
+    "addons/budget.py": ["tests/test_addon_budget.py", "tests/test_addon_tools.py", "tests/test_addon_budget_instance.py"],
+    "addons/usage.py": ["tests/test_addon_usage.py", "tests/test_addon_tools.py", "tests/test_addon_ratelimit.py"],
 }
 MAX_WORKERS = 2  # the machine has two cores and other people use them
 DEFAULT_REPORT = ROOT / "build" / "mutation-report.json"

@@ -44,3 +44,31 @@ def test_arithmetic_and_json():
 )
 def test_str(text, shown):
     assert str(Money.usd(text)) == shown
+
+
+@pytest.mark.parametrize("bad", [1.5, 1.0, True, False, Decimal("1"), "1", None])
+def test_holds_only_integer_pico_dollars(bad):
+    # A float would make every sum inexact; True would pass for 1 pico-dollar.
+    with pytest.raises(TypeError, match="integer pico-dollars"):
+        Money(bad)
+
+
+def test_multiplies_by_whole_counts_only():
+    assert Money(7) * 3 == 3 * Money(7) == Money(21)
+    with pytest.raises(TypeError, match="integer counts"):
+        Money(7) * 1.5
+    with pytest.raises(TypeError, match="integer counts"):
+        Money(7) * Decimal("1.5")
+
+
+@pytest.mark.parametrize(
+    "text, shown",
+    [("1.234567", "$1.23"), ("-1.234567", "$-1.23"), ("1", "$1.00"), ("0.999", "$0.999"), ("-0.25", "$-0.25")],
+)
+def test_str_rounds_to_cents_from_one_dollar(text, shown):
+    assert str(Money.usd(text)) == shown
+
+
+@pytest.mark.parametrize("pico, truth", [(0, False), (1, True), (-1, True), (10**12, True)])
+def test_only_zero_is_falsy(pico, truth):
+    assert bool(Money(pico)) is truth

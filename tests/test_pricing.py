@@ -1,3 +1,4 @@
+import dataclasses
 import datetime
 import json
 import re
@@ -7,7 +8,7 @@ import pytest
 from pouch.domain.errors import InvalidInput
 from pouch.domain.money import Money
 from pouch.domain.usage import Usage
-from pouch.pricing.table import Price, PriceTable, Tier, cost
+from pouch.pricing.table import Price, PriceTable, Tier, ToolFee, cost, parse_tool_fees, read_prices
 
 
 @pytest.fixture(scope="module")
@@ -320,3 +321,164 @@ class TestShippedTable:
         models, tools = document["models"], document["tools"]
         assert [(m["provider"], m["model"]) for m in models] == sorted((m["provider"], m["model"]) for m in models)
         assert text == json.dumps({"models": models, "tools": tools}, indent=2) + "\n"
+
+
+# --- rules a price table must keep (each once let a wrong price through unnoticed) ----------
+
+
+def test_a_preview_is_not_priced_as_its_ga_model(table):
+    # Only dated snapshots and -latest fall back to their family; "-preview" names another model.
+    assert table.resolve("gemini-2.5-pro") is not None
+    assert table.resolve("gemini-2.5-pro-preview") is None
+    own = PriceTable([handmade_price(model="m")])
+    assert own.resolve("m-preview") is None
+    assert own.resolve("m-latest").model == "m"
+
+
+def test_tiers_apply_in_threshold_order_whatever_order_the_file_lists_them(tmp_path):
+    entry = override_entry(model="long", input="1", output="2", tiers=[
+        {"above_input_tokens": 1000, "input": "7", "output": "9"},
+        {"above_input_tokens": 100, "input": "5"},
+    ])  # fmt: skip
+    price = PriceTable.load(write_override(tmp_path / "prices.json", entry)).resolve("long")
+    assert [tier.above_input_tokens for tier in price.tiers] == [100, 1000]
+    # above both: the higher tier's input price, not the lower one's laid over it
+    assert cost(price, Usage(input_tokens=1001, output_tokens=1000)) == usd("0.016007")  # 1001 x 7 + 1000 x 9
+    assert cost(price, Usage(input_tokens=101, output_tokens=1000)) == usd("0.002505")  # 101 x 5 + 1000 x 2
+    assert cost(price, Usage(input_tokens=100, output_tokens=1000)) == usd("0.0021")  # 100 x 1 + 1000 x 2
+
+
+def test_a_shared_name_resolves_to_the_dearest_output_then_the_dearest_input():
+    # Without a provider, the entry whose worst case is dearest wins: output prices first, since
+    # a request's output is what its reservation is mostly made of; input breaks a tie.
+    dear_output = handmade_price(model="llama", provider="a", input=Money.per_million("1"),
+                                 output=Money.per_million("9"))
+    dear_input = handmade_price(model="llama", provider="b", input=Money.per_million("5"),
+                                output=Money.per_million("3"))
+    dear_both = handmade_price(model="llama", provider="c", input=Money.per_million("2"),
+                               output=Money.per_million("9"))
+    assert PriceTable([dear_output, dear_input]).resolve("llama") is dear_output
+    assert PriceTable([dear_input, dear_output]).resolve("llama") is dear_output
+    assert PriceTable([dear_output, dear_both, dear_input]).resolve("llama") is dear_both
+    assert PriceTable([dear_both, dear_output]).resolve("llama") is dear_both
+    assert PriceTable([dear_input, dear_output]).resolve("llama", provider="b") is dear_input
+
+
+def test_reasoning_prices_are_read_from_a_file_and_from_its_tiers(tmp_path):
+    entry = override_entry(model="thinker", input="1", output="2", reasoning="3",
+                           tiers=[{"above_input_tokens": 10, "reasoning": "4"}])
+    price = PriceTable.load(write_override(tmp_path / "prices.json", entry)).resolve("thinker")
+    assert price.reasoning == Money.per_million("3")
+    assert price.for_input(11).reasoning == Money.per_million("4")
+    # 10 x 1 + 5 visible x 2 + 5 reasoning x 3; above the tier, reasoning costs 4
+    assert cost(price, Usage(input_tokens=10, output_tokens=10, reasoning_tokens=5)) == usd("0.000035")
+    assert cost(price, Usage(input_tokens=11, output_tokens=10, reasoning_tokens=5)) == usd("0.000041")
+
+
+@pytest.mark.parametrize(
+    "name, family",
+    [
+        ("anthropic/claude-sonnet-4-5", "claude-sonnet-4-5"),
+        ("vertex_ai/claude-sonnet-4-5@20250929", "claude-sonnet-4-5"),
+        ("google/gemini-2.5-pro", "gemini-2.5-pro"),
+        ("openai/gpt-4o-2024-08-06", "gpt-4o"),
+    ],
+)
+def test_every_known_provider_prefix_is_stripped(table, name, family):
+    assert table.resolve(name).model == family
+
+
+def test_context_limits_are_read_from_a_file(tmp_path):
+    entry = override_entry(model="small", max_input_tokens=1000, max_output_tokens=1)
+    price = PriceTable.load(write_override(tmp_path / "prices.json", entry)).resolve("small")
+    assert (price.max_input_tokens, price.max_output_tokens) == (1000, 1)
+
+
+@pytest.mark.parametrize(
+    "entry, complaint",
+    [
+        # a zero limit would reserve no output at all
+        (override_entry(max_output_tokens=0), "max_output_tokens is a positive whole number"),
+        (override_entry(max_input_tokens=0), "max_input_tokens is a positive whole number"),
+        (override_entry(input="-0.000001"), "input is negative"),  # one pico-dollar below zero
+        (override_entry(tiers=[{"above_input_tokens": 0, "input": "1"}]), "above_input_tokens is a positive"),
+        (override_entry(tiers={"above_input_tokens": 1, "input": "1"}), "tiers is a list"),
+        ({k: v for k, v in override_entry().items() if k != "model"}, "model is required"),
+        (override_entry(provider=" "), "provider is required"),
+        ({k: v for k, v in override_entry().items() if k != "as_of"}, "as_of is required"),
+    ],
+)
+def test_malformed_entry_says_what_is_wrong(tmp_path, entry, complaint):
+    with pytest.raises(InvalidInput, match=re.escape(complaint)):
+        PriceTable.load(write_override(tmp_path / "prices.json", entry))
+
+
+def test_default_home_is_data_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("POUCH_HOME")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    write_override(tmp_path / "data" / "prices.json", override_entry(input="1.00"))
+    assert PriceTable.default().resolve("gpt-4o").input == Money.per_million("1.00")
+
+
+def test_iterates_by_provider_then_model_and_counts_its_entries():
+    table = PriceTable([handmade_price(model="b", provider="y"), handmade_price(model="a", provider="y"),
+                        handmade_price(model="c", provider="x")])
+    assert [(price.provider, price.model) for price in table] == [("x", "c"), ("y", "a"), ("y", "b")]
+    assert len(table) == 3
+
+
+def test_unknown_fields_are_named_in_order(tmp_path):
+    with pytest.raises(InvalidInput, match=re.escape("unknown field(s) cache_input, outptu")):
+        PriceTable.load(write_override(tmp_path / "prices.json", override_entry(outptu="1", cache_input="1")))
+
+
+def test_read_prices_returns_what_the_file_prices(tmp_path):
+    path = write_override(tmp_path / "prices.json", override_entry(), override_entry(model="gpt-4o-mini"))
+    assert [(price.model, price.input) for price in read_prices(path)] == [
+        ("gpt-4o", Money.per_million("2.00")), ("gpt-4o-mini", Money.per_million("2.00"))]
+
+
+# --- tool fees -------------------------------------------------------------------------------
+
+
+def test_a_tools_fees_stay_with_the_provider_that_charges_them():
+    # A name sold by several providers keeps its token prices for a request to another of them,
+    # but not the fees the pricing provider charges for its tools.
+    priced = handmade_price(provider="a", tool_fees=(("web_search", Money.usd("0.01")),))
+    assert priced.of_provider("a") is priced
+    elsewhere = priced.of_provider("b")
+    assert (elsewhere.tool_fees, elsewhere.input, elsewhere.output) == ((), priced.input, priced.output)
+    assert elsewhere.tool_fee("web_search") is None
+    plain = handmade_price(provider="a")
+    assert plain.of_provider("b") is plain
+
+
+def test_the_dearest_input_counts_every_cache_write_and_tier():
+    price = handmade_price(cache_write_5m=Money.per_million("2"), cache_write_1h=Money.per_million("3"))
+    assert price.dearest_input == Money.per_million("3")
+    tiered = dataclasses.replace(price, tiers=(Tier(above_input_tokens=10, cache_write_1h=Money.per_million("5")),))
+    assert tiered.dearest_input == Money.per_million("5")
+    assert handmade_price().dearest_input == Money.per_million("1")
+
+
+@pytest.mark.parametrize(
+    "tools, complaint",
+    [
+        ({"provider": "openai", "tool": "x", "per_call": "1"}, '"tools" is a list'),
+        ([{"provider": "openai", "tool": "x", "per_call": "1e999999999", "source": "s", "as_of": "2026-11-01"}],
+         "per_call is not a number"),
+        ([{"provider": "openai", "tool": "x", "per_call": "-0.000000000001", "source": "s", "as_of": "2026-11-01"}],
+         "per_call is negative"),  # one pico-dollar below zero
+    ],
+)
+def test_malformed_tool_fees(tools, complaint):
+    with pytest.raises(InvalidInput, match=re.escape(complaint)):
+        parse_tool_fees({"models": [], "tools": tools}, "f")
+
+
+def test_tool_fees_reach_every_model_of_their_provider_only():
+    fee = ToolFee("a", "web_search", Money.usd("0.01"), "s", datetime.date(2026, 11, 1))
+    table = PriceTable([handmade_price(model="m", provider="a"), handmade_price(model="n", provider="b")], [fee])
+    assert table.resolve("m", "a").tool_fee("web_search") == Money.usd("0.01")
+    assert table.resolve("n", "b").tool_fee("web_search") is None

@@ -560,3 +560,95 @@ def test_mock_stream_of_nothing():
         final = stream.get_final_message()
     assert [block.text for block in final.content] == [""]
     assert (final.usage.input_tokens, final.usage.output_tokens) == (5, 0)
+
+
+# --- usage edges that would bill wrongly ---------------------------------------------------
+
+
+def test_a_null_count_in_message_delta_keeps_message_starts():
+    # message_delta may repeat every count, some as null; a null is "not reported here", and
+    # must not wipe message_start's cache reads (20,000 tokens unbilled) or its input count.
+    nulls = {"input_tokens": None, "cache_read_input_tokens": None, "cache_creation_input_tokens": None,
+             "output_tokens": 89}  # fmt: skip
+    tracker = tracked(CONTENT + sse(MESSAGE_DELTA | {"usage": nulls}, {"type": "message_stop"}))
+    assert tracker.usage() == STREAM_USAGE
+
+
+def test_zero_counts_are_counts():
+    # Everything read from the cache and nothing generated: a real, billable answer.
+    usage = {"input_tokens": 0, "cache_read_input_tokens": 4096, "output_tokens": 0}
+    assert PROVIDER.usage_from_body(MESSAGES, {"model": MODEL, "usage": usage}) == (
+        Usage(input_tokens=4096, cached_tokens=4096), MODEL)
+    stream = sse(MESSAGE_START | {"message": MESSAGE_START["message"] | {"usage": usage | {"output_tokens": 1}}},
+                 MESSAGE_DELTA | {"usage": {"output_tokens": 0}}, {"type": "message_stop"})  # fmt: skip
+    assert tracked(stream).usage() == Usage(input_tokens=4096, cached_tokens=4096)
+
+
+def test_a_breakdown_with_only_one_hour_writes():
+    usage = {"input_tokens": 1, "cache_creation": {"ephemeral_1h_input_tokens": 30}, "output_tokens": 2}
+    assert PROVIDER.usage_from_body(MESSAGES, {"model": MODEL, "usage": usage})[0] == Usage(31, 0, 0, 30, 2, 0)
+
+
+def test_every_paid_server_tool_is_counted():
+    server = {"web_search_requests": 2, "web_fetch_requests": 3, "code_execution_requests": 1}
+    usage = {"input_tokens": 10, "output_tokens": 2, "server_tool_use": server}
+    assert PROVIDER.usage_from_body(MESSAGES, {"model": MODEL, "usage": usage})[0].tool_calls == (
+        ("code_execution", 1), ("web_fetch", 3), ("web_search", 2))
+
+
+def test_absurdly_nested_json_does_not_stop_the_tracker():
+    # json.loads raises RecursionError, not ValueError, on deep nesting; the event is skipped.
+    nested = b"data: " + b'{"a":' * 100_000 + b"1" + b"}" * 100_000 + b"\n\n"  # no event line: its type is read
+    assert tracked(nested + STREAM, pieces=20).usage() == STREAM_USAGE
+    start = b'event: message_start\ndata: {"type":"message_start","message":' + b"[" * 100_000 + b"]" * 100_000 + b"}\n\n"
+    assert tracked(start + STREAM, pieces=20).usage() == STREAM_USAGE
+
+
+def test_a_tracker_that_failed_once_reads_no_more_usage(monkeypatch):
+    # After a tracker bug the rest of the stream is passed on unread; half-read usage is not
+    # trusted (the chain then charges the reservation).
+    tracker = PROVIDER.stream_tracker(MESSAGES, injected_usage=False)
+    observe, seen = tracker._observe, []
+
+    def fails_first(event):
+        seen.append(event)
+        if len(seen) == 1:
+            raise RuntimeError("a tracker bug")
+        observe(event)
+
+    monkeypatch.setattr(tracker, "_observe", fails_first)
+    chunks = random_chunks(STREAM, 11)
+    assert run(tracker, chunks) == chunks + [b""]
+    assert tracker.usage() is None
+    assert len(seen) == 1
+
+
+def test_model_of_a_stream_without_one():
+    assert PROVIDER.stream_tracker(MESSAGES, injected_usage=False).model() is None
+    odd = MESSAGE_START | {"message": MESSAGE_START["message"] | {"model": 5}}
+    assert tracked(sse(odd) + CONTENT).model() == "claude-sonnet-4-5-20250929"  # not a string: ignored
+    assert tracked(sse(odd, MESSAGE_DELTA), pieces=4).model() is None
+
+
+def test_data_only_events_whose_type_is_not_their_first_field():
+    # Some compatible servers send no event lines and put "type" anywhere in the object.
+    def moved(event):
+        return {k: v for k, v in event.items() if k != "type"} | {"type": event["type"]}
+
+    stream = b"".join(
+        f"data: {json.dumps(moved(e), separators=(',', ':'))}\n\n".encode()
+        for e in [MESSAGE_START, block_delta(0, "text_delta", "text", "Hi"), MESSAGE_DELTA, {"type": "message_stop"}]
+    )
+    tracker = tracked(stream, pieces=6)
+    assert (tracker.usage(), tracker.output_text()) == (STREAM_USAGE, "Hi")
+
+
+def test_output_text_of_blocks_that_open_with_output():
+    stream = sse(
+        MESSAGE_START,
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "Hm. "}},
+        {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": "Sure: "}},
+        {"type": "content_block_start", "index": 2, "content_block": {"type": "server_tool_use", "id": "srvtoolu_1",
+                                                                      "name": "web_search", "input": {}}},
+    )  # fmt: skip
+    assert tracked(stream, pieces=6).output_text() == "Hm. Sure: web_search"

@@ -638,3 +638,108 @@ def test_chain_refusal_is_google_shaped(gw):
     gw.request(flow)
     assert flow.response.status_code == 401
     assert json.loads(flow.response.content)["error"]["status"] == "UNAUTHENTICATED"
+
+
+# --- usage edges that would bill wrongly ---------------------------------------------------
+
+
+def test_zero_counts_are_counts():
+    metadata = {"promptTokenCount": 0, "candidatesTokenCount": 0, "totalTokenCount": 0}
+    assert PROVIDER.usage_from_body(GENERATE, {"usageMetadata": metadata, "modelVersion": "m"}) == (Usage(), "m")
+
+
+def test_a_model_version_that_is_not_a_name_is_ignored():
+    body = {"usageMetadata": {"promptTokenCount": 3}, "modelVersion": 5}
+    assert PROVIDER.usage_from_body(GENERATE, body) == (Usage(input_tokens=3), None)
+    tracker = run([sse([RESPONSES[0] | {"modelVersion": 5}])])
+    assert tracker.model() is None
+
+
+def test_output_text_of_code_calls_and_odd_parts():
+    # What a stream cut short is billed from: code the model wrote, calls with their arguments
+    # as written (not \u-escaped: that would count more tokens), and no crash on odd parts.
+    parts = [
+        "junk",
+        {"executableCode": {"language": "PYTHON", "code": "print(1)"}},
+        {"functionCall": {"name": "lookup", "args": {"city": "Zürich"}}},
+        {"executableCode": {"code": 5}},
+        {"text": " done"},
+    ]
+    tracker = run([sse([response(parts)])], ended=False)
+    assert tracker.output_text() == 'print(1)lookup{"city": "Zürich"} done'
+
+
+def test_absurdly_nested_json_does_not_stop_the_tracker():
+    # json.loads raises RecursionError, not ValueError, on deep nesting.
+    nested = b"data: " + b'{"a":' * 100_000 + b"1" + b"}" * 100_000 + b"\r\n\r\n"
+    tracker = run([nested, sse(RESPONSES)])
+    assert tracker.usage() == TRACKED_USAGE
+
+
+def test_invalid_utf8_in_an_array_stream_is_replaced_not_fatal():
+    data = array(RESPONSES).replace("Grüß".encode(), b"Gr\xff\xfe")
+    tracker = run(random_chunks(data, 2))
+    assert tracker.usage() == TRACKED_USAGE
+    assert "Gr\ufffd\ufffd" in tracker.output_text()
+
+
+def test_a_stream_that_never_showed_candidates_is_not_finished():
+    # Usage alone, and the stream stops: nothing says Google ended it, so no usage is trusted.
+    only_usage = {"usageMetadata": {"promptTokenCount": 812, "candidatesTokenCount": 3}, "modelVersion": "m"}
+    assert run([sse([only_usage])], ended=False).usage() is None
+    assert run([b""], ended=False).model() is None
+
+
+def test_the_closing_bracket_ends_an_array_stream():
+    # The last element's candidates carry no finishReason, but the array closed: Google ended it.
+    last = response([{"text": "!"}], usage=STREAM_USAGE)
+    data = array([*RESPONSES[:-1], last])
+    assert run([data[:-1]], ended=False).usage() is None
+    assert run([data[:-1], data[-1:]], ended=False).usage() == TRACKED_USAGE
+
+
+def test_an_array_element_larger_than_any_of_googles_is_not_read():
+    # Past 16 MiB of one unfinished element the tracker stops buffering and trusts nothing after.
+    head = array(RESPONSES[:1])[:-1] + b', {"candidates": [{"content": {"parts": [{"text": "'
+    huge = b"x" * (16 * 1024 * 1024) + b"}"
+    tracker = run([head, huge, b'"}]}, "finishReason": "STOP"}], "usageMetadata": {"promptTokenCount": 9}}]'])
+    assert tracker.usage() is None
+
+
+def test_empty_events_before_the_first_response_do_not_hide_its_model():
+    tracker = run([b"data: \r\n\r\n" + b": keep-alive\r\n\r\n" + sse(RESPONSES)])
+    assert tracker.model() == "gemini-2.5-flash"
+    assert tracker.usage() == TRACKED_USAGE
+
+
+def test_a_one_response_stream_names_its_model():
+    assert run([sse(RESPONSES[-1:])]).model() == "gemini-2.5-flash"
+
+
+def test_a_tracker_that_failed_once_reads_no_more_usage(monkeypatch):
+    tracker = PROVIDER.stream_tracker(STREAM, injected_usage=False)
+    observe, seen = tracker._observe, []
+
+    def fails_first(data):
+        seen.append(data)
+        if len(seen) == 1:
+            raise RuntimeError("a tracker bug")
+        observe(data)
+
+    monkeypatch.setattr(tracker, "_observe", fails_first)
+    chunks = random_chunks(sse(RESPONSES), 3)
+    assert [tracker.feed(chunk) for chunk in chunks] + [tracker.feed(b"")] == chunks + [b""]
+    assert tracker.usage() is None
+    assert len(seen) == 1
+
+
+def test_search_queries_are_counted_once_per_query_however_often_a_stream_repeats_them():
+    # Each response of a stream repeats the grounding so far: the most queries listed is the count.
+    grounded = response([{"text": "It rains."}], finish="STOP", usage=STREAM_USAGE)
+    grounded["candidates"][0]["groundingMetadata"] = {"webSearchQueries": ["weather paris", "paris rain"]}
+    early = json.loads(json.dumps(grounded))
+    early["candidates"][0]["groundingMetadata"]["webSearchQueries"] = ["weather paris"]
+    del early["candidates"][0]["finishReason"]
+    usage, _ = PROVIDER.usage_from_body(STREAM, [early, grounded, grounded | {"candidates": ["junk"]}])
+    assert usage.tool_calls == (("google_search", 2),)
+    assert run([sse([early, grounded])]).usage().tool_calls == (("google_search", 2),)

@@ -798,3 +798,158 @@ def test_mock_embeddings_base64_is_little_endian_float32():
     values = struct.unpack("<4f", base64.b64decode(encoded))
     floats = json.loads(PROVIDER.mock(EMBEDDINGS, call, body | {"encoding_format": "float"}, Usage(input_tokens=1), "").body)
     assert values == pytest.approx(floats["data"][0]["embedding"], abs=1e-6)
+
+
+# --- usage edges that would bill wrongly ---------------------------------------------------
+
+
+def test_zero_counts_are_counts():
+    # An all-cached prompt with nothing generated is a billable answer, not a missing usage.
+    usage = {"prompt_tokens": 1024, "completion_tokens": 0, "prompt_tokens_details": {"cached_tokens": 1024}}
+    assert PROVIDER.usage_from_body(CHAT, {"model": "gpt-4o", "usage": usage}) == (
+        Usage(input_tokens=1024, cached_tokens=1024), "gpt-4o")
+    empty = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    assert PROVIDER.usage_from_body(CHAT, {"model": "gpt-4o", "usage": empty}) == (Usage(), "gpt-4o")
+
+
+def test_cache_and_reasoning_details_of_completions_and_embeddings():
+    usage = {"prompt_tokens": 100, "completion_tokens": 10, "prompt_tokens_details": {"cached_tokens": 60},
+             "completion_tokens_details": {"reasoning_tokens": 4}}  # fmt: skip
+    body = {"model": "gpt-3.5-turbo-instruct", "usage": usage}
+    assert PROVIDER.usage_from_body(COMPLETIONS, body)[0] == Usage(100, 60, 0, 0, 10, 4)
+    body = {"model": "text-embedding-3-small", "usage": {"prompt_tokens": 100, "prompt_tokens_details": {"cached_tokens": 60}}}
+    assert PROVIDER.usage_from_body(EMBEDDINGS, body)[0] == Usage(input_tokens=100, cached_tokens=60)
+
+
+def test_each_paid_tool_call_of_a_responses_object_is_counted():
+    output = [{"type": "web_search_call"}, {"type": "message"}, {"type": "web_search_call"}, {"type": "file_search_call"},
+              {"type": "mcp_call"}, {"type": "function_call"}, "junk"]  # fmt: skip
+    body = RESPONSES_BODY | {"output": output}
+    usage = PROVIDER.usage_from_body(RESPONSES, body)[0]
+    assert usage.tool_calls == (("file_search", 1), ("mcp", 1), ("web_search", 2))
+    assert PROVIDER.usage_from_body(CHAT, CHAT_BODY | {"output": output})[0].tool_calls == ()  # only Responses lists calls
+
+
+def test_absurdly_nested_json_does_not_stop_the_tracker():
+    # json.loads raises RecursionError, not ValueError, on deep nesting: the chunk is skipped.
+    nested = b"data: " + b'{"model":' * 100_000 + b"1" + b"}" * 100_000 + b"\n\n"
+    for injected in (True, False):
+        tracker = PROVIDER.stream_tracker(CHAT, injected_usage=injected)
+        run(tracker, [nested, CHAT_STREAM])
+        assert tracker.usage() == CHAT_STREAM_USAGE
+
+
+def test_the_model_is_taken_from_the_first_chunks_that_name_one():
+    def stream(*models):
+        chunks = [CHUNK_HEAD | {"model": model, "choices": [{"index": 0, "delta": {"content": "x"}}]} for model in models]
+        usage = CHUNK_HEAD | {"choices": [], "usage": CHAT_USAGE}
+        del usage["model"]
+        return b"".join(sse(*chunks, usage))
+
+    def model(data):
+        tracker = PROVIDER.stream_tracker(CHAT, injected_usage=False)
+        run(tracker, [data])
+        return tracker.model()
+
+    assert model(stream("gpt-4o-2024-08-06", "gpt-4o-2024-08-06")) == "gpt-4o-2024-08-06"
+    assert model(stream("", "gpt-4o-2024-08-06")) == "gpt-4o-2024-08-06"  # Azure's content-filter chunk first
+    assert model(stream(7, "gpt-4o-2024-08-06")) == "gpt-4o-2024-08-06"
+    assert model(stream("gpt-4o-2024-08-06", "")) == "gpt-4o-2024-08-06"  # a later chunk does not unname it
+    last = CHUNK_HEAD | {"model": "gpt-4o-mini", "choices": [], "usage": CHAT_USAGE}
+    unnamed = chat_chunk({"content": "x"}) | {"model": ""}
+    assert model(b"".join(sse(unnamed, unnamed, unnamed, last))) == "gpt-4o-mini"  # else the usage chunk's
+
+
+def test_a_usage_object_written_with_spaces_is_read():
+    # Compatible servers (vLLM, llama.cpp) do not write compact JSON.
+    events = [json.dumps(chat_chunk({"content": "hi"})), json.dumps(CHUNK_HEAD | {"choices": [], "usage": CHAT_USAGE})]
+    stream = b"".join(f"data: {event}\n\n".encode() for event in events) + DONE
+    assert b'"usage": {' in stream
+    for injected in (True, False):
+        tracker = PROVIDER.stream_tracker(CHAT, injected_usage=injected)
+        run(tracker, [stream])
+        assert tracker.usage() == CHAT_STREAM_USAGE
+
+
+def test_an_unreadable_event_is_passed_on_even_when_usage_chunks_are_dropped():
+    broken = b'data: {"choices":[],"usage":{"prompt_tokens":1,\n\n'
+    stream = b"".join(sse(chat_chunk({"content": "hi"}))) + broken + CHAT_USAGE_EVENT + DONE
+    tracker = PROVIDER.stream_tracker(CHAT, injected_usage=True)
+    assert b"".join(run(tracker, [stream])) == stream.replace(CHAT_USAGE_EVENT, b"")
+    assert tracker.usage() == CHAT_STREAM_USAGE
+
+
+class FailingSplitter:
+    """A splitter that breaks while holding what its predecessor held."""
+
+    def __init__(self, held):
+        self.tail = held.tail
+
+    def feed(self, data):
+        raise RuntimeError("a splitter bug")
+
+
+def test_a_tracker_whose_splitter_fails_flushes_what_it_held(monkeypatch):
+    # An injected-usage tracker holds a partial event back; if it breaks, that part goes on too.
+    for injected in (True, False):
+        tracker = PROVIDER.stream_tracker(CHAT, injected_usage=injected)
+        half = len(CHAT_EVENTS[0]) // 2
+        sent = [tracker.feed(CHAT_EVENTS[0][:half])]
+        monkeypatch.setattr(tracker, "_splitter", FailingSplitter(tracker._splitter))
+        sent += [tracker.feed(CHAT_EVENTS[0][half:]), tracker.feed(CHAT_EVENTS[1])]
+        assert b"".join(sent) == CHAT_EVENTS[0] + CHAT_EVENTS[1]
+
+
+def test_a_failing_tracker_that_forwards_at_once_sends_each_byte_once(monkeypatch):
+    tracker = PROVIDER.stream_tracker(CHAT, injected_usage=False)
+    half = len(CHAT_EVENTS[0]) // 2
+    sent = [tracker.feed(CHAT_EVENTS[0][:half])]  # held by the splitter, but already sent
+    monkeypatch.setattr(tracker, "_observe", lambda event: 1 / 0)
+    sent += [tracker.feed(CHAT_EVENTS[0][half:] + CHAT_EVENTS[1]), tracker.feed(b"")]
+    assert b"".join(sent) == CHAT_EVENTS[0] + CHAT_EVENTS[1]
+
+
+def test_output_text_of_every_kind_of_billed_delta():
+    stream = b"".join(sse(
+        chat_chunk({"refusal": "No. "}),
+        chat_chunk({"reasoning_content": "Because. "}),
+        chat_chunk({"function_call": {"name": "f", "arguments": "{}"}}),
+    ))  # fmt: skip
+    tracker = PROVIDER.stream_tracker(CHAT, injected_usage=False)
+    run(tracker, [stream])
+    assert tracker.output_text() == "No. Because. f{}"
+    event = {"type": "response.reasoning_text.delta", "sequence_number": 1, "delta": "Step 1."}
+    tracker = PROVIDER.stream_tracker(RESPONSES, injected_usage=False)
+    run(tracker, [b"".join(sse(event, named=True))])
+    assert tracker.output_text() == "Step 1."
+
+
+def test_a_responses_stream_cut_short_knows_its_model_from_response_created():
+    stream = b"".join(sse(*RESPONSES_STREAM_EVENTS[:1], RESPONSES_STREAM_EVENTS[5], named=True))
+    tracker = PROVIDER.stream_tracker(RESPONSES, injected_usage=False)
+    run(tracker, [stream])
+    assert (tracker.model(), tracker.usage()) == ("gpt-5.6-2026-07-01", None)
+
+
+def test_data_only_responses_events_whose_type_is_not_their_first_field():
+    moved = [{k: v for k, v in e.items() if k != "type"} | {"type": e["type"]}
+             for e in [*RESPONSES_STREAM_EVENTS, RESPONSES_COMPLETED]]  # fmt: skip
+    tracker = PROVIDER.stream_tracker(RESPONSES, injected_usage=False)
+    run(tracker, [b"".join(sse(*moved))])
+    assert tracker.usage() == PROVIDER.usage_from_body(RESPONSES, RESPONSES_BODY)[0]
+    assert tracker.output_text() == 'Thinking. Grüß dich!{"q":1}'
+
+
+def test_a_responses_object_without_usage_has_none():
+    body = {"model": "gpt-4o", "output": [{"type": "web_search_call"}], "status": "failed"}
+    assert PROVIDER.usage_from_body(RESPONSES, body) == (None, "gpt-4o")
+    assert PROVIDER.usage_from_body(RESPONSES, body | {"usage": None}) == (None, "gpt-4o")
+
+
+def test_a_later_unreadable_usage_does_not_wipe_the_usage_read():
+    garbage = CHUNK_HEAD | {"choices": [], "usage": {"prompt_tokens": "many"}}
+    stream = b"".join(CHAT_EVENTS) + CHAT_USAGE_EVENT + b"".join(sse(garbage)) + DONE
+    for injected in (True, False):
+        tracker = PROVIDER.stream_tracker(CHAT, injected_usage=injected)
+        run(tracker, [stream])
+        assert tracker.usage() == CHAT_STREAM_USAGE

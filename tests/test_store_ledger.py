@@ -10,7 +10,7 @@ import pytest
 
 from pouch.domain.money import Money
 from pouch.domain.periods import Period
-from pouch.store import database, keys, ledger
+from pouch.store import database, instances, keys, ledger
 from pouch.store.database import LedgerRow, ReservationRow, UsageRow
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -161,3 +161,80 @@ def test_threads_and_processes_never_overspend(trial, store_url):
     spent = sum(cost for _, cost in decisions)
     assert ledger.window_totals(key, NOW) == (Money(spent), Money(0))
     assert LedgerRow.select().count() == 1
+
+
+# --- edges of the money path ---------------------------------------------------------------
+
+
+def test_a_negative_reservation_is_refused_and_a_zero_one_admitted(any_store):
+    key, _ = keys.create("alice", NOW, budget=Money(100))
+    with pytest.raises(ValueError, match="negative"):
+        ledger.reserve(key.id, key.window(NOW), Money(-1), NOW, owner="t", hold=HOLD)  # would raise the budget
+    assert ledger.window_totals(key, NOW) == (Money(0), Money(0))
+    held = ledger.reserve(key.id, key.window(NOW), Money(0), NOW, owner="t", hold=HOLD)
+    assert isinstance(held, ledger.Reservation) and held.remaining == Money(100)
+
+
+def test_remaining_counts_what_was_spent_and_what_is_reserved(any_store):
+    key, _ = keys.create("alice", NOW, budget=Money(100))
+    spent = ledger.reserve(key.id, key.window(NOW), Money(60), NOW, owner="t", hold=HOLD)
+    assert spent.remaining == Money(40)
+    ledger.finish(spent.id, Money(25), usage_for(key))
+    held = ledger.reserve(key.id, key.window(NOW), Money(10), NOW, owner="t", hold=HOLD)
+    assert held.remaining == Money(100 - 25 - 10)
+    assert ledger.reserve(key.id, key.window(NOW), Money(5), NOW, owner="t", hold=HOLD).remaining == Money(60)
+
+
+def test_no_budget_reserves_with_no_remaining(any_store):
+    key, _ = keys.create("open", NOW)
+    assert ledger.reserve(key.id, key.window(NOW), Money(5), NOW, owner="t", hold=HOLD).remaining is None
+
+
+def test_a_zero_budget_refuses_everything_and_says_zero(any_store):
+    key, _ = keys.create("broke", NOW, budget=Money(0))
+    refusal = ledger.reserve(key.id, key.window(NOW), Money(1), NOW, owner="t", hold=HOLD)
+    assert isinstance(refusal, ledger.Refusal)
+    assert (refusal.budget, refusal.spent, refusal.reserved) == (Money(0), Money(0), Money(0))
+
+
+def test_record_writes_a_usage_row_without_touching_the_budget(any_store):
+    key, _ = keys.create("alice", NOW, budget=Money(100))
+    ledger.record(usage_for(key, status=401))
+    ledger.record(usage_for(key, observed=True), Money(7))
+    assert sorted((row.status, row.cost_pico, row.reservation_id) for row in UsageRow.select()) == [
+        (200, 7, None),
+        (401, 0, None),
+    ]
+    assert ledger.window_totals(key, NOW) == (Money(0), Money(0))
+
+
+def test_a_reservation_is_stale_only_after_its_deadline(any_store):
+    key, _ = keys.create("alice", NOW, budget=Money(100))
+    ledger.reserve(key.id, key.window(NOW), Money(30), NOW, owner="gw-a", hold=HOLD)
+    assert ledger.open_reservations() == 1
+    assert ledger.recover(NOW + HOLD) == 0  # at the deadline the holder may still settle it
+    assert ledger.open_reservations() == 1
+    assert ledger.recover(NOW + HOLD + timedelta(microseconds=1)) == 1
+    assert ledger.open_reservations() == 0
+    assert ledger.window_totals(key, NOW) == (Money(30), Money(0))
+
+
+def test_a_live_gateway_keeps_its_reservation_for_a_day_and_no_longer(any_store):
+    # Past its deadline a reservation is still its live gateway's to settle at the real cost
+    # (recovering it would charge it in full), but only for the longest a request may take.
+    key, _ = keys.create("alice", NOW, budget=Money(100))
+    ledger.reserve(key.id, key.window(NOW), Money(30), NOW, owner="gw-a", hold=HOLD)
+    a_day = NOW + ledger.LONGEST_REQUEST
+    instances.claim("gw-a", a_day, host="other-host", pid=101)
+    assert ledger.recover(a_day) == 0
+    assert ledger.recover(a_day + timedelta(microseconds=1)) == 1
+    assert ledger.window_totals(key, NOW) == (Money(30), Money(0))
+
+
+def test_a_gateway_silent_for_the_stale_interval_no_longer_holds_its_reservations(any_store):
+    key, _ = keys.create("alice", NOW, budget=Money(100))
+    ledger.reserve(key.id, key.window(NOW), Money(30), NOW, owner="gw-a", hold=HOLD)
+    beat = NOW + HOLD + timedelta(minutes=5)
+    instances.claim("gw-a", beat, host="other-host", pid=101)
+    assert ledger.recover(beat + instances.STALE_AFTER - timedelta(microseconds=1)) == 0
+    assert ledger.recover(beat + instances.STALE_AFTER) == 1
