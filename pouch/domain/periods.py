@@ -71,7 +71,7 @@ class Period:
         if self.spec == "weekly":
             return instant + timedelta(weeks=1)
         if self.spec == "monthly":
-            return _add_month(instant)
+            return _add_months(instant, 1)
         raise InvalidInput("a key with period 'none' cannot auto-renew: give it a period")
 
     def catch_up(self, expires: datetime, now: datetime) -> tuple[datetime, datetime]:
@@ -98,18 +98,12 @@ def _calendar_window(spec: str, now: datetime) -> tuple[datetime, datetime]:
         start = day - timedelta(days=day.weekday())
         return start, start + timedelta(weeks=1)
     start = day.replace(day=1)
-    return start, _add_month(start)
-
-
-def _add_month(instant: datetime) -> datetime:
-    year, month = instant.year + instant.month // 12, instant.month % 12 + 1
-    day = min(instant.day, calendar.monthrange(year, month)[1])
-    return instant.replace(year=year, month=month, day=day)
+    return start, _add_months(start, 1)
 
 
 def _add_months(instant: datetime, months: int) -> datetime:
-    """``_add_month`` applied ``months`` times: the day is clamped in every month passed, so
-    Jan 31 -> Feb 28 -> Mar 28 (renewals store each expiry, so a clamped day stays)."""
+    """``months`` months later, the day clamped in every month passed (as one month at a time
+    would), so Jan 31 -> Feb 28 -> Mar 28 (renewals store each expiry, so a clamped day stays)."""
     year, month = divmod(instant.year * 12 + instant.month - 1 + months, 12)
     day, passed = instant.day, (instant.year, instant.month)
     for _ in range(min(months, 48) if day > 28 else 0):  # 48 months always hold a 28-day February

@@ -106,8 +106,9 @@ def parse_json_object(raw: bytes) -> dict:
     else or anything two JSON parsers could read differently."""
     text = _utf8(raw)
     objects: list[dict] = []
+    users: set[int] = set()
     try:
-        body = _decoder(objects).decode(text)
+        body = _decoder(objects, users).decode(text)
     except _Ambiguous:
         raise
     except json.JSONDecodeError as e:
@@ -119,7 +120,7 @@ def parse_json_object(raw: bytes) -> dict:
         raise ValueError("request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ValueError("request body must be a JSON object")
-    _check_spellings(objects)
+    _check_spellings([obj for obj in objects if id(obj) not in users])
     if _SURROGATE_ESCAPE.search(text) and (where := _lone_surrogate(body)) is not None:
         raise ValueError(
             f"request body has a lone UTF-16 surrogate escape in {where}, which providers refuse or "
@@ -158,11 +159,10 @@ _USER_NAMES = frozenset({"properties", "patternProperties", "$defs", "definition
                          "dependentRequired", "metadata", "logit_bias", "input", "args", "arguments", "response"})
 
 
-def _decoder(objects: list[dict]) -> json.JSONDecoder:
-    """A decoder that refuses a name twice in one object, and collects every object whose
-    names are an API's fields for ``_check_spellings`` (one check over all names is cheaper
-    than one per object)."""
-    users: set[int] = set()  # ids of objects holding the client's own names
+def _decoder(objects: list[dict], users: set[int]) -> json.JSONDecoder:
+    """A decoder that refuses a name twice in one object, and collects every object for
+    ``_check_spellings`` (one check over all names is cheaper than one per object), and in
+    ``users`` the ids of those holding the client's own names rather than an API's fields."""
 
     def read_object(pairs: list[tuple[str, object]]) -> dict:
         obj = dict(pairs)
@@ -180,14 +180,7 @@ def _decoder(objects: list[dict]) -> json.JSONDecoder:
         objects.append(obj)
         return obj
 
-    def check(text: str) -> object:
-        body = json.JSONDecoder.decode(decoder, text)
-        objects[:] = [obj for obj in objects if id(obj) not in users]
-        return body
-
-    decoder = json.JSONDecoder(object_pairs_hook=read_object, parse_constant=_constant, parse_float=_float)
-    decoder.decode = check
-    return decoder
+    return json.JSONDecoder(object_pairs_hook=read_object, parse_constant=_constant, parse_float=_float)
 
 
 def _spelling(name: str) -> str:
