@@ -11,16 +11,14 @@ import logging
 from mitmproxy import ctx, exceptions, http
 
 from pouch.domain import errors
-from pouch.domain.keys import Key, hash_secret, looks_like_pouch_key
-from pouch.domain.periods import utcnow
+from pouch.domain.keys import Key, hash_secret, looks_like_pouch_key, same_hash
 from pouch.providers import json_body
 from pouch.providers.base import METERED, UNMETERED
+from pouch.providers import registry
 from pouch.providers.registry import for_host
 from pouch.services import chain, prompt
-from pouch.services.key_cache import KeyCache
-from pouch.services.store_thread import store_thread
+from pouch.services import key_cache, perimeter
 from pouch.store import database
-from pouch.store import keys as key_store
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +48,8 @@ def key_facts(key: Key) -> dict:
 
 class Keys:
     def __init__(self):
-        self.cache = KeyCache()
+        self.resolver = key_cache.keys
+        self.cache = self.resolver.cache
 
     def load(self, loader):
         loader.add_option("pouch_db", str, "", "Store URL: sqlite:///path.db or postgresql://user:pass@host/db. "
@@ -100,19 +99,16 @@ class Keys:
         await self._admit(flow, provider)
 
     async def _admit(self, flow, provider) -> None:
-        credentials = set(provider.credential(flow.request.headers, flow.request.query))
-        if not credentials:
-            raise errors.InvalidKey("no API key: send your pouch key where you would send the provider's key")
-        if len(credentials) > 1:
-            raise errors.InvalidKey("several different credentials in one request: send only your pouch key")
-        secret = credentials.pop()
-        key = await self._lookup(hash_secret(secret))
-        if key is None and not looks_like_pouch_key(secret) and ctx.options.pouch_unknown_keys == "observe":
-            flow.metadata[chain.OBSERVED] = hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()[:12]
-        elif key is None:
-            raise errors.InvalidKey("unknown API key: use a pouch key (see `pouch keys list`)")
-        else:
-            key = await self._check(key)
+        key = await self._caller(flow, provider)
+        if key is not None:
+            key = await self.resolver.check(key)
+            host = flow.request.host
+            if not (key.mock or chain.OWN_CREDENTIAL in flow.metadata or registry.named_host(provider, host)
+                    or host.lower() in perimeter.routed_hosts):
+                raise errors.NotConfigured(
+                    f"{host} is not a {provider.name} resource this gateway is configured for, so its "
+                    "credential does not go there (the operator names resources with pouch_azure_resource "
+                    "or AZURE_OPENAI_ENDPOINT)")
 
         endpoint = provider.endpoint(flow.request.method, flow.request.path)
         if endpoint is None:
@@ -143,6 +139,45 @@ class Keys:
                                      "choices": call.choices, "hidden_input": call.hidden_input,
                                      "tool_calls": self._bound_tools(flow, provider, endpoint, call, body)}
 
+    async def _caller(self, flow, provider) -> Key | None:
+        """The key this request is charged to (None: observed, a credential let through untouched).
+
+        A connection that authenticated with a pouch key as its proxy password is that key's,
+        whatever credential its requests carry: none or a placeholder (the real key goes
+        upstream), the same pouch key, or a credential of the client's own, which is kept and
+        charged to the key. Another pouch key on such a connection is refused."""
+        credentials = set(provider.credential(flow.request.headers, flow.request.query))
+        if len(credentials) > 1:
+            raise errors.InvalidKey("several different credentials in one request: send only your pouch key")
+        proxy_hash = perimeter.connection_key(flow.client_conn)
+        if proxy_hash is not None:
+            connection_key = await self.resolver.lookup(proxy_hash)
+            if connection_key is None:
+                raise errors.InvalidKey("the pouch key this connection authenticated with no longer exists")
+            if not credentials:
+                return connection_key
+            secret = credentials.pop()
+            sent_hash = hash_secret(secret)
+            if same_hash(sent_hash, proxy_hash):
+                return connection_key
+            if looks_like_pouch_key(secret) or await self.resolver.lookup(sent_hash) is not None:
+                raise errors.InvalidKey(
+                    f"this connection authenticated as pouch key '{connection_key.name}' but the request "
+                    "carries another pouch key: send one pouch key, or none")
+            if perimeter.is_placeholder(secret):
+                return connection_key
+            flow.metadata[chain.OWN_CREDENTIAL] = True  # the client's own credential goes upstream
+            return connection_key
+        if not credentials:
+            raise errors.InvalidKey("no API key: send your pouch key where you would send the provider's key")
+        secret = credentials.pop()
+        key = await self.resolver.lookup(hash_secret(secret))
+        if key is None and not looks_like_pouch_key(secret) and ctx.options.pouch_unknown_keys == "observe":
+            flow.metadata[chain.OBSERVED] = hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+        elif key is None:
+            raise errors.InvalidKey("unknown API key: use a pouch key (see `pouch keys list`)")
+        return key
+
     @staticmethod
     def _bound_tools(flow, provider, endpoint, call, body) -> list:
         """The request's server tools with a bound on their calls: pouch's default where it set none."""
@@ -153,30 +188,3 @@ class Keys:
             flow.metadata[chain.TOOLS_CAPPED] = default
         return [[list(bound.tools), default if bound.max_calls is None else bound.max_calls]
                 for bound in call.server_tools]
-
-    async def _lookup(self, secret_hash: str) -> Key | None:
-        found, key = self.cache.get(secret_hash)
-        if not found:
-            try:
-                key = await store_thread.run(KeyCache.load, secret_hash)
-            except Exception as e:
-                log.error("pouch: key lookup failed: %s", e)
-                raise errors.StoreUnavailable("the gateway cannot reach its key store; try again shortly") from e
-            self.cache.put(secret_hash, key)
-        return key
-
-    async def _check(self, key: Key) -> Key:
-        if key.revoked:
-            raise errors.InvalidKey(f"key '{key.name}' has been revoked")
-        now = utcnow()
-        if key.expired(now) and key.auto_renew:
-            try:
-                key = await store_thread.run(key_store.renew_if_expired, key, now)
-            except Exception as e:
-                log.error("pouch: renewing key %s failed: %s", key.name, e)
-                raise errors.StoreUnavailable("the gateway cannot reach its key store; try again shortly") from e
-            self.cache.put(key.secret_hash, key)
-        if key.expired(now):
-            raise errors.InvalidKey(f"key '{key.name}' expired at {key.expires_at:%Y-%m-%d %H:%M} UTC")
-        return key
-

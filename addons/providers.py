@@ -7,12 +7,13 @@ deployments to models. Only these hosts are decrypted; everything else is tunnel
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from mitmproxy import ctx, exceptions
 
 from pouch.providers import registry
-from pouch.providers.azure import parse_deployments
+from pouch.providers.azure import parse_deployments, parse_resource
 from pouch.providers.compatible import parse_compatible
 
 
@@ -44,6 +45,11 @@ class Providers:
             "pouch_azure_deployment", Sequence[str], [],
             "Azure OpenAI deployment -> the model it runs: DEPLOYMENT=MODEL (repeatable), e.g. prod-chat=gpt-4o. "
             "Prices and key model rules use the model; an unmapped deployment is taken to be named after its model.")
+        loader.add_option(
+            "pouch_azure_resource", Sequence[str], [],
+            "An Azure OpenAI resource the gateway's AZURE_OPENAI_API_KEY belongs to: its name (my-res), host "
+            "(my-res.openai.azure.com) or endpoint URL (repeatable; $AZURE_OPENAI_ENDPOINT counts too). "
+            "Requests with pouch keys to any other resource are refused: anyone can create one.")
 
     def configure(self, updated):
         if "pouch_azure_deployment" in updated:
@@ -51,6 +57,17 @@ class Providers:
                 registry.PROVIDERS["azure"].deployments = parse_deployments(ctx.options.pouch_azure_deployment)
             except ValueError as e:
                 raise exceptions.OptionsError(f"pouch_azure_deployment: {e}") from e
+        if "pouch_azure_resource" in updated:
+            specs = [("pouch_azure_resource", spec) for spec in ctx.options.pouch_azure_resource]
+            if os.environ.get("AZURE_OPENAI_ENDPOINT"):
+                specs.append(("AZURE_OPENAI_ENDPOINT", os.environ["AZURE_OPENAI_ENDPOINT"]))
+            resources = set()
+            for source, spec in specs:
+                try:
+                    resources.add(parse_resource(spec))
+                except ValueError as e:
+                    raise exceptions.OptionsError(f"{source}: {e}") from e
+            registry.PROVIDERS["azure"].resources = frozenset(resources)
         if "pouch_compatible" in updated:
             try:
                 registry.replace_configured([parse_compatible(s) for s in ctx.options.pouch_compatible])

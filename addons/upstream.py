@@ -21,8 +21,9 @@ from urllib.parse import urlsplit
 from mitmproxy import ctx, exceptions, http
 
 from pouch.domain.errors import GatewayError, StoreUnavailable
+from pouch.providers import registry
 from pouch.providers.registry import for_host
-from pouch.services import chain
+from pouch.services import chain, perimeter
 from pouch.services.secrets import placeholder, replace_in_request, stray_pouch_keys
 
 
@@ -83,6 +84,7 @@ class Upstream:
                 self.routes = {r.host: r for r in map(parse_route, ctx.options.pouch_route)}
             except ValueError as e:
                 raise exceptions.OptionsError(str(e)) from e
+            perimeter.routed_hosts = frozenset(self.routes)
 
     def running(self):
         if self.late not in ctx.master.addons.chain:
@@ -111,18 +113,23 @@ class Upstream:
             raise GatewayError("pouch did not account for this request, so it was not forwarded")
         if chain.metered(flow) and chain.KEY in flow.metadata and chain.RESERVATION not in flow.metadata:
             raise StoreUnavailable("this request holds no budget reservation, so it was not forwarded")
-        if chain.KEY in flow.metadata and not provider.credential_env:
+        own = chain.OWN_CREDENTIAL in flow.metadata
+        if chain.KEY in flow.metadata and not own and not provider.credential_env:
             provider.authorize(flow.request.headers, flow.request.query, "")  # a keyless self-hosted server
-        elif chain.KEY in flow.metadata:
+        elif chain.KEY in flow.metadata and not own:
+            host = flow.request.host.lower()
+            if not (registry.named_host(provider, host, flow.request.port) or host in self.routes):
+                raise GatewayError(f"{host} is not a host this gateway sends its {provider.name} credential to")
             secret = next((os.environ[v] for v in provider.credential_env if os.environ.get(v)), None)
             if not secret:
                 raise GatewayError(f"the gateway has no {provider.name} credential: set "
                                    f"{' or '.join(provider.credential_env)} in its environment")
             # What the UI shows instead: which real key went upstream, for which pouch key.
-            shown = f"<{provider.credential_env[0]} for {' '.join(map(placeholder, sent))}>"
+            who = " ".join(map(placeholder, sent)) or f"proxy-authenticated key {flow.metadata[chain.KEY]['prefix']}"
+            shown = f"<{provider.credential_env[0]} for {who}>"
             provider.authorize(flow.request.headers, flow.request.query, shown)
             self.late.pending[flow] = {shown: secret}
-        else:  # observed: the client's own credential goes upstream untouched
+        else:  # observed, or charged to a key but with the client's own credential: it goes upstream untouched
             self.late.pending[flow] = {placeholder(secret): secret for secret in sent}
         for name in [n for n in flow.request.headers if n.lower().startswith("x-pouch-")]:
             del flow.request.headers[name]
@@ -135,6 +142,7 @@ class Upstream:
             if route.path_prefix:
                 flow.metadata[chain.CLIENT_PATH] = flow.request.path  # credentials already hidden
                 flow.request.path = route.path_prefix + flow.request.path
+        perimeter.expect(flow.client_conn, (flow.request.host, flow.request.port))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         self.late.hide(flow)

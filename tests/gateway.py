@@ -82,10 +82,20 @@ class Gateway:
             try:
                 for port in self.ports:
                     socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                return self
+                if self.rebound():
+                    return self
+                time.sleep(0.05)
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError(f"mitmdump did not start: {self.log_path.read_text()[-3000:]}")
+
+    def rebound(self) -> bool:
+        """Left to its default listen host, the gateway moves mitmproxy's servers (up before the
+        chain is loaded) to loopback: ready once both listen there."""
+        if "listen_host=" in " ".join(self.args):
+            return True
+        log = self.log_path.read_text(errors="replace")
+        return all(f"listening at 127.0.0.1:{port}" in log for port in (self.port, self.reverse_port))
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -48,7 +48,8 @@ def fake(tmp_path_factory):
 def gateway(fake, tmp_path_factory):
     home = tmp_path_factory.mktemp("gateway")
     gateway = Gateway(home, {"api.openai.com": fake.url}, str(fake.ca_path),
-                      {"flow_detail": "3", "termlog_verbosity": "debug", "save_stream_file": str(home / "flows.mitm")})
+                      {"flow_detail": "3", "termlog_verbosity": "debug", "save_stream_file": str(home / "flows.mitm"),
+                       "pouch_passthrough": "127.0.0.1"})  # the tunnel test's fake server is on loopback
     gateway.start()
     gateway.open_store()
     yield gateway

@@ -84,6 +84,24 @@ class ToolNotMetered(PouchError):
     kind = "endpoint"
 
 
+class NotConfigured(PouchError):
+    """Seen by a client sending a request to a provider host the operator did not configure
+    (an Azure resource nobody named): the gateway's credential never goes there."""
+
+    status = 403
+    code = "host_not_configured"
+    kind = "endpoint"
+
+
+class InsecureRequest(PouchError):
+    """Seen by a client calling a provider over plain HTTP or an unusual port: refused, so that
+    no credential ever travels in cleartext or to a port the provider does not serve."""
+
+    status = 400
+    code = "https_required"
+    kind = "request"
+
+
 class StoreUnavailable(PouchError):
     """Seen by a client when the gateway cannot reach its store: fail closed, nothing forwarded."""
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from pouch.domain.errors import BadRequest
 from pouch.providers.base import Call, Endpoint
@@ -27,6 +27,7 @@ _DEPLOYMENTS = "/openai/deployments/"
 # Azure's rule for deployment names: letters, digits, "-", "_", "."; at most 64.
 _DEPLOYMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _MODEL_NAME = re.compile(r"[^\s=,]+")
+_RESOURCE_HOST = re.compile(r"[a-z0-9][a-z0-9-]{0,63}(\.[a-z0-9-]+)+")
 
 
 def parse_deployment(spec: str) -> tuple[str, str]:
@@ -57,6 +58,7 @@ class AzureOpenAI(OpenAI):
     def __init__(self, deployments: dict[str, str] | None = None):
         super().__init__()
         self.deployments = dict(deployments or {})  # lower-cased deployment -> model
+        self.resources: frozenset[str] = frozenset()  # hosts of the operator's resources: the only ones the key goes to
 
     def endpoint(self, method: str, path: str) -> Endpoint | None:
         below = _below_openai(path)
@@ -78,6 +80,20 @@ class AzureOpenAI(OpenAI):
     def authorize(self, headers, query, secret: str) -> None:
         super().authorize(headers, query, "")  # removes every client credential
         headers["api-key"] = secret
+
+
+def parse_resource(spec: str) -> str:
+    """``my-res``, ``my-res.openai.azure.com`` or ``https://my-res.openai.azure.com/`` -> its host."""
+    text = spec.strip().lower()
+    host = urlsplit(text).hostname if "://" in text else text.split("/", 1)[0]
+    host = (host or "").rstrip(".")
+    if host and "." not in host:
+        host += ".openai.azure.com"
+    if not host or not any(host.endswith(suffix) and host != suffix[1:] for suffix in AzureOpenAI.hosts) \
+            or not _RESOURCE_HOST.fullmatch(host):
+        raise ValueError(f"bad Azure resource {spec!r}: use a resource name (my-res), its host "
+                         "(my-res.openai.azure.com) or its endpoint URL")
+    return host
 
 
 def _below_openai(path: str) -> tuple[str | None, str] | None:

@@ -50,6 +50,21 @@ def for_host(host: str, port: int | None = None) -> Provider | None:
     return None
 
 
+def is_built_in(provider: Provider) -> bool:
+    """A provider pouch ships (a public API), not one an operator configured."""
+    return provider.name in _BUILT_IN
+
+
+def named_host(provider: Provider, host: str, port: int | None = None) -> bool:
+    """Whether ``host`` is one the provider's credential may go to: one of its exact hosts, or
+    a host under one of its domains that the operator named (``provider.resources``: an Azure
+    resource). Any subdomain a client names is not enough: anyone can create one."""
+    host = host.lower().rstrip(".")
+    if _BY_HOST.get(host) is provider or (port is not None and _BY_HOST.get(f"{host}:{port}") is provider):
+        return True
+    return host in getattr(provider, "resources", ())
+
+
 def register(provider: Provider) -> None:
     """Add a configured provider; ValueError if its name or a host is taken. It may not claim a
     built-in provider's host on any port (that would divert the built-in's traffic and billing)."""

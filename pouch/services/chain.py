@@ -24,6 +24,7 @@ PROVIDER = "pouch.provider"  # provider name, set for every flow to an LLM host
 ENDPOINT = "pouch.endpoint"  # {"name", "metering", "api"}
 KEY = "pouch.key"  # the pouch key: {"id", "name", "prefix", "mock", limits, "period", "anchor"}
 OBSERVED = "pouch.observed"  # fingerprint of a non-pouch credential let through (observe mode)
+OWN_CREDENTIAL = "pouch.own_credential"  # True: charged to KEY, but the client's own credential goes upstream
 CALL = "pouch.call"  # {"model", "stream", "max_output", "choices", "hidden_input", "tool_calls", "input_tokens", "exact"}
 BODY = "pouch.body"  # the parsed request JSON while the request is in the chain (then dropped)
 BODY_CHANGED = "pouch.body_changed"

@@ -7,10 +7,16 @@ store query per key per TTL, and the cache never grows past ``max_entries``.
 from __future__ import annotations
 
 import collections
+import logging
 import time
 
+from pouch.domain import errors
 from pouch.domain.keys import Key
+from pouch.domain.periods import utcnow
+from pouch.services.store_thread import store_thread
 from pouch.store import keys as key_store
+
+log = logging.getLogger(__name__)
 
 
 class KeyCache:
@@ -40,3 +46,41 @@ class KeyCache:
     def load(secret_hash: str) -> Key | None:
         """The store query behind a miss (run it off the event loop)."""
         return key_store.by_hash(secret_hash)
+
+
+class KeyResolver:
+    """Secret hash -> a usable key, the one way both the keys link and proxy authentication
+    find a key: cached lookups off the event loop, then revoked / expired / auto-renew."""
+
+    def __init__(self):
+        self.cache = KeyCache()
+
+    async def lookup(self, secret_hash: str) -> Key | None:
+        found, key = self.cache.get(secret_hash)
+        if not found:
+            try:
+                key = await store_thread.run(KeyCache.load, secret_hash)
+            except Exception as e:
+                log.error("pouch: key lookup failed: %s", e)
+                raise errors.StoreUnavailable("the gateway cannot reach its key store; try again shortly") from e
+            self.cache.put(secret_hash, key)
+        return key
+
+    async def check(self, key: Key) -> Key:
+        """The key if it may be used now (renewed first when it expired and auto-renews), else InvalidKey."""
+        if key.revoked:
+            raise errors.InvalidKey(f"key '{key.name}' has been revoked")
+        now = utcnow()
+        if key.expired(now) and key.auto_renew:
+            try:
+                key = await store_thread.run(key_store.renew_if_expired, key, now)
+            except Exception as e:
+                log.error("pouch: renewing key %s failed: %s", key.name, e)
+                raise errors.StoreUnavailable("the gateway cannot reach its key store; try again shortly") from e
+            self.cache.put(key.secret_hash, key)
+        if key.expired(now):
+            raise errors.InvalidKey(f"key '{key.name}' expired at {key.expires_at:%Y-%m-%d %H:%M} UTC")
+        return key
+
+
+keys = KeyResolver()  # one per gateway process: the keys link and the perimeter share its cache

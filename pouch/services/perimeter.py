@@ -1,0 +1,168 @@
+"""Who may use the proxy and where it may connect: the rules behind ``addons/perimeter.py``,
+as plain functions and the little state the chain's links share.
+
+- A client authenticates with a pouch key as its proxy password
+  (``HTTPS_PROXY=http://any:<pouch-key>@host:port``); the connection's LLM requests are then
+  that key's (``connection_key``), whatever credential they carry.
+- Traffic that is not to an LLM host ("passthrough") is tunnelled only for authenticated
+  clients, and only to destinations ``pouch_passthrough`` allows: by default the public
+  internet, never loopback, private, link-local or metadata addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import fnmatch
+import ipaddress
+import socket
+import weakref
+from collections.abc import Iterable
+
+from mitmproxy import connection
+
+# client connection -> hash of the pouch key it authenticated with (never the key itself)
+_connection_keys: weakref.WeakKeyDictionary[connection.Client, str] = weakref.WeakKeyDictionary()
+
+# client connection -> the (host, port) pouch forwarded its LLM requests to: only those
+# connections skip the passthrough rules (a route to a private address is the operator's)
+_expected: weakref.WeakKeyDictionary[connection.Client, set[tuple[str, int]]] = weakref.WeakKeyDictionary()
+
+# hosts the operator configured as upstreams (pouch_route): the credential may go there
+routed_hosts: frozenset[str] = frozenset()
+
+
+def connection_key(client: connection.Client) -> str | None:
+    """The secret hash of the pouch key ``client`` authenticated with, if it did."""
+    return _connection_keys.get(client)
+
+
+def authenticate(client: connection.Client, secret_hash: str) -> None:
+    _connection_keys[client] = secret_hash
+
+
+def expect(client: connection.Client, address: tuple[str, int]) -> None:
+    """Pouch is about to forward an LLM request of ``client`` to ``address``."""
+    _expected.setdefault(client, set()).add((address[0].lower(), address[1]))
+
+
+def expected(client: connection.Client, address: tuple[str, int]) -> bool:
+    return (address[0].lower(), address[1]) in _expected.get(client, ())
+
+
+def proxy_secret(header: str) -> str | None:
+    """The pouch key in a ``Proxy-Authorization: Basic`` header: the password, or the user name
+    when the password is empty (``http://<key>@host:port``). None if the header is not Basic."""
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, _, password = binascii.a2b_base64(value.strip().encode(), strict_mode=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (password or user) or None
+
+
+PLACEHOLDER_WORDS = ("placeholder", "dummy", "unused", "not-needed")
+
+
+def is_placeholder(credential: str) -> bool:
+    """A credential a client sends only because it must send something (``x``, ``dummy``,
+    ``sk-placeholder``): shorter than 20 characters, or naming itself a placeholder. No
+    provider issues keys that short; on a connection authenticated with a pouch key such a
+    credential is replaced by the gateway's, while a real one of the client's own is kept."""
+    text = credential.strip()
+    return len(text) < 20 or any(word in text.lower() for word in PLACEHOLDER_WORDS)
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host.lower().rstrip(".") == "localhost"
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether an address is on the public internet: not loopback, private (10/8, 172.16/12,
+    192.168/16, fc00::/7), link-local and metadata (169.254/16, fe80::/10), shared (100.64/10),
+    unspecified (0.0.0.0 reaches this host) or reserved — also when wrapped in an IPv6 form
+    (::ffff:10.0.0.1, 6to4, NAT64)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:
+            return is_public(embedded)
+    return address.is_global and not address.is_multicast
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+class Passthrough:
+    """``pouch_passthrough``: which destinations traffic that is not to an LLM host may reach.
+
+    Words, each one of: ``public`` (any public internet address: the default), ``all``
+    (everything, private addresses included), ``none`` (nothing: an LLM-only gateway), or a
+    host glob (``github.com``, ``*.corp.example``, ``10.1.2.*``) allowed wherever it resolves.
+    A destination is allowed if ``all`` is given, a glob matches the host the client named,
+    or ``public`` is given and every address the host resolves to is public."""
+
+    def __init__(self, words: Iterable[str]):
+        items = [w.strip().lower() for word in words for w in word.split(",") if w.strip()]
+        if "none" in items and len(items) > 1:
+            raise ValueError("pouch_passthrough: 'none' cannot be combined with other words")
+        for item in items:
+            if item not in ("all", "none", "public") and not _GLOB_CHARS.issuperset(item):
+                raise ValueError(f"pouch_passthrough: {item!r} is not all, none, public or a host glob")
+        self.everything = "all" in items
+        self.public = "public" in items
+        self.globs = tuple(i for i in items if i not in ("all", "none", "public"))
+        self.nothing = not (self.everything or self.public or self.globs)
+
+    def named(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        return self.everything or any(fnmatch.fnmatchcase(host, glob) for glob in self.globs)
+
+    async def check(self, host: str, port: int) -> tuple[str | None, str]:
+        """(an address to connect to, or None to keep the name; "" or why it is refused)."""
+        if self.named(host):
+            return None, ""
+        if not self.public:
+            return None, (f"pouch tunnels no traffic except to LLM APIs (pouch_passthrough={self.describe()})"
+                          if self.nothing else f"{host} is not in pouch_passthrough ({self.describe()})")
+        try:
+            addresses = await resolve(host, port)
+        except OSError as e:
+            return None, f"cannot resolve {host}: {e.strerror or e}"
+        private = [str(a) for a in addresses if not is_public(a)]
+        if private:
+            return None, (f"{host} is a loopback, private or link-local address ({', '.join(private[:3])}): "
+                          "pouch does not tunnel there unless the operator allows it with pouch_passthrough")
+        return str(addresses[0]), ""  # pinned: the name cannot be re-resolved elsewhere in between
+
+    def describe(self) -> str:
+        words = ["all"] if self.everything else [*(["public"] if self.public else []), *self.globs]
+        return ",".join(words) or "none"
+
+
+_GLOB_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-_*?[]:")
+
+
+async def resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    try:
+        return [ipaddress.ip_address(host.strip("[]").split("%", 1)[0])]
+    except ValueError:
+        pass
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses = []
+    for *_, sockaddr in infos:
+        address = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
+        if address not in addresses:
+            addresses.append(address)
+    if not addresses:
+        raise OSError(f"no address for {host}")
+    return addresses
