@@ -2,6 +2,7 @@
 
 import json
 import sqlite3
+from datetime import timedelta
 
 import click
 import pytest
@@ -137,3 +138,85 @@ def test_db_option_and_env(tmp_path, monkeypatch):
     assert as_json("keys", "list") == []
     monkeypatch.setenv("POUCH_DB", url)
     assert [k["name"] for k in as_json("keys", "list")] == ["erin"]
+
+
+@pytest.mark.parametrize(
+    "budget, message",
+    [
+        ("1e9", "at most $1,000,000.00 per key ('none' for no limit)"),
+        ("1e999999999", "at most $1,000,000.00 per key"),  # was a decimal.Overflow traceback
+        ("1000000.000000000001", "at most $1,000,000.00 per key"),
+        ("9300000", "at most $1,000,000.00 per key"),  # was an OverflowError from SQLite
+        ("1e-30", "finer than a pico-dollar"),
+        ("-1", "cannot be negative"),
+        ("nan", "not an amount of USD"),
+        ("inf", "not an amount of USD"),
+        ("5$", "not an amount of USD"),
+    ],
+)
+@pytest.mark.parametrize("command", ["create", "update"])
+def test_odd_budgets_are_refused_in_one_line(budget, message, command):
+    if command == "update":
+        pouch("keys", "create", "--name", "gina", "--budget", "5")
+    before = as_json("keys", "list")
+    args = ["create", "--name", "henry"] if command == "create" else ["update", "gina"]
+    result = pouch("keys", *args, "--budget", budget, ok=False)  # a traceback would raise here
+    assert result.exit_code == 1 and message in result.output
+    assert result.output.startswith("Error: bad budget"), result.output
+    assert as_json("keys", "list") == before
+
+
+@pytest.mark.parametrize("option", ["--rpm", "--tpm", "--max-concurrent"])
+@pytest.mark.parametrize("value", ["2147483648", "99999999999999999999"])
+def test_limits_beyond_an_integer_column_are_refused(option, value):
+    result = pouch("keys", "create", "--name", "ivan", option, value, ok=False)
+    assert result.exit_code == 1 and "at most 2,147,483,647 (omit for no limit)" in result.output
+    pouch("keys", "create", "--name", "ivan")
+    refused = pouch("keys", "update", "ivan", option, value, ok=False)
+    assert refused.exit_code == 1 and "at most 2,147,483,647" in refused.output
+    assert as_json("keys", "show", "ivan")[option.strip("-").replace("-", "_")] is None
+
+
+def test_the_documented_maximums_fit_every_store(store_url):
+    """$1,000,000 and 2,147,483,647 are stored and read back exactly on SQLite and PostgreSQL,
+    and admitting a request against the largest budget sums spend, holds and a worst case in
+    SQL without overflowing the store's integers."""
+    from pouch.domain.money import Money
+    from pouch.domain.periods import utcnow
+    from pouch.store import keys as key_store
+    from pouch.store import ledger
+
+    created = as_json("--db", store_url, "keys", "create", "--name", "judy", "--budget", "1000000",
+                      "--rpm", "2147483647", "--tpm", "2147483647", "--max-concurrent", "2147483647")
+    shown = as_json("--db", store_url, "keys", "show", "judy")
+    for described in (created, shown):
+        assert described["budget_usd"] == "1000000"
+        assert (described["rpm"], described["tpm"], described["max_concurrent"]) == (2147483647,) * 3
+
+    key, now = key_store.get("judy"), utcnow()  # the CLI left the store open on store_url
+    whole = ledger.reserve(key.id, key.window(now), Money.usd("1000000"), now, owner="test", hold=timedelta(hours=1))
+    assert isinstance(whole, ledger.Reservation)
+    refused = ledger.reserve(key.id, key.window(now), Money.usd("8000000"), now, owner="test", hold=timedelta(hours=1))
+    assert isinstance(refused, ledger.Refusal) and refused.reserved == Money.usd("1000000")
+
+
+@pytest.mark.parametrize("command", ["create", "update"])
+def test_models_no_priced_model_matches_are_accepted_with_a_warning(command):
+    models = "gpt-4o-mnii,gpt-4o*,gpt-4o-2024-08-06,openai/gpt-4o-mini,zzzzzz"
+    if command == "create":
+        result = pouch("keys", "create", "--name", "kate", "--models", models, "--json")
+    else:
+        pouch("keys", "create", "--name", "kate")
+        result = pouch("keys", "update", "kate", "--models", models, "--json")
+    assert json.loads(result.stdout)["models"] == models.split(","), "warnings stay off stdout"
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2, result.stderr  # a priced glob, snapshot or prefixed name is fine
+    typo, nothing_close = warnings
+    assert "--models 'gpt-4o-mnii' matches no model pouch has a price for" in typo
+    assert "closest priced: gpt-4o-mini" in typo and "model_not_priced" in typo
+    assert "'zzzzzz'" in nothing_close and "`pouch prices` lists the priced models" in nothing_close
+
+
+def test_models_that_are_priced_raise_no_warning():
+    result = pouch("keys", "create", "--name", "leo", "--models", "gpt-4o*,claude-*,gemini-2.5-pro")
+    assert "warning" not in result.stderr

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from pouch.domain.money import Money
+from pouch.domain.money import AmountTooLarge, Money
 
 
 @pytest.mark.parametrize(
@@ -72,3 +72,32 @@ def test_str_rounds_to_cents_from_one_dollar(text, shown):
 @pytest.mark.parametrize("pico, truth", [(0, False), (1, True), (-1, True), (10**12, True)])
 def test_only_zero_is_falsy(pico, truth):
     assert bool(Money(pico)) is truth
+
+
+@pytest.mark.parametrize(
+    "text, pico",
+    [
+        ("9223372.036854775807", 2**63 - 1),  # the most a signed 64-bit column holds
+        ("-9223372.036854775807", -(2**63 - 1)),
+        ("5." + "0" * 40, 5 * 10**12),  # more digits than decimal's context keeps, all exact
+        ("0.000000000001", 1),
+        ("-0", 0),
+        ("0e999999999", 0),
+    ],
+)
+def test_parse_is_exact_at_the_edges(text, pico):
+    assert Money.usd(text).pico == pico
+
+
+@pytest.mark.parametrize("huge", ["1e999999999", "1e9", "1e7", "9223372.036854775808", "-1e8", "1E+400000"])
+def test_amounts_beyond_the_store_are_refused_as_too_large(huge):
+    # "1e999999999" raised decimal.Overflow (a traceback in `pouch keys create --budget`).
+    with pytest.raises(AmountTooLarge, match="what pouch's store can hold"):
+        Money.usd(huge)
+
+
+@pytest.mark.parametrize("fine", ["1e-999999999", "1e-30", "1.0000000000000000000000000000001", "0.0000000000005"])
+def test_amounts_finer_than_a_pico_dollar_are_refused(fine):
+    # decimal's 28-digit context used to round "1.000...0001" to $1 and accept it.
+    with pytest.raises(ValueError, match="finer than a pico-dollar"):
+        Money.usd(fine)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import click
 
 from pouch.cli.main import emit_json, open_db, table
+from pouch.domain.errors import InvalidInput
+from pouch.domain.keys import parse_models
 from pouch.domain.periods import utcnow
 from pouch.services import keys as service
+from pouch.services.prices import price_table
 from pouch.store import keys as key_store
 
 LIST_COLUMNS = ["id", "name", "prefix", "budget_usd", "spent_usd", "reserved_usd", "period",
@@ -73,6 +76,24 @@ def refuse_renewal_from_the_past(expires: str | None, auto_renew: bool) -> None:
             "give the first renewal date in the future (e.g. --expires 30d), or leave out --auto-renew")
 
 
+def warn_unpriced(models: str | None) -> None:
+    """Say which --models globs no priced model matches: accepted, but what they allow is refused
+    as unpriced until a price is added."""
+    if not models:
+        return
+    try:
+        unmatched = service.unpriced_globs(parse_models(models), price_table())
+    except InvalidInput as e:  # a broken prices.json: the gateway will say so at start-up
+        click.secho(f"warning: cannot check --models against the price table: {e}", fg="yellow", err=True)
+        return
+    for glob, closest in unmatched.items():
+        hint = f"closest priced: {', '.join(closest)}" if closest else "`pouch prices` lists the priced models"
+        click.secho(
+            f"warning: --models {glob!r} matches no model pouch has a price for ({hint}); requests for "
+            "such models are refused as model_not_priced until $POUCH_HOME/prices.json prices them",
+            fg="yellow", err=True)
+
+
 @click.group()
 def keys():
     """Manage pouch keys (what clients send instead of a provider key)."""
@@ -88,6 +109,7 @@ def create(ctx, name, as_json, **options):
     open_db(ctx)
     key, secret = service.create(name, **options)
     _show(service.describe(key), as_json, secret)
+    warn_unpriced(options["models"])
 
 
 @keys.command(name="list")
@@ -125,6 +147,7 @@ def update(ctx, key, as_json, **options):
     renews = options["auto_renew"]
     refuse_renewal_from_the_past(options["expires"], key_store.get(key).auto_renew if renews is None else renews)
     _show(service.describe(service.update(key, **options)), as_json)
+    warn_unpriced(options["models"])
 
 
 @keys.command()

@@ -11,7 +11,7 @@ import secrets
 from datetime import datetime
 
 from pouch.domain.errors import InvalidInput
-from pouch.domain.money import Money
+from pouch.domain.money import AmountTooLarge, Money
 from pouch.domain.periods import Period, Window
 
 SECRET_PREFIX = "pouch-"
@@ -99,21 +99,36 @@ def parse_models(text: str | None) -> tuple[str, ...]:
     return globs
 
 
+# The largest values a key takes, so every store holds them (README, Keys). Limits live in
+# INTEGER columns, 32-bit on PostgreSQL. A budget is pico-dollars in a signed 64-bit column
+# (~$9.2 million), and admission sums spend + holds + a request's worst case in SQL:
+# $1 million leaves over $8 million for that worst case before PostgreSQL's bigint overflows.
+MAX_LIMIT = 2**31 - 1
+MAX_BUDGET = Money.usd("1000000")
+
+
 def parse_limit(what: str, value: int | None) -> int | None:
     if value is None:
         return None
     if value <= 0:
         raise InvalidInput(f"bad {what} {value}: must be a positive whole number (omit for no limit)")
+    if value > MAX_LIMIT:
+        raise InvalidInput(f"bad {what} {value}: at most {MAX_LIMIT:,} (omit for no limit)")
     return value
 
 
 def parse_budget(text: str | None) -> Money | None:
     if text is None or str(text).strip().lower() in ("", "none"):
         return None
+    too_large = f"bad budget {text!r}: at most {MAX_BUDGET} per key ('none' for no limit)"
     try:
         budget = Money.usd(text)
-    except (ValueError, TypeError):
-        raise InvalidInput(f"bad budget {text!r}: give USD such as 5 or 12.50") from None
+    except AmountTooLarge:
+        raise InvalidInput(too_large) from None
+    except (ValueError, TypeError) as e:
+        raise InvalidInput(f"bad budget: {e}; give USD such as 5 or 12.50") from None
     if budget.pico < 0:
         raise InvalidInput(f"bad budget {text!r}: a budget cannot be negative")
+    if budget > MAX_BUDGET:
+        raise InvalidInput(too_large)
     return budget

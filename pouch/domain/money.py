@@ -2,7 +2,8 @@
 
 Pico-dollars make every published per-token price exact: $0.0375 per million tokens is
 37,500 pico-dollars per token, so a cost is tokens x price with no rounding at all.
-A signed 64-bit column holds up to ~$9.2 million, far above any key budget.
+A signed 64-bit column holds up to ~$9.2 million, far above any key budget; ``Money.usd``
+refuses larger amounts, since no store column could hold them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,16 @@ import decimal
 from decimal import Decimal
 
 PICO_PER_USD = 10**12
+MAX_PICO = 2**63 - 1  # what the store's signed 64-bit columns hold: about $9.2 million
+
+
+class AmountTooLarge(ValueError, OverflowError):
+    """An amount beyond what the store can hold; the operator who typed it sees the message.
+    Also an ArithmeticError, as decimal's Overflow was for price files that catch that."""
+
+    @classmethod
+    def of(cls, amount) -> AmountTooLarge:
+        return cls(f"{amount!r} is outside ±${MAX_USD.as_usd:,}, what pouch's store can hold")
 
 
 @dataclasses.dataclass(frozen=True, order=True, slots=True)
@@ -28,14 +39,26 @@ class Money:
         if isinstance(amount, float):
             raise TypeError("pass USD amounts as str or Decimal, not float")
         try:
-            value = Decimal(str(amount).strip().removeprefix("$")) * PICO_PER_USD
+            value = Decimal(str(amount).strip().removeprefix("$"))
         except decimal.InvalidOperation:
             raise ValueError(f"not an amount of USD: {amount!r}") from None
         if not value.is_finite():
             raise ValueError(f"not an amount of USD: {amount!r}")
-        if value != value.to_integral_value():
-            raise ValueError(f"{amount!r} is finer than a pico-dollar")
-        return cls(int(value))
+        # Scaled by hand, not by decimal arithmetic: its context rounds past 28 digits (so
+        # "1.000...0001" would pass as $1) and overflows on an exponent such as 1e999999999.
+        sign, digits, exponent = value.as_tuple()
+        significant = "".join(map(str, digits)).rstrip("0")
+        if not significant:
+            return cls(0)
+        if value.adjusted() > 6:  # 10 million dollars or more
+            raise AmountTooLarge.of(amount)
+        exponent += len(digits) - len(significant) + 12  # now of pico-dollars
+        if exponent < 0:
+            raise ValueError(f"{amount!r} is finer than a pico-dollar ($0.000000000001)")
+        pico = int(significant) * 10**exponent  # at most 19 digits, by the check above
+        if pico > MAX_PICO:
+            raise AmountTooLarge.of(amount)
+        return cls(-pico if sign else pico)
 
     @classmethod
     def per_million(cls, usd_per_million_tokens: str | Decimal) -> Money:
@@ -76,3 +99,4 @@ class Money:
 
 
 ZERO = Money(0)
+MAX_USD = Money(MAX_PICO)

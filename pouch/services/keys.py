@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 import re
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from pouch.domain.errors import InvalidInput
 from pouch.domain.keys import Key, check_name, parse_budget, parse_limit, parse_models
 from pouch.domain.periods import Period, utcnow
+from pouch.pricing.table import PriceTable
 from pouch.store import keys as key_store
 from pouch.store import ledger
 
@@ -94,6 +98,25 @@ def update(name_or_id: str, rename: str | None = None, **options) -> Key:
         given.get("expires_at", key.expires_at),
     )
     return key_store.update(key, now, **given)
+
+
+def unpriced_globs(globs: Iterable[str], table: PriceTable) -> dict[str, list[str]]:
+    """The allowlist globs that match no priced model, each with the closest priced names.
+
+    Such a glob is accepted (its price may be added later), but every request it lets through
+    is refused as unpriced until then: a typo in ``--models`` would otherwise show only as
+    refusals at the first request."""
+    names = sorted({price.model.lower() for price in table})
+    unmatched = {}
+    for glob in globs:
+        pattern = glob.lower()
+        if any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            continue
+        if not any(c in glob for c in "*?[") and table.resolve(glob):  # a snapshot or prefixed name
+            continue
+        bare = pattern.translate(str.maketrans("", "", "*?[]"))
+        unmatched[glob] = difflib.get_close_matches(bare, names, n=3, cutoff=0.6)
+    return unmatched
 
 
 def describe(key: Key, now: datetime | None = None) -> dict:
