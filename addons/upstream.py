@@ -23,7 +23,7 @@ from mitmproxy import ctx, exceptions, http
 from pouch.domain.errors import GatewayError, StoreUnavailable
 from pouch.providers import registry
 from pouch.providers.registry import for_host
-from pouch.services import chain, perimeter
+from pouch.services import chain, perimeter, upstream_errors
 from pouch.services.secrets import placeholder, replace_in_request, stray_pouch_keys
 
 
@@ -73,6 +73,7 @@ class Upstream:
         self.late = LateCredential()
 
     def load(self, loader):
+        upstream_errors.install()  # a failed upstream connection: a 502 in the provider's shape, not mitmproxy's page
         loader.add_option("pouch_route", Sequence[str], [],
                           "Send a provider host to another base URL: HOST=URL (repeatable), e.g. "
                           "api.openai.com=https://my-azure.example or api.openai.com=http://127.0.0.1:8000 "

@@ -179,8 +179,8 @@ class UsageMeter:
     def _measure(self, flow: http.HTTPFlow, followed: Followed | None) -> tuple[Usage, bool, str, str | None]:
         """(usage, whether it is charged, outcome, model the provider reported) for a flow that has ended."""
         call = flow.metadata[chain.CALL]
-        if chain.REFUSED in flow.metadata:
-            return Usage(), False, "refused", None
+        if chain.REFUSED in flow.metadata:  # an unreachable upstream: pouch answered, nothing was sent
+            return Usage(), False, "not_sent" if flow.metadata[chain.REFUSED]["kind"] == "upstream" else "refused", None
         if chain.MOCK in flow.metadata:
             return Usage(**flow.metadata[chain.MOCK]), False, "mock", None
         if flow.response is not None and flow.response.status_code >= 400:

@@ -9,7 +9,7 @@ What pouch does, fault by fault (``addons/usage.py``):
 |---|---|---|---|
 | upstream slow, then answers | the answer | ok | exactly |
 | upstream 5xx | the provider's error | upstream_error | nothing |
-| upstream refuses the connection / fails TLS | 502 from mitmproxy | not_sent | nothing |
+| upstream refuses the connection / fails TLS | 502 in the provider's shape, naming the cause | not_sent | nothing |
 | upstream aborts a stream | a broken stream | cut_short | the reservation (row: input + output seen) |
 | client hangs up before its body is complete | - | no row | nothing |
 | client hangs up while the request is upstream | its own timeout | abandoned | the reservation |
@@ -176,9 +176,10 @@ def test_upstream_connection_refused_is_released(dead_gateway, reverse):
     key, secret = new_key(dead_gateway, budget="1")
     failed = status_error(lambda: dead_gateway.client(secret, reverse=reverse).chat.completions.create(
         model=MODEL, messages=HELLO))
-    assert isinstance(failed, openai.InternalServerError) and failed.status_code == 502, "mitmproxy's bad gateway"
+    assert isinstance(failed, openai.InternalServerError) and failed.status_code == 502
+    assert failed.code == "upstream_unreachable" and "connection refused" in failed.message
     assert REAL_OPENAI_KEY not in failed.response.text and secret not in failed.response.text
-    released(dead_gateway, key, status=None, outcome="not_sent")
+    released(dead_gateway, key, status=502, outcome="not_sent")
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +209,7 @@ def test_upstream_tls_failure_is_released_and_nothing_is_sent(untrusting_gateway
     # Upstream TLS verification stays on: the handshake failed, so no request (and no real
     # key) ever reached the server that could not prove who it is.
     assert untrusted.requests == []
-    released(untrusting_gateway, key, status=None, outcome="not_sent")
+    released(untrusting_gateway, key, status=502, outcome="not_sent")
 
 
 def reservation_charged(key, row) -> None:

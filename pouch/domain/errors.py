@@ -128,3 +128,12 @@ class GatewayError(PouchError):
     status = 500
     code = "gateway_error"
     kind = "gateway"
+
+
+class UpstreamUnreachable(PouchError):
+    """Seen by a client whose request pouch could not deliver: the upstream refused the
+    connection, failed TLS verification, did not resolve or timed out. Nothing was sent."""
+
+    status = 502
+    code = "upstream_unreachable"
+    kind = "upstream"
