@@ -1,20 +1,36 @@
-"""``pouch run`` / ``pouch web``: mitmdump / mitmweb with the chain and sensible defaults."""
+"""``pouch run`` / ``pouch web``: mitmdump / mitmweb with the chain and sensible defaults.
+
+The defaults (loopback, pouch's confdir, lazy upstream connections, ...) are only defaults:
+any of them the user gives, in any form mitmproxy takes, wins (see mitm_options). What is
+printed — the address, whether proxy authentication is on, the try-it lines — is worked out
+from the options mitmproxy will really run with, and the try-it lines work exactly as printed
+from a shell that has nothing else set.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import click
+from mitmproxy import exceptions
+from mitmproxy.proxy import mode_specs
 
-from pouch.cli.main import open_db
+from pouch.cli import mitm_options, trust
+from pouch.services.perimeter import is_loopback
 from pouch.store import database
 from pouch.store import keys as key_store
 
 CHAIN = Path(__file__).resolve().parents[2] / "addons" / "pouch.py"
 DEMO_KEY = "demo"
+EVERYWHERE = ("", "0.0.0.0", "::")
+PROXY_MODES = (mode_specs.RegularMode, mode_specs.UpstreamMode)  # what HTTPS_PROXY points at
+AUTH_MODES = (*PROXY_MODES, mode_specs.Socks5Mode)  # those addons/perimeter.py authenticates
 
 
 def mitmproxy_tool(name: str) -> str:
@@ -29,13 +45,21 @@ def confdir() -> Path:
     return database.home().absolute() / "mitmproxy"
 
 
-def ensure_ca(directory: Path) -> Path:
-    """mitmproxy's CA for this gateway (created on first use), so clients can be told of it."""
-    from mitmproxy.certs import CertStore
-
-    directory.mkdir(parents=True, exist_ok=True)
-    CertStore.from_store(directory, "mitmproxy", 2048)
-    return directory / "mitmproxy-ca-cert.pem"
+def pouch_defaults(tool: str, port: int, db: str | None) -> dict[str, str]:
+    defaults = {
+        "listen_host": "127.0.0.1",  # mitmproxy's default is every interface
+        "listen_port": str(port),
+        "confdir": str(confdir()),
+        "connection_strategy": "lazy",
+        "store_streamed_bodies": "true",
+    }
+    if db:
+        defaults["pouch_db"] = db
+    if tool == "mitmdump":
+        defaults["flow_detail"] = "0"
+    else:
+        defaults["web_open_browser"] = "false"
+    return defaults
 
 
 def demo_secret() -> str:
@@ -57,47 +81,152 @@ def demo_secret() -> str:
     return secret
 
 
-def try_it(secret: str, port: int, ca: Path) -> str:
-    proxy = f"http://127.0.0.1:{port}"
+class Listener(NamedTuple):
+    mode: mode_specs.ProxyMode
+    host: str
+    port: int | None
+
+    @property
+    def everywhere(self) -> bool:
+        return self.host in EVERYWHERE
+
+    def url(self, secret: str | None = None) -> str:
+        """How a client on this host reaches it (a wildcard address is not one to dial)."""
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{f'pouch:{secret}@' if secret else ''}{host}:{self.port}"
+
+    def where(self) -> str:
+        if self.everywhere:
+            return f"port {self.port} of every interface ({self.host or '*'}); from this host {self.url()}"
+        return f"{self.url()}{', this host only' if is_loopback(self.host) else ''}"
+
+
+def listeners(opts) -> list[Listener]:
+    found = []
+    for spec in opts.mode:
+        try:
+            mode = mode_specs.ProxyMode.parse(spec)
+        except ValueError:
+            continue  # mitmproxy says what is wrong with it
+        found.append(Listener(mode, mode.listen_host(opts.listen_host), mode.listen_port(opts.listen_port)))
+    return found
+
+
+def proxy_auth(opts, found: list[Listener]) -> str:
+    """'on', 'off' or 'mitmproxy', as addons/perimeter.py will decide it."""
+    if opts.proxyauth:
+        return "mitmproxy"
+    setting = mitm_options.deferred(opts, "pouch_proxy_auth") or "auto"
+    return "on" if setting == "on" or (setting == "auto" and exposed(found)) else "off"
+
+
+def exposed(found: list[Listener]) -> bool:
+    return any(isinstance(l.mode, AUTH_MODES) and not is_loopback(l.host) for l in found)
+
+
+def openai_python() -> tuple[str, str]:
+    """A Python that can run the openai line, and what to do first if there is none."""
+    if importlib.util.find_spec("openai") is not None:
+        return sys.executable, ""
+    return "python3", "  # this needs the openai package: python3 -m pip install openai\n"
+
+
+def header(tool: str, opts, found: list[Listener], proxy: Listener | None, auth: str) -> list[str]:
+    """Where the gateway listens and who may use it."""
+    lines = [f"pouch gateway ({tool}):"]
+    for listener in found:
+        what = "proxy" if listener is proxy else listener.mode.full_spec
+        lines.append(f"  {what}" + (f" on {listener.where()}" if listener.port else ""))
+    if tool == "mitmweb":
+        lines.append(f"  web UI on http://{opts.web_host}:{opts.web_port} (mitmweb prints its login link)")
+    if auth == "on":
+        lines.append("proxy authentication: on (listening beyond loopback, or pouch_proxy_auth=on): a client's "
+                     "pouch key is its proxy password, HTTPS_PROXY=http://pouch:<pouch-key>@HOST:PORT")
+    elif auth == "mitmproxy":
+        lines.append("proxy authentication: mitmproxy's own (proxyauth): add its credentials to the proxy URLs below")
+    elif exposed(found):
+        lines.append("proxy authentication: off (pouch_proxy_auth=off): other hosts get only LLM requests "
+                     "that carry a pouch key")
+    if proxy is None:
+        lines.append("(no regular proxy listener: point a client's base_url at a reverse listener instead)")
+    return lines
+
+
+def try_it(secret: str, url: str, ca: Path, trust_env: str, home: str) -> str:
+    """Lines that work exactly as printed, from a shell with nothing else set."""
+    q = shlex.quote
+    python, get_openai = openai_python()
     body = '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello, pouch!"}]}'
+    client = (f'import openai; print(openai.OpenAI(api_key="{secret}").chat.completions.create(model="gpt-4o-mini", '
+              'messages=[{"role": "user", "content": "Hello"}]).choices[0].message.content)')
+    pouch = q(str(Path(sys.executable).with_name("pouch")))
     return f"""
-pouch gateway: proxy on {proxy}
 demo key (mock: answered by pouch, recorded, never charged): {secret}
 
 Try it with curl:
-  curl --proxy {proxy} --cacert {ca} https://api.openai.com/v1/chat/completions \\
+  curl --proxy {url} --cacert {q(str(ca))} https://api.openai.com/v1/chat/completions \\
     -H "Authorization: Bearer {secret}" -H "Content-Type: application/json" \\
     -d '{body}'
 
 Or with the openai SDK (any client works the same way):
-  export HTTPS_PROXY={proxy} SSL_CERT_FILE={ca}
-  python -c 'import openai; print(openai.OpenAI(api_key="{secret}").chat.completions.create(model="gpt-4o-mini", messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)'
+{get_openai}  export HTTPS_PROXY={url} {trust_env}
+  {q(python)} -c '{client}'
 
-Then: `.venv/bin/pouch usage` shows what was recorded; `.venv/bin/pouch keys create --name NAME --budget 5` makes a real key
-(the gateway needs OPENAI_API_KEY / ANTHROPIC_API_KEY / GEMINI_API_KEY in its environment for real keys).
+Then `{home}{pouch} usage` shows what was recorded; `{home}{pouch} keys create --name NAME --budget 5` makes a
+real key (the gateway needs OPENAI_API_KEY / ANTHROPIC_API_KEY / GEMINI_API_KEY in its environment for real keys).
 """
 
 
-def launch(ctx: click.Context, tool: str, port: int, demo: bool, extra: tuple[str, ...]) -> None:
-    open_db(ctx)
-    db = ctx.find_root().obj["db"]
-    ca = ensure_ca(confdir())
-    if demo:
-        click.echo(try_it(demo_secret(), port, ca))
-    args = [
-        mitmproxy_tool(tool), "-s", str(CHAIN),
-        "--listen-port", str(port),
-        "--set", f"confdir={confdir()}",
-        "--set", "connection_strategy=lazy",
-        "--set", "store_streamed_bodies=true",
+def banner(tool: str, opts, secret: str | None, ca: Path, bundle: Path, home: str) -> str:
+    found = listeners(opts)
+    proxy = next((l for l in found if isinstance(l.mode, PROXY_MODES) and l.port), None)
+    auth = proxy_auth(opts, found)
+    lines = header(tool, opts, found, proxy, auth)
+    if proxy is None:
+        return "\n".join(lines) + "\n"
+    url = proxy.url(secret if auth == "on" and secret else None)
+    shown_url = proxy.url("<pouch-key>") if auth == "on" and not secret else url
+    trust_env = f"SSL_CERT_FILE={shlex.quote(str(bundle))} REQUESTS_CA_BUNDLE={shlex.quote(str(bundle))}"
+    lines += [
+        "",
+        f"Clients: export HTTPS_PROXY={shown_url} {trust_env}",
+        f"  ({bundle.name}: the usual CAs plus pouch's, so a client's other HTTPS keeps working; "
+        f"Node: NODE_EXTRA_CA_CERTS={shlex.quote(str(ca))}, and NODE_USE_ENV_PROXY=1 on Node 24+)",
     ]
-    if db:
-        args += ["--set", f"pouch_db={db}"]
-    if tool == "mitmdump":
-        args += ["--set", "flow_detail=0"]
-    else:
-        args += ["--set", "web_open_browser=false"]
-    args += list(extra)
+    text = "\n".join(lines) + "\n"
+    return text + try_it(secret, url, ca, trust_env, home) if secret else text
+
+
+def command(tool: str, port: int, db: str | None, extra: tuple[str, ...]):
+    """The tool's command line (pouch's defaults first, as ``--set``, leaving out those the user
+    gave) and the options it will run with; None when mitmproxy will refuse the arguments (or
+    was asked for help) and say why itself."""
+    program = mitmproxy_tool(tool)
+    head = [program, "-s", str(CHAIN)]
+    try:
+        given = mitm_options.given(tool, extra)
+    except mitm_options.Unparsed:
+        return head + list(extra), None
+    defaults = pouch_defaults(tool, port, db)
+    args = head + [a for name, value in defaults.items() if name not in given for a in ("--set", f"{name}={value}")]
+    args += extra
+    try:
+        return args, mitm_options.effective(tool, args[1:])
+    except (mitm_options.Unparsed, exceptions.OptionsError):
+        return args, None
+
+
+def launch(ctx: click.Context, tool: str, port: int, demo: bool, extra: tuple[str, ...]) -> None:
+    db = ctx.find_root().obj["db"]
+    args, opts = command(tool, port, db, extra)
+    if opts is not None:
+        db = mitm_options.deferred(opts, "pouch_db") or db  # the store the gateway will use
+    database.open_store(db)
+    if opts is not None:
+        ca = trust.ensure_ca(Path(opts.confdir).expanduser())
+        home = "" if db or os.environ.get("POUCH_DB") else f"POUCH_HOME={shlex.quote(str(database.home().absolute()))} "
+        click.echo(banner(tool, opts, demo_secret() if demo else None, ca, trust.write_bundle(ca), home))
     sys.stdout.flush()
     os.execv(args[0], args)
 
@@ -106,21 +235,26 @@ PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 
 
 @click.command(context_settings=PASS_THROUGH)
-@click.option("--port", default=8080, show_default=True, help="Proxy listen port.")
+@click.option("--port", default=8080, show_default=True,
+              help="Proxy listen port (a port given to mitmdump: -p, --set listen_port=, --mode ...@PORT wins).")
 @click.option("--demo", is_flag=True, help="Create a demo mock key on first run and print how to try it.")
 @click.argument("mitmdump_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx, port, demo, mitmdump_args):
-    """Run the gateway headless (mitmdump). Extra arguments go to mitmdump,
+    """Run the gateway headless (mitmdump), on 127.0.0.1 unless told otherwise (--listen-host
+    0.0.0.0: then clients authenticate with their pouch key as the proxy password). Extra
+    arguments go to mitmdump and win over pouch's defaults,
     e.g. `pouch run --mode reverse:https://api.openai.com --set pouch_unknown_keys=observe`."""
     launch(ctx, "mitmdump", port, demo, mitmdump_args)
 
 
 @click.command(context_settings=PASS_THROUGH)
-@click.option("--port", default=8080, show_default=True, help="Proxy listen port (mitmweb's UI: --set web_port=N).")
+@click.option("--port", default=8080, show_default=True,
+              help="Proxy listen port (a port given to mitmweb wins; mitmweb's UI: --set web_port=N).")
 @click.option("--demo", is_flag=True, help="Create a demo mock key on first run and print how to try it.")
 @click.argument("mitmweb_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def web(ctx, port, demo, mitmweb_args):
-    """Run the gateway with mitmweb, the traffic inspector. Extra arguments go to mitmweb."""
+    """Run the gateway with mitmweb, the traffic inspector, on 127.0.0.1 unless told otherwise.
+    Extra arguments go to mitmweb and win over pouch's defaults."""
     launch(ctx, "mitmweb", port, demo, mitmweb_args)
