@@ -36,6 +36,7 @@ from pouch.pricing.table import Price, cost
 from pouch.providers.base import StreamTracker
 from pouch.services import chain, prompt
 from pouch.services.prices import price_table
+from pouch.services.refusal_log import refusal_log
 from pouch.services.store_thread import store_thread
 from pouch.store import ledger
 from pouch.tokens.count import count_text
@@ -131,10 +132,12 @@ class UsageMeter:
 
     @chain.fail_closed
     async def response(self, flow: http.HTTPFlow) -> None:
+        refusal_log.note(flow)  # whichever link refused it: recorded for `pouch usage --refused`
         self._close(flow)
 
     @chain.fail_closed
     async def error(self, flow: http.HTTPFlow) -> None:
+        refusal_log.note(flow)
         self._close(flow)
 
     def _close(self, flow: http.HTTPFlow) -> None:

@@ -61,7 +61,8 @@ def test_refuse_answers_in_the_providers_shape(error, status, code, kind):
     assert flow.response.headers["content-type"] == "application/json"
     assert json.loads(flow.response.content) == {
         "error": {"message": error.message, "type": kind, "param": None, "code": code}}
-    assert flow.metadata[chain.REFUSED] == {"kind": error.kind, "status": status, "message": error.message}
+    assert flow.metadata[chain.REFUSED] == {"kind": error.kind, "code": code, "status": status,
+                                            "message": error.message}
 
 
 def test_refuse_carries_the_errors_headers():

@@ -33,7 +33,7 @@ RESERVATION = "pouch.reservation"  # {"id", "amount_usd", "remaining_usd"}
 CAPPED = "pouch.output_cap"  # output cap pouch set on a request that had none
 TOOLS_CAPPED = "pouch.tools_cap"  # bound on server-side tool calls pouch set on a request that had none
 MOCK = "pouch.mock"  # {"usage": {...}, "text_tokens": n}: a mock response was served
-REFUSED = "pouch.refused"  # {"kind", "status", "message"}: pouch answered with an error
+REFUSED = "pouch.refused"  # {"kind", "code", "status", "message"}: pouch answered with an error
 RESULT = "pouch.usage"  # what was recorded: tokens, cost, remaining budget
 CLIENT_PATH = "pouch.client_path"  # the path as the client sent it, once a route changed it
 
@@ -77,7 +77,7 @@ def refuse(flow: http.HTTPFlow, error: PouchError) -> None:
         raise RuntimeError("refuse() needs a flow to an LLM host")
     reply = provider.error(error)
     flow.response = http.Response.make(reply.status, reply.body, reply.headers)
-    flow.metadata[REFUSED] = {"kind": error.kind, "status": error.status, "message": error.message}
+    flow.metadata[REFUSED] = {"kind": error.kind, "code": error.code, "status": error.status, "message": error.message}
 
 
 def seconds(option: str) -> float:

@@ -48,3 +48,14 @@ def stray_pouch_keys(request: http.Request) -> dict[str, str]:
     for _, value in request.headers.fields:
         found.update(_POUCH_KEY.findall(value.decode("latin-1")))
     return {secret: placeholder(secret) for secret in found}
+
+
+# A query parameter's value in text built from a request: ``?key=`` carries Gemini's credential.
+_QUERY_VALUE = re.compile(r"([?&][^=\s?&#]+=)[^\s&#'\"]*")
+
+
+def redact_text(text: str) -> str:
+    """A message built from a request, fit to store: query parameter values and pouch keys
+    replaced, since either may be a credential the client sent."""
+    text = _QUERY_VALUE.sub(r"\1…", text)
+    return _POUCH_KEY.sub(lambda m: placeholder(m.group()), text)

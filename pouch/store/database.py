@@ -207,7 +207,23 @@ class InstanceRow(Table):
         table_name = "pouch_instances"
 
 
-TABLES = [KeyRow, LedgerRow, ReservationRow, UsageRow]
+class RefusalRow(Table):
+    """A request pouch answered with an error instead of sending it on: nothing was charged."""
+
+    ts = UTCDateTimeField()
+    key = pw.ForeignKeyField(KeyRow, column_name="key_id", null=True)  # None: no known key
+    provider = pw.TextField()
+    model = pw.TextField(null=True)
+    endpoint = pw.TextField(null=True)
+    status = pw.IntegerField()
+    reason = pw.TextField()  # the error code the client got: invalid_api_key, insufficient_quota, ...
+    message = pw.TextField()
+
+    class Meta:
+        table_name = "pouch_refusals"
+
+
+TABLES = [KeyRow, LedgerRow, ReservationRow, UsageRow, RefusalRow]
 
 
 def open_store(url: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> pw.Database:

@@ -109,6 +109,25 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        4,
+        "refusals: requests pouch answered with an error (no cost)",
+        """
+        CREATE TABLE pouch_refusals (
+            id {pk},
+            ts TIMESTAMP NOT NULL,
+            key_id INTEGER REFERENCES pouch_keys (id),
+            provider TEXT NOT NULL,
+            model TEXT,
+            endpoint TEXT,
+            status INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            message TEXT NOT NULL
+        );
+        CREATE INDEX pouch_refusals_ts ON pouch_refusals (ts);
+        CREATE INDEX pouch_refusals_key_ts ON pouch_refusals (key_id, ts);
+        """,
+    ),
 ]
 
 

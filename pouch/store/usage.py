@@ -7,6 +7,7 @@ from datetime import datetime
 import peewee as pw
 
 from pouch.domain.money import Money
+from pouch.store import refusals
 from pouch.store.database import UsageRow, naive
 
 TOKEN_COLUMNS = (
@@ -58,7 +59,9 @@ def rows(key_name: str | None = None, since: datetime | None = None) -> list[dic
 
 
 def totals(by: str, key_name: str | None = None, since: datetime | None = None) -> list[dict]:
-    """Requests, tokens and cost summed per key, model or day (UTC)."""
+    """Requests, tokens and cost summed per key, model or day (UTC), with the requests pouch
+    refused there. ``cost_usd`` is real spend only: what mock requests would have cost is
+    ``mock_usd``, never added into it."""
     if by not in GROUPS:
         raise ValueError(f"group by one of {', '.join(GROUPS)}")
     group = {
@@ -72,20 +75,27 @@ def totals(by: str, key_name: str | None = None, since: datetime | None = None) 
             group.alias("group"),
             pw.fn.COUNT(UsageRow.id).alias("requests"),
             *sums,
-            pw.fn.SUM(UsageRow.cost_pico).alias("cost_pico"),
+            pw.fn.SUM(pw.Case(None, [(UsageRow.mock, 0)], UsageRow.cost_pico)).alias("cost_pico"),
+            pw.fn.SUM(pw.Case(None, [(UsageRow.mock, UsageRow.cost_pico)], 0)).alias("mock_pico"),
             pw.fn.SUM(pw.Case(None, [(UsageRow.outcome == "overrun", 1)], 0)).alias("overruns"),
         )
         .where(_where(key_name, since))
         .group_by(group)
-        .order_by(group)
         .dicts()
     )
-    result = []
+    refused = refusals.counts(by, key_name, since)
+    result = {}
     for row in query:
         group_value = str(row["group"])[:10] if by == "day" else row["group"]
         entry = {by: group_value, "requests": row["requests"]}
         entry.update({column: int(row[column] or 0) for column in TOKEN_COLUMNS})
         entry["cost_usd"] = Money(int(row["cost_pico"] or 0)).json()
+        entry["mock_usd"] = Money(int(row["mock_pico"] or 0)).json()  # would-be cost of mock requests
         entry["overruns"] = int(row["overruns"] or 0)  # requests charged more than they reserved
-        result.append(entry)
-    return result
+        entry["refused"] = refused.pop(group_value, 0)
+        result[group_value] = entry
+    for group_value, count in refused.items():  # refused, never admitted: no usage row there
+        result[group_value] = {by: group_value, "requests": 0, **dict.fromkeys(TOKEN_COLUMNS, 0), "cost_usd": "0",
+                               "mock_usd": "0", "overruns": 0, "refused": count}
+    # A refusal without a known key groups under None: listed last.
+    return [result[g] for g in sorted(result, key=lambda g: (g is None, g or ""))]
