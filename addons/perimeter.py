@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Sequence
 
 from mitmproxy import connection, ctx, exceptions, http
@@ -41,6 +42,20 @@ def refusal(status: int, message: str) -> http.Response:
     if status == 407:
         headers["proxy-authenticate"] = 'Basic realm="pouch: your pouch key is the password"'
     return http.Response.make(status, f"pouch: {message}\n", headers)
+
+
+async def port_free(port: int | None, transport: str, wait: float = 5.0) -> None:
+    """Wait until ``port`` can be bound on 127.0.0.1 for ``transport`` (tcp, udp or both)."""
+    kinds = [socket.SOCK_STREAM] * (transport != "udp") + [socket.SOCK_DGRAM] * (transport != "tcp")
+    for _ in range(int(wait / 0.05)):
+        try:
+            for kind in kinds:
+                with socket.socket(socket.AF_INET, kind) as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    probe.bind(("127.0.0.1", port or 0))
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
 
 
 class Perimeter:
@@ -84,10 +99,15 @@ class Perimeter:
         while servers.is_updating:  # mitmproxy is still bringing them up
             await asyncio.sleep(0.01)
         modes = [mode_specs.ProxyMode.parse(spec) for spec in ctx.options.mode]
-        everywhere = [s.mode for s in servers if s.is_running and s.mode.custom_listen_host is None]
-        if everywhere:
-            await servers.update([m for m in modes if m not in everywhere])
-            await servers.update(modes)
+        moving = [s.mode for s in servers if s.is_running and s.mode.custom_listen_host is None]
+        if not moving:
+            return
+        await servers.update([m for m in modes if m not in moving])
+        for mode in moving:  # a socket just closed (UDP above all) may take a moment to free its port
+            await port_free(mode.listen_port(ctx.options.listen_port), mode.transport_protocol)
+        await servers.update(modes)
+        if failed := [s.mode.full_spec for s in servers if not s.is_running]:
+            log.error("pouch: could not move %s to 127.0.0.1; give --listen-host explicitly", ", ".join(failed))
 
     def auth_required(self) -> bool:
         if ctx.options.proxyauth:
