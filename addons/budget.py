@@ -204,7 +204,10 @@ class Budget:
         reservation = flow.metadata.get(chain.RESERVATION)
         if reservation and flow.response is not None:
             if reservation["remaining_usd"] is not None:
+                # Sent before the request settles: what is left while this request's worst case
+                # (x-pouch-request-reserved) is still held. The flow comment says what is left after it.
                 flow.response.headers["x-pouch-budget-remaining"] = reservation["remaining_usd"]
+                flow.response.headers["x-pouch-request-reserved"] = reservation["amount_usd"]
             if chain.CAPPED in flow.metadata:
                 flow.response.headers["x-pouch-output-capped"] = str(flow.metadata[chain.CAPPED])
             if chain.TOOLS_CAPPED in flow.metadata:

@@ -1,18 +1,25 @@
 """mitmweb as the LLM traffic inspector (not a chain link: it only explains flows).
 
-Every LLM flow gets a comment saying who called what and what it cost, e.g.
-``key alice · gpt-4o-mini · in 9 · out 4 · $0.00000375 · left $4.99 · 370 ms · ttft 120 ms``;
-flows pouch refused get a marker by reason and a comment starting with ``refused <reason>``.
-Find them in mitmweb with filter expressions: ``~comment "key alice "`` (one key's flows),
+Every LLM flow gets a comment saying what it cost, whose key, what was called and what budget
+is left; cost and key first, so that mitmweb's narrow comment column shows them, e.g.
+``$0.00000375 alice · gpt-4o-mini · in 9 · out 4 · left $4.99999625 after settling
+($4.99016825 while in flight) · 370 ms · ttft 120 ms`` (``pouch.services.explain``); flows pouch
+refused get a marker by reason and a comment starting with ``refused <reason>``.
+Streamed LLM responses keep their body (bounded: ``pouch_stream_bodies``) for the LLM view.
+Find them in mitmweb with filter expressions: ``~comment " alice · "`` (one key's flows),
 ``~comment "^refused"`` or ``~marked`` (refusals), ``~comment "refused budget"``,
-``~comment mock``, ``~comment observed``.
+``~comment "^mock "``, ``~comment "observed:"``.
 Commands for mitmweb's / mitmproxy's command bar: ``pouch.keys``, ``pouch.usage``,
 ``pouch.budget KEY``.
 """
 
 from __future__ import annotations
 
-from mitmproxy import command, contentviews, ctx, http
+import logging
+import weakref
+
+from mitmproxy import command, contentviews, ctx, exceptions, http
+from mitmproxy.utils import human
 
 from pouch.domain.money import Money
 from pouch.domain.periods import utcnow
@@ -20,8 +27,11 @@ from pouch.services import chain
 from pouch.services import keys as key_service
 from pouch.services.explain import explain
 from pouch.services.llm_view import LLMView
+from pouch.services.stream_body import KeptStream
 from pouch.store import keys as key_store
 from pouch.store import usage as usage_store
+
+log = logging.getLogger(__name__)
 
 MARKERS = {  # mitmproxy marker shortcodes, one per refusal reason
     "auth": ":lock:", "model": ":no_entry_sign:", "rate": ":hourglass:", "budget": ":money_with_wings:",
@@ -32,9 +42,25 @@ MARKERS = {  # mitmproxy marker shortcodes, one per refusal reason
 class Inspect:
     def __init__(self):
         self.view = LLMView()
+        self.keep_limit = 0
+        self._kept: weakref.WeakKeyDictionary[http.HTTPFlow, KeptStream] = weakref.WeakKeyDictionary()
 
     def load(self, loader):
         contentviews.add(self.view)  # replaces a previous registration (script reload)
+        loader.add_option("pouch_stream_bodies", str, "4m",
+                          "How much of each streamed LLM response to keep for mitmweb's LLM view and saved flows "
+                          "(e.g. 4m, 512k; 0: none). Bytes over it are dropped and a marker at the end says how "
+                          "many; metering always reads the whole stream. Kept only where something shows or saves "
+                          "flows (mitmweb, the mitmproxy console, save_stream_file, hardump), so n streams in flight "
+                          "hold at most n times this. mitmproxy's store_streamed_bodies=true keeps whole bodies "
+                          "instead.")
+
+    def configure(self, updated):
+        if "pouch_stream_bodies" in updated:
+            try:
+                self.keep_limit = human.parse_size(ctx.options.pouch_stream_bodies) or 0
+            except ValueError as e:
+                raise exceptions.OptionsError(f"pouch_stream_bodies: {e} (a size such as 4m, 512k or 0)") from e
 
     def running(self):
         # mitmweb's flow list shows the comment column, unless the operator chose columns.
@@ -43,11 +69,47 @@ class Inspect:
             ctx.options.update(web_columns=columns[: columns.index("status") + 1] + ["comment"]
                                + columns[columns.index("status") + 1:])
 
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        # Last in the chain: the usage link's stream callable (if any) is already in place.
+        stream = flow.response.stream
+        if not stream or chain.PROVIDER not in flow.metadata or not self._keeping():
+            return
+        kept = self._kept[flow] = KeptStream(self.keep_limit)
+
+        def keep(data: bytes):
+            chunks = stream(data) if callable(stream) else data
+            try:
+                if not isinstance(chunks, bytes):
+                    chunks = list(chunks)  # an iterator would be used up by keeping it
+                for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
+                    kept.add(chunk)
+            except Exception:  # a stream callable must never raise: the client's bytes come first
+                log.exception("pouch: keeping a stream body failed")
+            return chunks
+
+        flow.response.stream = keep
+
+    def _keeping(self) -> bool:
+        """Keep stream bodies only when something can show or save them: headless, they
+        would be memory spent for nobody."""
+        options = ctx.options
+        if self.keep_limit <= 0 or ("store_streamed_bodies" in options and options.store_streamed_bodies):
+            return False  # mitmproxy keeps them itself, whole
+        saved = any(name in options and getattr(options, name) for name in ("save_stream_file", "hardump"))
+        return saved or ctx.master.addons.get("view") is not None
+
     def response(self, flow: http.HTTPFlow) -> None:
+        self._keep(flow)
         self._explain(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        self._keep(flow)  # what arrived of a stream cut short
         self._explain(flow)
+
+    def _keep(self, flow: http.HTTPFlow) -> None:
+        kept = self._kept.pop(flow, None)
+        if kept is not None and flow.response is not None and flow.response.raw_content is None:
+            flow.response.raw_content = kept.body()
 
     def _explain(self, flow: http.HTTPFlow) -> None:
         story = explain(flow)

@@ -25,6 +25,21 @@ if os.environ.get("POUCH_SKIP_BROWSER") == "1":
     pytest.skip("POUCH_SKIP_BROWSER=1", allow_module_level=True)
 
 
+# (width the text needs in the cell's font, width the cell shows), in CSS pixels
+FITS = """
+const [cell, text] = arguments;
+const probe = document.createElement("span");
+probe.style.font = getComputedStyle(cell).font;
+probe.style.whiteSpace = "pre";
+probe.textContent = text;
+document.body.appendChild(probe);
+const needed = probe.getBoundingClientRect().width;
+probe.remove();
+const style = getComputedStyle(cell);
+return [needed, cell.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight)];
+"""
+
+
 @pytest.fixture
 def browser(tmp_path):
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
@@ -48,7 +63,7 @@ def test_mitmweb_shows_the_comment_and_the_conversation(tmp_path, browser):
         gateway = Gateway(tmp_path / "gw", {"api.openai.com": fake.url}, str(fake.ca_path), tool="mitmweb").start()
         try:
             gateway.open_store()
-            _, secret = key_service.create("browser", budget="1")
+            _, secret = key_service.create("alice", budget="1")
             gateway.client(secret).chat.completions.create(
                 model="gpt-4o-mini", messages=[{"role": "system", "content": "Be brief."},
                                                {"role": "user", "content": "hello browser"}])
@@ -58,7 +73,13 @@ def test_mitmweb_shows_the_comment_and_the_conversation(tmp_path, browser):
             wait = WebDriverWait(browser, 20)
             row = wait.until(lambda d: next((r for r in d.find_elements(By.CSS_SELECTOR, "tr")
                                              if "chat/completions" in r.text), None))
-            assert "key browser · gpt-4o-mini · in " in row.text and "$0.0000" in row.text
+            assert " alice · gpt-4o-mini · in " in row.text and "$0.0000" in row.text
+            # Cost and key first, and they fit mitmweb's comment column at its default width.
+            cell = row.find_element(By.CSS_SELECTOR, "td.col-comment")
+            head = cell.text.split(" · ")[0]
+            assert head.startswith("$0.0000") and head.endswith(" alice")
+            needed, room = browser.execute_script(FITS, cell, head)
+            assert needed <= room, f"{head!r} needs {needed}px, the column shows {room}px"
             browser.save_screenshot(str(SCREENSHOTS / "mitmweb-flow-list.png"))
 
             row.click()

@@ -47,11 +47,13 @@ def test_every_llm_flow_explains_itself(web):
     comments = [f["comment"] for f in flows(api)]
     assert len(comments) == 4
     json_call, stream_call, refused, mocked = comments
-    assert json_call.startswith("key inspected · gpt-4o-mini · in ") and " · $0.0000" in json_call
-    assert " · left $0.00" in json_call and json_call.endswith(" ms")
+    assert json_call.startswith("$0.0000") and " inspected · gpt-4o-mini · in " in json_call, "cost and key first"
+    assert " · left $0.00" in json_call and " after settling ($0.00" in json_call
+    assert " while in flight) · " in json_call
+    assert json_call.endswith(" ms")
     assert "ttft" in stream_call
-    assert refused.startswith("refused budget · key inspected · budget of key 'inspected' exhausted")
-    assert mocked.startswith("key mocked · gpt-4o-mini") and "mock" in mocked
+    assert refused.startswith("refused budget · inspected · budget of key 'inspected' exhausted")
+    assert mocked.startswith("mock $0.0000") and " mocked · gpt-4o-mini · in " in mocked
 
 
 def test_refused_flows_are_marked(web):
@@ -82,7 +84,8 @@ def test_the_llm_view_renders_the_conversation(web):
 
     streamed = text_of(content(api, stream_call, "response"))
     assert "echo: hello inspector" in streamed and "streamed:" in streamed
-    assert "── pouch ──\nkey inspected" in streamed, "what pouch recorded from the hidden usage chunk"
+    assert "── pouch ──\n$0.0000" in streamed and " inspected · gpt-4o-mini · in " in streamed, \
+        "what pouch recorded from the hidden usage chunk"
 
 
 def test_other_views_still_work(web):

@@ -9,11 +9,16 @@ from pouch.services import chain
 
 
 def explain(flow: http.HTTPFlow) -> str | None:
-    """The one-line story of an LLM flow, or None for flows that are not pouch's."""
+    """The one-line story of an LLM flow, or None for flows that are not pouch's.
+
+    What it cost and whose key come first, so that mitmweb's comment column (150 px unless
+    widened: about 18 characters) shows them: ``$0.00000375 alice · gpt-4o-mini · in 9 · ...``.
+    The key is named as ``pouch usage`` names it (``observed:<fingerprint>`` for observed traffic).
+    """
     if chain.PROVIDER not in flow.metadata:
         return None
     key = flow.metadata.get(chain.KEY)
-    who = f"key {key['name']}" if key else f"observed {flow.metadata.get(chain.OBSERVED, '?')}"
+    who = key["name"] if key else f"observed:{flow.metadata.get(chain.OBSERVED, '?')}"
     refused = flow.metadata.get(chain.REFUSED)
     if refused:
         return f"refused {refused['kind']} · {who} · {refused['message']}"
@@ -21,7 +26,10 @@ def explain(flow: http.HTTPFlow) -> str | None:
     if not call or not result:
         endpoint = flow.metadata.get(chain.ENDPOINT)
         return f"{who} · {endpoint['name'] if endpoint else flow.request.path} · not metered"
-    parts = [who, call["model"]]
+    mock = bool(flow.metadata.get(chain.MOCK))
+    # A mock is charged nothing: what it would have cost, said to be a mock before the amount.
+    cost = f"mock {Money.usd(result['cost_usd'])}" if mock else str(Money.usd(result["charged_usd"]))
+    parts = [f"{cost} {who}", call["model"]]
     tokens = f"in {result['input_tokens']}"
     if result["cached_tokens"]:
         tokens += f" (cached {result['cached_tokens']})"
@@ -30,19 +38,37 @@ def explain(flow: http.HTTPFlow) -> str | None:
         tokens += f" (reasoning {result['reasoning_tokens']})"
     if result.get("tool_calls"):
         tokens += " · tools " + ", ".join(f"{name} x{calls}" for name, calls in result["tool_calls"].items())
-    parts += [tokens, str(Money.usd(result["cost_usd"]))]
+    parts.append(tokens)
     if result["outcome"] == "overrun":
         parts.append(f"OVERRUN: reserved {Money.usd(result['reserved_usd'])}")
-    reservation = flow.metadata.get(chain.RESERVATION)
-    if reservation and reservation["remaining_usd"] is not None:
-        left = Money.usd(reservation["remaining_usd"]) + Money.usd(reservation["amount_usd"]) \
-            - Money.usd(result["charged_usd"])
-        parts.append(f"left {left}")
+    if (left := budget_left(flow)) is not None:
+        after, in_flight = left
+        parts.append(f"left {exact(after)} after settling ({exact(in_flight)} while in flight)")
     parts.append(f"{result['latency_ms']} ms")
     if result["ttft_ms"] is not None and call["stream"]:
         parts.append(f"ttft {result['ttft_ms']} ms")
-    if flow.metadata.get(chain.MOCK):
-        parts.append("mock")
     if result["outcome"] not in ("ok", "mock"):
         parts.append(result["outcome"].replace("_", " "))
     return " · ".join(parts)
+
+
+def exact(amount: Money) -> str:
+    """Every digit, as the response header has it: "$4.99999625", "-$0.001"."""
+    return f"-${(Money(0) - amount).json()}" if amount.pico < 0 else f"${amount.json()}"
+
+
+def budget_left(flow: http.HTTPFlow) -> tuple[Money, Money] | None:
+    """(budget left after this request settled, budget left while it was in flight) for a
+    settled request of a key with a budget; None otherwise.
+
+    Both are as of the request's admission: "while in flight" is the response header
+    ``x-pouch-budget-remaining`` (budget - spent - everything held, this request's worst case
+    ``x-pouch-request-reserved`` included), "after settling" is that with the worst case
+    given back and what the request was charged taken instead. Other requests of the key
+    that settled meanwhile are in neither.
+    """
+    reservation, result = flow.metadata.get(chain.RESERVATION), flow.metadata.get(chain.RESULT)
+    if not reservation or not result or reservation["remaining_usd"] is None:
+        return None
+    in_flight = Money.usd(reservation["remaining_usd"])
+    return in_flight + Money.usd(reservation["amount_usd"]) - Money.usd(result["charged_usd"]), in_flight

@@ -14,8 +14,10 @@ from mitmproxy import contentviews, http
 
 from pouch.providers import transcript
 from pouch.providers.registry import PROVIDERS, for_host
+from pouch.providers.sse import SSESplitter
 from pouch.services import chain
 from pouch.services.explain import explain
+from pouch.services.stream_body import truncation
 
 # Above JSON (1) and GraphQL (2), the highest built-in priorities for a JSON body.
 PRIORITY = 3.0
@@ -88,9 +90,18 @@ def _prettify(data: bytes, metadata: contentviews.Metadata) -> str:
         return "(no body)"
     if side == "request":
         return _render(api, side, data, metadata)
+    note = ""
+    if cut := truncation(data):
+        data, kept, dropped = cut
+        if _is_sse(data, metadata):  # the last event is cut in half: show the whole ones
+            splitter = SSESplitter()
+            splitter.feed(data)
+            data = data[: len(data) - len(splitter.tail)]
+        note = (f"\n── pouch kept the first {kept:,} bytes of this stream and dropped the other {dropped:,} "
+                "(pouch_stream_bodies) ──")
     story = explain(metadata.flow)
     # What pouch recorded, e.g. usage from a stream chunk it asked for and hid from the client.
-    return _render(api, side, data, metadata) + (f"\n── pouch ──\n{story}" if story else "")
+    return _render(api, side, data, metadata) + note + (f"\n── pouch ──\n{story}" if story else "")
 
 
 def _render(api: str, side: str, data: bytes, metadata: contentviews.Metadata) -> str:
