@@ -49,7 +49,7 @@ def key_facts(key: Key) -> dict:
 class Keys:
     def __init__(self):
         self.resolver = key_cache.keys
-        self.cache = self.resolver.cache
+        self.cache = self.resolver.reset()
 
     def load(self, loader):
         loader.add_option("pouch_db", str, "", "Store URL: sqlite:///path.db or postgresql://user:pass@host/db. "
@@ -101,7 +101,9 @@ class Keys:
     async def _admit(self, flow, provider) -> None:
         key = await self._caller(flow, provider)
         if key is not None:
+            flow.metadata[chain.KEY] = key_facts(key)  # a refusal from here on is this key's
             key = await self.resolver.check(key)
+            flow.metadata[chain.KEY] = key_facts(key)  # renewed, perhaps
             host = flow.request.host
             if not (key.mock or chain.OWN_CREDENTIAL in flow.metadata or registry.named_host(provider, host)
                     or host.lower() in perimeter.routed_hosts):
@@ -112,10 +114,9 @@ class Keys:
 
         endpoint = provider.endpoint(flow.request.method, flow.request.path)
         if endpoint is None:
-            raise errors.UnknownEndpoint(f"pouch does not know {flow.request.method} {flow.request.path}")
+            # the path without its query: a query may hold a credential (?key=), and this message is kept
+            raise errors.UnknownEndpoint(f"pouch does not know {flow.request.method} {flow.request.path.split('?')[0]}")
         flow.metadata[chain.ENDPOINT] = {"name": endpoint.name, "metering": endpoint.metering, "api": endpoint.api}
-        if key is not None:
-            flow.metadata[chain.KEY] = key_facts(key)
         if endpoint.metering == UNMETERED and ctx.options.pouch_unmetered != "allow":
             raise errors.EndpointNotMetered(
                 f"{endpoint.name} costs money that pouch cannot meter yet, so it is refused "
@@ -127,6 +128,8 @@ class Keys:
         else:
             body = parse_body(flow)
         call = provider.read_call(endpoint, flow.request.path, body)
+        flow.metadata[chain.CALL] = {"model": call.model, "stream": call.stream, "max_output": call.max_output,
+                                     "choices": call.choices, "hidden_input": call.hidden_input, "tool_calls": []}
         if key is not None and not key.allows_model(call.model):
             raise errors.ModelNotAllowed(
                 f"key '{key.name}' may not use model '{call.model}' (allowed: {', '.join(key.models)})")
@@ -135,9 +138,7 @@ class Keys:
                 f"{', '.join(call.unmetered_tools)} bills in ways pouch cannot bound or price, so this request "
                 "is refused (the operator can allow it with pouch_unmetered=allow)")
         flow.metadata[chain.BODY] = body
-        flow.metadata[chain.CALL] = {"model": call.model, "stream": call.stream, "max_output": call.max_output,
-                                     "choices": call.choices, "hidden_input": call.hidden_input,
-                                     "tool_calls": self._bound_tools(flow, provider, endpoint, call, body)}
+        flow.metadata[chain.CALL]["tool_calls"] = self._bound_tools(flow, provider, endpoint, call, body)
 
     async def _caller(self, flow, provider) -> Key | None:
         """The key this request is charged to (None: observed, a credential let through untouched).

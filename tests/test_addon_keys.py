@@ -55,14 +55,14 @@ def admit(gw, flow):
     return flow
 
 
-def assert_refused(flow, status, code, *, message=""):
+def assert_refused(flow, status, code, *, message="", model=None):
     assert flow.response is not None and flow.response.status_code == status
     assert flow.response.headers["content-type"] == "application/json"
     error = error_of(flow)
     assert error["code"] == code
     assert message in error["message"]
     assert flow.metadata[chain.REFUSED]["status"] == status
-    assert chain.CALL not in flow.metadata
+    assert (flow.metadata[chain.CALL]["model"] if model else flow.metadata.get(chain.CALL)) == model  # refusal names it
     return error
 
 
@@ -243,7 +243,8 @@ class TestKeys:
     def test_model_outside_the_allowlist(self, gw):
         _, secret = create_key(models=("gpt-4o", "o3*"))
         flow = admit(gw, openai_flow(body=chat_body(model="gpt-4o-mini"), secret=secret))
-        assert_refused(flow, 403, "model_not_allowed", message="key 'alice' may not use model 'gpt-4o-mini'")
+        assert_refused(flow, 403, "model_not_allowed", message="key 'alice' may not use model 'gpt-4o-mini'",
+                       model="gpt-4o-mini")
 
     @pytest.mark.parametrize("model", ["gpt-4o", "o3-mini"])
     def test_model_inside_the_allowlist(self, gw, model):

@@ -93,7 +93,7 @@ def test_refusals_survive_a_restart_and_are_listed(recorded):
         ("narrow", 403, "model_not_allowed"),
         ("poor", 429, "insufficient_quota"),
         ("slow", 429, "rate_limit_exceeded"),
-        (None, 404, "unknown_endpoint"),  # refused before the key link names the key
+        ("narrow", 404, "unknown_endpoint"),  # the key is known by then: the refusal is its
         (None, 401, "invalid_api_key"),  # the second run's
     ]
     assert all(r["provider"] == "openai" for r in rows)
@@ -109,14 +109,14 @@ def test_no_secret_is_stored_with_a_refusal(recorded):
     listed = json.dumps(pouch(db_url, "--refused"), ensure_ascii=False)
     for secret in [*secrets.values(), *REAL_KEYS.values(), "sk-not-a-pouch-key"]:
         assert secret not in listed and secret[12:] not in listed
-    assert "/v1/no-such-thing?key=…" in listed, "the path is kept, the credential in its query is not"
+    assert "pouch does not know GET /v1/no-such-thing" in listed, "the path is kept, its query (a credential) is not"
 
 
 def test_by_key_counts_refusals_and_keeps_mock_cost_out_of_spend(recorded):
     db_url, _ = recorded
     by_key = {row["key"]: row for row in pouch(db_url, "--by", "key")}
     assert {name: row["refused"] for name, row in by_key.items()} == {
-        "mocky": 0, "narrow": 1, "poor": 1, "slow": 1, None: 3}
+        "mocky": 0, "narrow": 2, "poor": 1, "slow": 1, None: 2}
     mocky, slow = by_key["mocky"], by_key["slow"]
     assert (mocky["requests"], mocky["cost_usd"]) == (1, "0") and Money.usd(mocky["mock_usd"]) > Money(0)
     assert (slow["requests"], slow["mock_usd"]) == (1, "0") and Money.usd(slow["cost_usd"]) > Money(0)

@@ -55,6 +55,11 @@ class KeyResolver:
     def __init__(self):
         self.cache = KeyCache()
 
+    def reset(self) -> KeyCache:
+        """A fresh cache (a gateway starting in this process): nothing carried over."""
+        self.cache = KeyCache()
+        return self.cache
+
     async def lookup(self, secret_hash: str) -> Key | None:
         found, key = self.cache.get(secret_hash)
         if not found:
