@@ -252,7 +252,7 @@ def test_a_mode_with_its_own_host_keeps_it_and_other_modes_stay_on_loopback():
     [
         ("confdir", "/tmp/elsewhere", "mitmdump"),
         ("connection_strategy", "eager", "mitmdump"),
-        ("store_streamed_bodies", "false", "mitmdump"),
+        ("store_streamed_bodies", "true", "mitmweb"),
         ("flow_detail", "3", "mitmdump"),
         ("web_open_browser", "true", "mitmweb"),
     ],
@@ -261,6 +261,12 @@ def test_every_default_yields_to_the_user(option, value, tool):
     args, opts, sets = resolved("--set", f"{option}={value}", tool=tool)
     assert [s for s in sets if s.startswith(f"{option}=")] == [f"{option}={value}"], "one value: no 'multiple values' error"
     assert str(getattr(opts, option)).lower() == value
+
+
+@pytest.mark.parametrize("tool", ["mitmdump", "mitmweb"])
+def test_stream_bodies_are_left_to_the_inspectors_bound(tool):
+    _, opts, sets = resolved(tool=tool)
+    assert opts.store_streamed_bodies is False and not any(s.startswith("store_streamed_bodies") for s in sets)
 
 
 def test_the_users_pouch_db_is_the_one_used():

@@ -51,7 +51,8 @@ def pouch_defaults(tool: str, port: int, db: str | None) -> dict[str, str]:
         "listen_port": str(port),
         "confdir": str(confdir()),
         "connection_strategy": "lazy",
-        "store_streamed_bodies": "true",
+        # not store_streamed_bodies=true: it keeps every stream whole, unbounded, and turns off
+        # the inspector's bounded copy of LLM streams (pouch_stream_bodies)
     }
     if db:
         defaults["pouch_db"] = db
