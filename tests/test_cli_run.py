@@ -14,6 +14,7 @@ import ipaddress
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import ssl
@@ -146,7 +147,8 @@ def test_run_listens_on_loopback_only_and_its_lines_work_as_printed(start):
     assert_try_it_lines_work(gateway.output)
     python_line = printed_block(gateway.output, "Or with the openai SDK (any client works the same way):\n")
     assert f"{trust.BUNDLE_NAME} REQUESTS_CA_BUNDLE=" in python_line, "the bundle, not pouch's CA alone"
-    assert python_line.splitlines()[-1].startswith(sys.executable), "the Python that has openai"
+    printed_python = shlex.split(python_line.splitlines()[-1])[0]
+    assert os.path.samefile(printed_python, sys.executable), "the Python that has openai"
 
     usage = subprocess.run([POUCH, "usage", "--json"], env={**os.environ, "POUCH_HOME": str(gateway.home)},
                            capture_output=True, text=True, timeout=60)
