@@ -105,7 +105,8 @@ class Keys:
             key = await self.resolver.check(key)
             flow.metadata[chain.KEY] = key_facts(key)  # renewed, perhaps
             host = flow.request.host
-            if not (key.mock or chain.OWN_CREDENTIAL in flow.metadata or registry.named_host(provider, host)
+            if not (key.mock or chain.OWN_CREDENTIAL in flow.metadata
+                    or registry.named_host(provider, host, flow.request.port)
                     or host.lower() in perimeter.routed_hosts):
                 raise errors.NotConfigured(
                     f"{host} is not a {provider.name} resource this gateway is configured for, so its "
@@ -161,7 +162,7 @@ class Keys:
             sent_hash = hash_secret(secret)
             if same_hash(sent_hash, proxy_hash):
                 return connection_key
-            if looks_like_pouch_key(secret) or await self.resolver.lookup(sent_hash) is not None:
+            if looks_like_pouch_key(secret.lower()) or await self.resolver.lookup(sent_hash) is not None:
                 raise errors.InvalidKey(
                     f"this connection authenticated as pouch key '{connection_key.name}' but the request "
                     "carries another pouch key: send one pouch key, or none")

@@ -37,6 +37,18 @@ PROXY_MODES = (mode_specs.RegularMode, mode_specs.UpstreamMode, mode_specs.Socks
 ADMITTED_MODES = (mode_specs.WireGuardMode, mode_specs.LocalMode, mode_specs.TunMode)
 
 
+def canonical(host: str) -> str:
+    return host.lower().rstrip(".")
+
+
+def host_of(name: str) -> str:
+    """The host of a Host header / authority value (``[::1]:443`` -> ``::1``)."""
+    name = name.strip()
+    if name.startswith("["):
+        return canonical(name[1:].split("]", 1)[0])
+    return canonical(name.rsplit(":", 1)[0] if name.count(":") == 1 else name)
+
+
 def refusal(status: int, message: str) -> http.Response:
     headers = {"content-type": "text/plain; charset=utf-8"}
     if status == 407:
@@ -160,9 +172,17 @@ class Perimeter:
         perimeter.authenticate(client, key.secret_hash)
         return None
 
-    def authenticated(self, client: connection.Client, flow: http.HTTPFlow | None = None) -> bool:
-        if perimeter.connection_key(client) is not None:
-            return True
+    async def authenticated(self, client: connection.Client, flow: http.HTTPFlow | None = None) -> bool:
+        secret_hash = perimeter.connection_key(client)
+        if secret_hash is not None:  # checked again each time (cached): a revoked key loses its tunnels
+            try:
+                key = await key_cache.keys.lookup(secret_hash)
+                if key is not None and await key_cache.keys.check(key):
+                    return True
+            except errors.PouchError:
+                pass
+            perimeter.forget(client)
+            return False
         if ctx.options.proxyauth:
             auth = ctx.master.addons.get("proxyauth")
             return client in auth.authenticated or bool(flow and flow.metadata.get("proxyauth"))
@@ -180,13 +200,14 @@ class Perimeter:
             return True
         refused = await self.authenticate(flow.client_conn, header)
         if refused:
+            perimeter.forget(flow.client_conn)  # a failed credential ends what an earlier one allowed
             flow.response = refusal(*refused)
         return not refused
 
     # -- where to -------------------------------------------------------------------------
 
     async def tunnel_refusal(self, client, host: str, port: int, flow=None) -> http.Response | None:
-        if not self.authenticated(client, flow):
+        if not await self.authenticated(client, flow):
             if self.auth_required():
                 return refusal(407, "this gateway tunnels traffic other than LLM requests only for clients "
                                     "that authenticate: HTTPS_PROXY=http://pouch:<your pouch key>@host:port")
@@ -205,9 +226,31 @@ class Perimeter:
             return
         provider = for_host(flow.request.host, flow.request.port)
         if provider is not None:
-            self.check_transport(flow, provider)
+            self.check_target(flow, provider)
+            if not flow.response:
+                self.check_transport(flow, provider)
         elif not isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode):
             flow.response = await self.tunnel_refusal(flow.client_conn, flow.request.host, flow.request.port, flow)
+
+    @staticmethod
+    def check_target(flow: http.HTTPFlow, provider) -> None:
+        """The host a request names (Host header, :authority, an absolute-form target, the
+        client's TLS SNI) must be the one it goes to: shared front ends route by those, so
+        another name there would take the credential to whoever serves it. The host is then
+        made canonical (lower case, no trailing dot) for every later link."""
+        request = flow.request
+        host = canonical(request.host)
+        named = [request.host_header or "", request.authority or ""]
+        if not isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode):
+            named.append(flow.client_conn.sni or "")  # in reverse mode it names the gateway
+        others = sorted({name for name in map(host_of, named) if name and name != host})
+        if others:
+            flow.metadata[chain.PROVIDER] = provider.name
+            chain.refuse(flow, errors.BadRequest(
+                f"this request was sent to {host} but names {', '.join(others)} (Host, authority or TLS "
+                "server name): refused, so that no credential goes to another host"))
+        elif request.host != host:
+            request.host = host
 
     @staticmethod
     def check_transport(flow: http.HTTPFlow, provider) -> None:
@@ -215,7 +258,7 @@ class Perimeter:
         request = flow.request
         if not registry.is_built_in(provider):
             return  # a server the operator configured: its scheme and port are theirs
-        routed = request.host.lower().rstrip(".") in perimeter.routed_hosts
+        routed = request.host in perimeter.routed_hosts
         if request.scheme != "https" or (request.port != 443 and not routed):
             flow.metadata[chain.PROVIDER] = provider.name
             chain.refuse(flow, errors.InsecureRequest(
@@ -229,9 +272,14 @@ class Perimeter:
         if server.error or server.address is None:
             return
         host, port = server.address[0], server.address[1]
-        if perimeter.expected(client, (host, port)) or isinstance(client.proxy_mode, mode_specs.ReverseMode):
+        mode = client.proxy_mode
+        if perimeter.expected(client, (host, port)):
+            server.sni = host  # the host pouch forwards to: never a name the client chose
             return
-        if not self.authenticated(client):
+        if isinstance(mode, mode_specs.ReverseMode) or (
+                isinstance(mode, mode_specs.UpstreamMode) and (host, port) == mode.address):
+            return  # the operator's target or upstream proxy (which the request itself was checked for)
+        if not await self.authenticated(client):
             server.error = "pouch: this client may not open connections other than LLM requests"
             return
         if server.via is not None:

@@ -22,11 +22,14 @@ def llm_host_patterns() -> list[str]:
     one), and every subdomain of a provider that owns a domain (a host with a leading dot)."""
     patterns = []
     for host in sorted({h for p in registry.PROVIDERS.values() for h in p.hosts}):
-        escaped = host.replace(".", "[.]")
+        escaped = host.replace(".", "[.]")  # a name may end in a dot (api.openai.com.): the same host
         if host.startswith("."):
-            patterns.append(rf"^[^:]+{escaped}(:\d+)?$")
+            patterns.append(rf"^[^:]+{escaped}[.]?(:\d+)?$")
+        elif ":" in host:
+            name, port = host.rsplit(":", 1)
+            patterns.append(rf"^{name.replace('.', '[.]')}[.]?:{port}$")
         else:
-            patterns.append(rf"^{escaped}$" if ":" in host else rf"^{escaped}(:\d+)?$")
+            patterns.append(rf"^{escaped}[.]?(:\d+)?$")
     return patterns
 
 

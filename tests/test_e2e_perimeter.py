@@ -9,10 +9,12 @@ listen on every interface (authentication then required for anything but LLM req
 from __future__ import annotations
 
 import base64
+import http.server
 import socket
 import socketserver
 import subprocess
 import threading
+import time
 import uuid
 
 import httpx2
@@ -122,7 +124,8 @@ def local(fake, tmp_path_factory):
 @pytest.fixture(scope="module")
 def exposed(fake, tmp_path_factory):
     """Listening on every interface: proxy authentication is required for tunnels."""
-    gateway = start(tmp_path_factory.mktemp("exposed"), fake, listen_host="0.0.0.0", pouch_passthrough="localhost")
+    gateway = start(tmp_path_factory.mktemp("exposed"), fake, listen_host="0.0.0.0", pouch_passthrough="localhost",
+                    pouch_key_cache="0.2")
     yield gateway
     gateway.stop()
 
@@ -328,3 +331,145 @@ def test_curl_with_only_proxy_credentials_is_served_and_charged(exposed, fake):
     assert fake.requests[-1].headers["authorization"] == f"Bearer {REAL_OPENAI_KEY}"
     exposed.settled()
     assert UsageRow.select().where(UsageRow.key == key.id).count() == 1
+
+
+# -- what a client names must be where it goes ---------------------------------------------
+
+
+def test_a_host_header_naming_another_host_is_refused(local, fake):
+    _, secret = new_key(local, budget="1")
+    seen = len(fake.requests)
+    for http2 in (False, True):
+        with httpx2.Client(proxy=local.proxy_url, verify=local.tls(), timeout=10, http2=http2) as client:
+            reply = client.post("https://api.openai.com/v1/chat/completions", json={"model": MODEL, "messages": HELLO},
+                                headers={"authorization": f"Bearer {secret}", "host": "evil.example"})
+        assert reply.status_code == 400 and "names evil.example" in reply.json()["error"]["message"], reply.text
+    assert len(fake.requests) == seen
+
+
+def test_a_tls_server_name_naming_another_host_is_refused(local, fake):
+    _, secret = new_key(local, budget="1")
+    seen = len(fake.requests)
+    out = subprocess.run(
+        ["curl", "-sS", "--max-time", "20", "--proxy", local.proxy_url, "--cacert", str(local.ca_path),
+         "--connect-to", "evil.example:443:api.openai.com:443", "-H", f"Authorization: Bearer {secret}",
+         "-H", "Content-Type: application/json", "-d", '{"model": "gpt-4o-mini", "messages": []}',
+         "https://evil.example/v1/chat/completions"], capture_output=True, text=True, timeout=30)
+    assert "names evil.example" in out.stdout, out
+    assert len(fake.requests) == seen
+
+
+def test_a_trailing_dot_is_the_same_host(local, fake):
+    _, secret = new_key(local, budget="1")
+    client = proxied(local, secret, base_url="https://api.openai.com.:443/v1")
+    client.chat.completions.create(model=MODEL, messages=HELLO)  # routed like api.openai.com
+    assert fake.requests[-1].headers["authorization"] == f"Bearer {REAL_OPENAI_KEY}"
+    with httpx2.Client(proxy=local.proxy_url, verify=local.tls(), timeout=10) as client:
+        reply = client.post("https://api.anthropic.com.:8443/v1/messages", headers={"x-api-key": secret},
+                            json={"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": HELLO})
+    assert reply.status_code == 400 and "only over https on port 443" in reply.json()["error"]["message"]
+
+
+# -- a revoked key loses what its proxy credential allowed ---------------------------------
+
+
+class Hello(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("content-length", "5")
+        self.end_headers()
+        self.wfile.write(b"hello")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_revoked_key_loses_its_connection_at_once(exposed):
+    key, secret = new_key(exposed)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://localhost:{server.server_address[1]}/"
+    try:
+        with socket.create_connection(("127.0.0.1", exposed.port), timeout=10) as conn:
+            def get(auth: bool) -> bytes:
+                head = f"GET {url} HTTP/1.1\r\nHost: localhost\r\n"
+                conn.sendall((head + (f"Proxy-Authorization: {basic(secret)}\r\n" if auth else "") + "\r\n").encode())
+                reply = b""
+                while b"\r\n\r\n" not in reply or len(reply.partition(b"\r\n\r\n")[2]) < body_length(reply):
+                    reply += conn.recv(4096)
+                return reply
+            assert get(auth=True).startswith(b"HTTP/1.1 200")
+            assert get(auth=False).startswith(b"HTTP/1.1 200"), "the connection is the key's"
+            exposed.open_store()
+            key_store.revoke(key, key_service.utcnow())
+            time.sleep(0.5)  # the gateway's key cache (pouch_key_cache=0.2)
+            assert get(auth=False).startswith(b"HTTP/1.1 407")
+    finally:
+        server.shutdown()
+
+
+# -- through the operator's upstream proxy -------------------------------------------------
+
+
+class ConnectProxy(socketserver.ThreadingTCPServer):
+    """An upstream proxy (a corporate one) on loopback: CONNECT only; records what it was asked."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        self.asked: list[str] = []
+        super().__init__(("127.0.0.1", 0), ConnectHandler)
+        self.port = self.server_address[1]
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+class ConnectHandler(socketserver.StreamRequestHandler):
+    def handle(self):
+        line = self.rfile.readline().decode()
+        while self.rfile.readline() not in (b"\r\n", b""):
+            pass
+        target = line.split()[1]
+        self.server.asked.append(target)
+        host, port = target.rsplit(":", 1)
+        upstream = socket.create_connection((self.server.fake_host, self.server.fake_port), timeout=10)
+        self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        self.wfile.flush()
+        pipe = threading.Thread(target=copy, args=(upstream, self.connection), daemon=True)
+        pipe.start()
+        copy(self.connection, upstream)
+        pipe.join(5)
+
+
+def copy(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+def test_upstream_mode_through_a_proxy_on_loopback(fake, tmp_path):
+    proxy = ConnectProxy()
+    proxy.fake_host, proxy.fake_port = "127.0.0.1", fake.port  # every CONNECT ends at the fake
+    home = tmp_path / "upstream"
+    gateway = Gateway(home, {}, str(fake.ca_path), {"pouch_instance": "upstream-mode"})
+    regular = gateway.args.index(f"regular@{gateway.port}")
+    gateway.args[regular] = f"upstream:http://127.0.0.1:{proxy.port}@{gateway.port}"
+    gateway.start()
+    try:
+        gateway.open_store()
+        _, secret = new_key(gateway, budget="1")
+        reply = proxied(gateway, secret).chat.completions.create(model=MODEL, messages=HELLO)
+        assert reply.choices[0].message.content.startswith("echo:")
+        assert proxy.asked == ["api.openai.com:443"]
+        assert fake.requests[-1].headers["authorization"] == f"Bearer {REAL_OPENAI_KEY}"
+    finally:
+        gateway.stop()
+        proxy.shutdown()

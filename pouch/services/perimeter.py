@@ -41,6 +41,10 @@ def authenticate(client: connection.Client, secret_hash: str) -> None:
     _connection_keys[client] = secret_hash
 
 
+def forget(client: connection.Client) -> None:
+    _connection_keys.pop(client, None)
+
+
 def expect(client: connection.Client, address: tuple[str, int]) -> None:
     """Pouch is about to forward an LLM request of ``client`` to ``address``."""
     _expected.setdefault(client, set()).add((address[0].lower(), address[1]))
@@ -92,7 +96,7 @@ def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     (::ffff:10.0.0.1, 6to4, NAT64)."""
     if isinstance(address, ipaddress.IPv6Address):
         embedded = address.ipv4_mapped or address.sixtofour
-        if embedded is None and address in _NAT64:
+        if embedded is None and (address in _NAT64 or int(address) >> 32 == 0):  # NAT64, IPv4-compatible ::a.b.c.d
             embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if embedded is not None:
             return is_public(embedded)
@@ -138,10 +142,9 @@ class Passthrough:
             addresses = await resolve(host, port)
         except OSError as e:
             return None, f"cannot resolve {host}: {e.strerror or e}"
-        private = [str(a) for a in addresses if not is_public(a)]
-        if private:
-            return None, (f"{host} is a loopback, private or link-local address ({', '.join(private[:3])}): "
-                          "pouch does not tunnel there unless the operator allows it with pouch_passthrough")
+        if not all(map(is_public, addresses)):  # which address is not said: a client need not learn them
+            return None, (f"{host} is or resolves to a loopback, private or link-local address: pouch does "
+                          "not tunnel there unless the operator allows it with pouch_passthrough")
         return str(addresses[0]), ""  # pinned: the name cannot be re-resolved elsewhere in between
 
     def describe(self) -> str:
