@@ -41,8 +41,8 @@ class Providers:
         loader.add_option(
             "pouch_compatible", Sequence[str], [],
             "An OpenAI-compatible server to meter (vLLM, Ollama, llama.cpp): NAME=HOST[:PORT][/BASE_PATH][,ENV_VAR] "
-            "(repeatable), e.g. vllm=gpu-box:8000/v1 or ollama=127.0.0.1:11434. Without a port: every port of "
-            "HOST; base path default /v1; ENV_VAR holds its key (none: no credential is sent). Give its models "
+            "(repeatable), e.g. vllm=gpu-box:8000/v1 or ollama=127.0.0.1:11434. Without a port: ports 80 and 443 "
+            "only; base path default /v1; ENV_VAR holds its key (none: no credential is sent). Give its models "
             "prices in $POUCH_HOME/prices.json with provider NAME.")
         loader.add_option(
             "pouch_azure_deployment", Sequence[str], [],

@@ -43,13 +43,15 @@ def test_the_operators_host_choice_is_kept(tctx, option):
 
 
 def test_a_compatible_server_is_metered_and_decrypted(tctx):
-    tctx.configure(tctx.providers, pouch_compatible=["vllm=gpu-box:8000/v1", "ollama=127.0.0.1,OLLAMA_KEY"])
+    tctx.configure(tctx.providers, pouch_compatible=["vllm=gpu-box:8000/v1", "corp=llm.corp,CORP_KEY"])
     vllm = registry.for_host("gpu-box", 8000)
     assert vllm.name == "vllm" and registry.for_host("gpu-box", 9000) is None
-    assert registry.for_host("127.0.0.1", 11434).credential_env == ("OLLAMA_KEY",)
+    assert registry.for_host("llm.corp", 443).credential_env == ("CORP_KEY",)
+    assert registry.for_host("llm.corp", 8443) is None, "without a port: 80 and 443 only"
     assert vllm.endpoint("POST", "/v1/chat/completions").metering == "metered"
     assert decrypted(tctx.options.allow_hosts, "gpu-box:8000"), "allow_hosts follows the configured servers"
-    assert not decrypted(tctx.options.allow_hosts, "gpu-box:9000")
+    assert all(decrypted(tctx.options.allow_hosts, h) for h in ("llm.corp:443", "llm.corp:80"))
+    assert not any(decrypted(tctx.options.allow_hosts, h) for h in ("gpu-box:9000", "llm.corp:8443"))
     tctx.configure(tctx.providers, pouch_compatible=[])
     assert registry.for_host("gpu-box", 8000) is None
 

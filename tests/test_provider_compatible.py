@@ -259,8 +259,10 @@ def test_xai_stream_reasoning():
         ("vllm=gpu-box:8000/v1", "vllm", ("gpu-box:8000",), "/v1", ()),
         ("ollama=127.0.0.1:11434", "ollama", ("127.0.0.1:11434",), "/v1", ()),
         ("llamacpp=localhost:8080/,LLAMA_API_KEY", "llamacpp", ("localhost:8080",), "", ("LLAMA_API_KEY",)),
-        (" VLLM = GPU-Box.lan/api/v1/ , VLLM_KEY ", "vllm", ("gpu-box.lan",), "/api/v1", ("VLLM_KEY",)),
-        ("tgi_2=tgi,", "tgi_2", ("tgi",), "/v1", ()),
+        # without a port: the default ports only, never every port of the host
+        (" VLLM = GPU-Box.lan/api/v1/ , VLLM_KEY ", "vllm", ("gpu-box.lan:80", "gpu-box.lan:443"), "/api/v1",
+         ("VLLM_KEY",)),
+        ("tgi_2=tgi,", "tgi_2", ("tgi:80", "tgi:443"), "/v1", ()),
     ],
 )
 def test_parse_compatible(spec, name, hosts, base_path, env):
@@ -295,15 +297,26 @@ def test_parse_compatible_refuses(spec, complaint):
         parse_compatible(spec)
 
 
-def test_registered_servers_are_matched_by_port_then_host(configured):
-    vllm, ollama = parse_compatible("vllm=gpu-box:8000/v1"), parse_compatible("ollama=gpu-box")
-    configured.replace_configured([vllm, ollama])
+def test_registered_servers_own_only_the_ports_they_name(configured):
+    vllm, web = parse_compatible("vllm=gpu-box:8000/v1"), parse_compatible("web=gpu-box")
+    configured.replace_configured([vllm, web])
     assert configured.for_host("gpu-box", 8000) is vllm
-    assert configured.for_host("GPU-Box", 11434) is ollama
-    assert configured.for_host("gpu-box") is ollama  # without a port, only a port-less entry
-    assert configured.PROVIDERS["vllm"] is vllm
+    assert configured.for_host("GPU-Box.", 443) is web and configured.for_host("gpu-box", 80) is web
+    assert configured.for_host("gpu-box", 11434) is None  # another service of the host: not an LLM host
+    assert configured.for_host("gpu-box") is None
+    assert configured.named_host(vllm, "gpu-box", 8000) and configured.named_host(web, "GPU-BOX", 443)
+    assert not configured.named_host(vllm, "gpu-box", 8001) and not configured.named_host(vllm, "gpu-box")
+    assert not configured.named_host(web, "gpu-box", 8000)
     configured.unregister("vllm")
-    assert configured.for_host("gpu-box", 8000) is ollama and "vllm" not in configured.PROVIDERS
+    assert configured.for_host("gpu-box", 8000) is None and "vllm" not in configured.PROVIDERS
+
+
+def test_a_configured_server_must_name_its_ports(configured):
+    with pytest.raises(ValueError, match="names no port"):
+        configured.register(Compatible("bare", ("gpu-box",), (), "/v1"))
+    with pytest.raises(ValueError, match="gpu-box:443 already belongs to provider 'a'"):
+        configured.replace_configured([parse_compatible("a=gpu-box"), parse_compatible("b=gpu-box:443")])
+    assert set(configured.PROVIDERS) == {*configured._BUILT_IN}
 
 
 @pytest.mark.parametrize(
@@ -326,7 +339,7 @@ def test_replace_configured_is_all_or_nothing(configured):
     clash = [parse_compatible("a=box-a"), parse_compatible("b=gpu-box:8000")]  # b takes vllm's host
     with pytest.raises(ValueError, match="gpu-box:8000 already belongs to provider 'vllm'"):
         configured.replace_configured([parse_compatible("vllm=gpu-box:8000"), *clash])
-    assert configured.for_host("gpu-box", 8000).name == "vllm" and configured.for_host("box-a") is None
+    assert configured.for_host("gpu-box", 8000).name == "vllm" and configured.for_host("box-a", 443) is None
     with pytest.raises(KeyError):
         configured.unregister("openai")
 

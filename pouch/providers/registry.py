@@ -4,6 +4,8 @@ A provider lists exact hosts (``api.openai.com``) or, with a leading dot, a doma
 subdomains it owns (``.openai.azure.com`` for per-resource Azure hosts). Exact hosts are one
 dict lookup; suffixes are tried only when that misses. A host may carry a port
 (``gpu-box:8000``, a self-hosted server): requests to that port prefer it over the bare host.
+A bare host (built-ins only) matches every port; a configured provider names each port, since
+every port it owns is one a key holder reaches through the gateway.
 
 Providers configured at run time (``pouch_compatible``) come and go through ``register`` /
 ``unregister``; the built-in ones stay.
@@ -66,11 +68,14 @@ def named_host(provider: Provider, host: str, port: int | None = None) -> bool:
 
 
 def register(provider: Provider) -> None:
-    """Add a configured provider; ValueError if its name or a host is taken. It may not claim a
-    built-in provider's host on any port (that would divert the built-in's traffic and billing)."""
+    """Add a configured provider; ValueError if its name or a host is taken, or a host has no
+    port. It may not claim a built-in provider's host on any port (that would divert the
+    built-in's traffic and billing)."""
     if provider.name in PROVIDERS:
         raise ValueError(f"a provider named {provider.name!r} already exists")
     for host in provider.hosts:
+        if not host.rpartition(":")[2].isdigit():
+            raise ValueError(f"{host} names no port: a configured server owns only the ports it names")
         taken = _BY_HOST.get(host) or dict(_BY_SUFFIX).get(host)
         shadowed = for_host(host.split(":", 1)[0])
         if taken or (shadowed and shadowed.name in _BUILT_IN):
