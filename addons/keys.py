@@ -108,10 +108,11 @@ class Keys:
             if not (key.mock or chain.OWN_CREDENTIAL in flow.metadata
                     or registry.named_host(provider, host, flow.request.port)
                     or host.lower() in perimeter.routed_hosts):
+                how = ("pouch_azure_resource or AZURE_OPENAI_ENDPOINT" if provider.name == "azure"
+                       else "pouch_compatible with this port, or pouch_route")
                 raise errors.NotConfigured(
-                    f"{host} is not a {provider.name} resource this gateway is configured for, so its "
-                    "credential does not go there (the operator names resources with pouch_azure_resource "
-                    "or AZURE_OPENAI_ENDPOINT)")
+                    f"{host}:{flow.request.port} is not a {provider.name} host this gateway is configured for, "
+                    f"so its credential does not go there (the operator names them with {how})")
 
         endpoint = provider.endpoint(flow.request.method, flow.request.path)
         if endpoint is None:
