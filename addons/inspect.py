@@ -23,7 +23,7 @@ from mitmproxy.utils import human
 
 from pouch.domain.money import Money
 from pouch.domain.periods import utcnow
-from pouch.services import chain
+from pouch.services import chain, web_redaction
 from pouch.services import keys as key_service
 from pouch.services.explain import explain
 from pouch.services.llm_view import LLMView
@@ -47,6 +47,7 @@ class Inspect:
 
     def load(self, loader):
         contentviews.add(self.view)  # replaces a previous registration (script reload)
+        web_redaction.install()  # mitmweb shows no pouch key or proxy credentials, also before the chain ran
         loader.add_option("pouch_stream_bodies", str, "4m",
                           "How much of each streamed LLM response to keep for mitmweb's LLM view and saved flows "
                           "(e.g. 4m, 512k; 0: none). Bytes over it are dropped and a marker at the end says how "

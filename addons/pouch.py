@@ -21,11 +21,13 @@ from addons.mock import Mock  # noqa: E402
 from addons.perimeter import Perimeter  # noqa: E402
 from addons.preflight import Preflight  # noqa: E402
 from addons.providers import Providers  # noqa: E402
+from addons.proxy_credentials import ProxyCredentials  # noqa: E402
 from addons.ratelimit import RateLimit  # noqa: E402
 from addons.upstream import Upstream  # noqa: E402
 from addons.usage import UsageMeter  # noqa: E402
 
 addons = [
+    ProxyCredentials(),  # not a link: Proxy-Authorization off every request, kept for the perimeter only
     Perimeter(),  # not a link: who may use the proxy, where it may connect, LLM hosts only over https
     Providers(),  # not a link: which APIs are metered, and only their hosts are decrypted
     Preflight(),  # not a link: says at start which providers lack a credential, and checks each route's TLS

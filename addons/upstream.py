@@ -4,9 +4,9 @@ changed. The last line of defence: a flow to an LLM host that no earlier link ac
 for is refused, never forwarded.
 
 Credentials never sit in a flow that anything can see: the client's credential is replaced
-by a placeholder here, and the one to send upstream is written in by ``LateCredential``,
-an addon appended after every other (mitmweb's view, flow saving, interception), then
-replaced by its placeholder again when the response or an error arrives.
+by a placeholder here, and the one to send upstream goes only into the request mitmproxy
+sends once the upstream connection is open (``LateCredential``), after every hook, mitmweb
+update and interception of the request.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from mitmproxy import ctx, exceptions, http
 from pouch.domain.errors import GatewayError, StoreUnavailable
 from pouch.providers import registry
 from pouch.providers.registry import for_host
-from pouch.services import chain, perimeter, upstream_errors
+from pouch.services import chain, perimeter, upstream_connection
 from pouch.services.secrets import placeholder, replace_in_request, stray_pouch_keys
 
 
@@ -46,18 +46,24 @@ def parse_route(spec: str) -> Route:
 
 
 class LateCredential:
-    """Writes the upstream credential into the request after every other addon has seen it."""
+    """Puts the upstream credential in the request mitmproxy sends, at the last moment."""
 
     def __init__(self):
         # flow -> {placeholder: credential}; never in flow.metadata, which is saved and shown
         self.pending: weakref.WeakKeyDictionary[http.HTTPFlow, dict[str, str]] = weakref.WeakKeyDictionary()
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def sending(self, flow: http.HTTPFlow) -> http.Request | None:
+        """``upstream_connection.when_connected``'s callback: the flow's request with the
+        credential, a copy, so that the flow itself keeps the placeholder."""
         swaps = self.pending.get(flow)
-        if swaps and not flow.response and not flow.error:
-            replace_in_request(flow.request, swaps)
+        if not swaps:
+            return None
+        sent = flow.request.copy()
+        replace_in_request(sent, swaps)
+        return sent
 
     def hide(self, flow: http.HTTPFlow) -> None:
+        """Forget the flow's credential; and should its request ever hold it, the placeholder."""
         swaps = self.pending.pop(flow, None)
         if swaps:
             replace_in_request(flow.request, {secret: shown for shown, secret in swaps.items()})
@@ -73,7 +79,10 @@ class Upstream:
         self.late = LateCredential()
 
     def load(self, loader):
-        upstream_errors.install()  # a failed upstream connection: a 502 in the provider's shape, not mitmproxy's page
+        # a failed upstream connection: a 502 in the provider's shape, not mitmproxy's page;
+        # an open one: the request is sent with its credential
+        upstream_connection.install()
+        upstream_connection.when_connected(self.late.sending)
         loader.add_option("pouch_route", Sequence[str], [],
                           "Send a provider host to another base URL: HOST=URL (repeatable), e.g. "
                           "api.openai.com=https://my-azure.example or api.openai.com=http://127.0.0.1:8000 "
@@ -87,13 +96,8 @@ class Upstream:
                 raise exceptions.OptionsError(str(e)) from e
             perimeter.routed_hosts = frozenset(self.routes)
 
-    def running(self):
-        if self.late not in ctx.master.addons.chain:
-            ctx.master.addons.add(self.late)
-
     def done(self):
-        # Here, not (only) in LateCredential: this addon runs before mitmproxy's Save, whose
-        # done() writes the flows still in flight.
+        # Before mitmproxy's Save, whose done() writes the flows still in flight.
         self.late.done()
 
     @chain.fail_closed

@@ -117,6 +117,11 @@ class Gateway:
         self.hook("request", flow, **where)
         return flow
 
+    def sent(self, flow: http.HTTPFlow) -> http.Request:
+        """The request that leaves for the provider once its connection is open: the upstream
+        credential is only in that copy (``upstream_connection.when_connected``), never in the flow."""
+        return self.upstream.late.sending(flow) or flow.request
+
     def respond(self, flow: http.HTTPFlow, response: http.Response, chunks=()) -> bytes:
         """The provider answers: ``responseheaders``; then, if a link set a stream callable, each
         of ``chunks`` and the final ``b""`` through it; then ``response``. Returns what the

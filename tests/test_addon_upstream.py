@@ -10,7 +10,7 @@ from mitmproxy.test import taddons
 
 from addons.upstream import Route, Upstream, parse_route
 from pouch.domain.money import Money
-from pouch.services import chain
+from pouch.services import chain, upstream_connection
 from tests.addon_helpers import chat_body, create_key, error_of, gateway, openai_flow
 
 REAL_KEY = "sk-real-provider-key"
@@ -61,10 +61,23 @@ class TestUpstream:
         _, secret = create_key()
         flow = forwarded(gw, secret, headers={"x-api-key": secret, "api-key": secret})
         assert flow.response is None
-        assert flow.request.headers.get_all("authorization") == [f"Bearer {REAL_KEY}"]
-        assert "x-api-key" not in flow.request.headers and "api-key" not in flow.request.headers
-        assert secret not in flow.request.url
-        assert not [value for _, value in flow.request.headers.items(multi=True) if secret in value]
+        request = gw.sent(flow)
+        assert request is not flow.request and request.headers.get_all("authorization") == [f"Bearer {REAL_KEY}"]
+        for shown in (request, flow.request):
+            assert "x-api-key" not in shown.headers and "api-key" not in shown.headers
+            assert secret not in shown.url
+            assert not [value for _, value in shown.headers.items(multi=True) if secret in value]
+        assert flow.request.headers["authorization"] == f"Bearer <OPENAI_API_KEY for {secret[:12]}…>", \
+            "the flow, which mitmweb shows and flows are saved from, keeps the placeholder"
+        assert request.content == flow.request.content and request.url == flow.request.url
+
+    def test_the_credential_is_hidden_again_when_the_response_comes(self, gw):
+        _, secret = create_key()
+        flow = forwarded(gw, secret)
+        assert gw.sent(flow).headers["authorization"] == f"Bearer {REAL_KEY}"
+        gw.respond(flow, http.Response.make(200, json.dumps({"usage": {}}), {"content-type": "application/json"}))
+        assert gw.upstream.late.sending(flow) is None, "nothing pending once the response came"
+        assert_no_real_credential(flow)
 
     def test_a_missing_credential_refuses_naming_the_variable(self, gw, monkeypatch):
         monkeypatch.delenv("OPENAI_API_KEY")
@@ -78,7 +91,8 @@ class TestUpstream:
         gw.configure(pouch_unknown_keys="observe")
         flow = forwarded(gw, "sk-proj-the-clients-own")
         assert flow.response is None
-        assert flow.request.headers["authorization"] == "Bearer sk-proj-the-clients-own"
+        assert gw.sent(flow).headers["authorization"] == "Bearer sk-proj-the-clients-own"
+        assert flow.request.headers["authorization"] == "Bearer sk-pro…redacted"
 
     def test_pouch_route_rewrites_the_destination(self, gw):
         gw.configure(pouch_route=["API.openai.com=http://127.0.0.1:8000/proxy/"])
@@ -129,12 +143,12 @@ class TestUpstream:
     def test_free_endpoints_get_the_real_credential(self, gw):
         _, secret = create_key()
         flow = gw.request(openai_flow("/v1/models", method="GET", secret=secret))
-        assert flow.response is None and flow.request.headers["authorization"] == f"Bearer {REAL_KEY}"
+        assert flow.response is None and gw.sent(flow).headers["authorization"] == f"Bearer {REAL_KEY}"
 
     def test_other_hosts_are_untouched(self, gw):
         headers = {"x-pouch-trace": "1", "accept-encoding": "gzip"}
         flow = forwarded(gw, "pouch-abc", host="example.com", headers=headers)
-        assert flow.response is None and flow.metadata == {}
+        assert flow.response is None and flow.metadata == {} and gw.upstream.late.sending(flow) is None
         assert flow.request.headers["authorization"] == "Bearer pouch-abc"
         assert flow.request.headers["x-pouch-trace"] == "1" and flow.request.headers["accept-encoding"] == "gzip"
 
@@ -169,16 +183,9 @@ class TestLastLineOfDefence:
         assert_no_real_credential(flow)
 
 
-class TestRunning:
-    @pytest.fixture
-    def tctx(self):
-        upstream = Upstream()
-        with taddons.context(Proxyserver(), upstream) as tctx:
-            tctx.upstream = upstream
-            yield tctx
-
-    def test_the_late_credential_addon_runs_after_every_other(self, tctx):
-        tctx.upstream.running()
-        tctx.upstream.running()  # idempotent
-        assert tctx.master.addons.chain[-1] is tctx.upstream.late
-        assert tctx.master.addons.chain.count(tctx.upstream.late) == 1
+class TestLoad:
+    def test_one_credential_callback_also_after_a_reload(self):
+        first, second = Upstream(), Upstream()
+        with taddons.context(Proxyserver(), first):
+            with taddons.context(Proxyserver(), second):  # a script reload: a new instance
+                assert upstream_connection._on_connected == second.late.sending

@@ -612,7 +612,7 @@ def test_chain_streamed_array_billed_from_its_usage(gw):
     _, secret = create_key(budget=Money.usd("5"))
     flow = gw.request(gemini_flow(f"/v1beta/models/gemini-2.5-flash:streamGenerateContent?key={secret}", {"contents": CONTENTS}))
     assert flow.response is None
-    assert flow.request.headers["x-goog-api-key"] == "AIza-real" and "key" not in flow.request.query
+    assert gw.sent(flow).headers["x-goog-api-key"] == "AIza-real" and "key" not in gw.sent(flow).query
     chunks = random_chunks(array(RESPONSES), 1)
     received = gw.respond(flow, http.Response.make(200, b"", {"content-type": "application/json"}), chunks)
     assert received == array(RESPONSES)

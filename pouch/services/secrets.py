@@ -50,6 +50,11 @@ def stray_pouch_keys(request: http.Request) -> dict[str, str]:
     return {secret: placeholder(secret) for secret in found}
 
 
+def hide_pouch_keys(text: str) -> str:
+    """``text`` with every pouch key in it replaced by its placeholder."""
+    return _POUCH_KEY.sub(lambda m: placeholder(m.group()), text)
+
+
 # A query parameter's value in text built from a request: ``?key=`` carries Gemini's credential.
 _QUERY_VALUE = re.compile(r"([?&][^=\s?&#]+=)[^\s&#'\"]*")
 
@@ -57,5 +62,4 @@ _QUERY_VALUE = re.compile(r"([?&][^=\s?&#]+=)[^\s&#'\"]*")
 def redact_text(text: str) -> str:
     """A message built from a request, fit to store: query parameter values and pouch keys
     replaced, since either may be a credential the client sent."""
-    text = _QUERY_VALUE.sub(r"\1…", text)
-    return _POUCH_KEY.sub(lambda m: placeholder(m.group()), text)
+    return hide_pouch_keys(_QUERY_VALUE.sub(r"\1…", text))

@@ -1,7 +1,9 @@
-"""pouch/services/upstream_errors.py: what a client is told when an upstream cannot be
-reached, and the wrapper around mitmproxy's ``HttpStream.make_server_connection`` (driven
-here command by command, as mitmproxy's layer drives it)."""
+"""pouch/services/upstream_connection.py: what a client is told when an upstream cannot be
+reached, the request sent once it is reached, and the wrapper around mitmproxy's
+``HttpStream.make_server_connection`` (driven here command by command, as mitmproxy's layer
+drives it)."""
 
+import asyncio
 import json
 
 import pytest
@@ -13,8 +15,8 @@ from mitmproxy.proxy.layers.http._hooks import HttpErrorHook, HttpResponseHeader
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import tflow
 
-from pouch.services import chain, upstream_errors
-from pouch.services.upstream_errors import explain
+from pouch.services import chain, upstream_connection
+from pouch.services.upstream_connection import explain
 
 ADDRESS = ("127.0.0.1", 4431)
 
@@ -73,10 +75,17 @@ def drive(generator, reply, then=None):
         return sent, done.value
 
 
+@pytest.fixture(autouse=True)
+def no_callback():
+    upstream_connection.when_connected(None)
+    yield
+    upstream_connection.when_connected(None)
+
+
 def test_a_connection_that_opens_is_mitmproxys_own():
     server = connection.Server(address=ADDRESS)
     stream = stream_for(llm_flow())
-    sent, ok = drive(upstream_errors.make_server_connection(stream), (server, None))
+    sent, ok = drive(upstream_connection.make_server_connection(stream), (server, None))
     assert ok is True and len(sent) == 1 and isinstance(sent[0], GetHttpConnection)
     assert sent[0].address == ADDRESS and stream.context.server is server and stream.flow.server_conn is server
     assert stream.flow.response is None and chain.REFUSED not in stream.flow.metadata
@@ -91,8 +100,8 @@ def test_other_failures_get_mitmproxys_own_handling(case):
         return stream_for(flow, body_read=case != "request body streamed upstream")
 
     ours, theirs = make(), make()
-    sent, ok = drive(upstream_errors.make_server_connection(ours), (None, "[Errno 111] Connect call failed"))
-    expected, expected_ok = drive(upstream_errors._original(theirs), (None, "[Errno 111] Connect call failed"))
+    sent, ok = drive(upstream_connection.make_server_connection(ours), (None, "[Errno 111] Connect call failed"))
+    expected, expected_ok = drive(upstream_connection._original(theirs), (None, "[Errno 111] Connect call failed"))
     assert ok is expected_ok is False
     assert [type(c) for c in sent] == [type(c) for c in expected]
     assert any(isinstance(c, HttpErrorHook) for c in sent)
@@ -103,7 +112,7 @@ def test_other_failures_get_mitmproxys_own_handling(case):
 
 def test_a_failed_llm_connection_is_answered_in_the_providers_shape():
     stream = stream_for(llm_flow())
-    sent, ok = drive(upstream_errors.make_server_connection(stream), (None, "[Errno 111] Connect call failed"))
+    sent, ok = drive(upstream_connection.make_server_connection(stream), (None, "[Errno 111] Connect call failed"))
     assert ok is False
     hooks = [type(c) for c in sent if isinstance(c, HttpResponseHeadersHook | HttpResponseHook | HttpErrorHook)]
     assert hooks == [HttpResponseHeadersHook, HttpResponseHook], "as for a response an addon set: no error hook"
@@ -119,9 +128,76 @@ def test_a_failed_llm_connection_is_answered_in_the_providers_shape():
 
 
 def test_install_wraps_once(monkeypatch):
-    monkeypatch.setattr(HttpStream, "make_server_connection", upstream_errors._original)
-    upstream_errors.install()
-    upstream_errors.install()
-    assert HttpStream.make_server_connection is upstream_errors.make_server_connection
-    assert HttpStream.make_server_connection.__wrapped__ is upstream_errors._original
-    assert upstream_errors._original.__qualname__ == "HttpStream.make_server_connection", "mitmproxy's own"
+    monkeypatch.setattr(HttpStream, "make_server_connection", upstream_connection._original)
+    upstream_connection.install()
+    upstream_connection.install()
+    assert HttpStream.make_server_connection is upstream_connection.make_server_connection
+    assert HttpStream.make_server_connection.__wrapped__ is upstream_connection._original
+    assert upstream_connection._original.__qualname__ == "HttpStream.make_server_connection", "mitmproxy's own"
+
+
+def connect_on_the_loop(stream, callback):
+    """Open ``stream``'s connection inside an event loop, as mitmproxy does: what the flow
+    holds when the connection returns, and after the loop's next turn."""
+    upstream_connection.when_connected(callback)
+
+    async def run():
+        result = drive(upstream_connection.make_server_connection(stream), (connection.Server(address=ADDRESS), None))
+        held = stream.flow.request
+        await asyncio.sleep(0)
+        return result, held, stream.flow.request
+
+    return asyncio.run(run())
+
+
+def with_credential(flow):
+    request = flow.request.copy()
+    request.headers["authorization"] = "Bearer sk-real"
+    return request
+
+
+def test_the_callbacks_request_is_sent_and_the_flow_gets_its_own_back():
+    stream = stream_for(llm_flow())
+    own = stream.flow.request
+    (sent, ok), held, after = connect_on_the_loop(stream, with_credential)
+    assert ok is True and len(sent) == 1
+    assert held is not own and held.headers["authorization"] == "Bearer sk-real", \
+        "what mitmproxy reads for the headers it sends next"
+    assert after is own and "sk-real" not in str(own.headers), "one loop turn later: no hook could see it"
+
+
+def test_without_a_request_from_the_callback_the_flows_own_is_sent():
+    stream = stream_for(llm_flow())
+    own = stream.flow.request
+    (_, ok), held, after = connect_on_the_loop(stream, lambda flow: None)
+    assert ok is True and held is own and after is own
+
+
+def test_a_failing_callback_sends_nothing():
+    def broken(flow):
+        raise RuntimeError("boom")
+
+    stream = stream_for(llm_flow())
+    (sent, ok), held, _ = connect_on_the_loop(stream, broken)
+    assert ok is False and held is stream.flow.request
+    assert any(isinstance(c, HttpErrorHook) for c in sent)
+    [error] = [c.event for c in sent if isinstance(getattr(c, "event", None), ResponseProtocolError)]
+    assert error.message == "pouch could not prepare the request for its upstream"
+
+
+def test_a_streamed_llm_request_is_not_connected():
+    """Its body streams upstream before the chain's request hooks: neither metered nor given
+    its credential, so no connection is opened for it."""
+    flow = tflow.tflow()
+    flow.request.host, flow.request.port = "api.openai.com", 443
+    stream = stream_for(flow, body_read=False)
+    sent, ok = drive(upstream_connection.make_server_connection(stream), None)
+    assert ok is False and not any(isinstance(c, GetHttpConnection) for c in sent)
+    [error] = [c.event for c in sent if isinstance(getattr(c, "event", None), ResponseProtocolError)]
+    assert "stream_large_bodies" in error.message and stream.flow.error is not None
+
+
+def test_other_streamed_requests_connect():
+    stream = stream_for(tflow.tflow(), body_read=False)
+    (sent, ok), _, _ = connect_on_the_loop(stream, lambda flow: None)
+    assert ok is True and isinstance(sent[0], GetHttpConnection)
