@@ -214,10 +214,12 @@ def test_mock_key_never_goes_upstream_and_is_not_charged(gateway, fake):
 
 def test_observe_mode_records_a_foreign_credential(gateway, fake):
     foreign = "sk-someone-elses-key-" + uuid.uuid4().hex
+    gateway.open_store()
+    rows = UsageRow.select().count()
     reply = gateway.client(foreign).chat.completions.create(model=MODEL, messages=HELLO)
     assert reply.choices[0].message.content == "echo: hello there"
     assert fake.requests[-1].headers["authorization"] == f"Bearer {foreign}", "observed traffic is untouched"
-    gateway.settled()
+    gateway.settled(expected_rows=rows + 1)  # an observed request holds no reservation to wait for
     observed = list(UsageRow.select().where(UsageRow.observed == True))  # noqa: E712
     assert observed and observed[-1].key_name.startswith("observed:") and foreign not in observed[-1].key_name
 
