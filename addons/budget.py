@@ -155,7 +155,7 @@ class Budget:
             return
         key, call = flow.metadata[chain.KEY], flow.metadata[chain.CALL]
         provider = flow.metadata[chain.PROVIDER]
-        price = price_table().resolve(call["model"], provider)
+        price = price_table().resolve(call["model"], provider, chain.requested_at(flow))
         if price is None:
             raise ModelNotPriced(
                 f"pouch has no price for model '{call['model']}', so it cannot budget it: ask the operator "

@@ -51,7 +51,7 @@ class RateLimit:
         tokens = 0
         if key["tpm"] and chain.metered(flow):
             model = flow.metadata[chain.CALL]["model"]
-            price = price_table().resolve(model, flow.metadata[chain.PROVIDER])
+            price = price_table().resolve(model, flow.metadata[chain.PROVIDER], chain.requested_at(flow))
             tokens = reserve.worst_tokens(price, await prompt.bounds(flow))
         verdict = limits.admit(time.monotonic(), tokens)
         if verdict.retry_after:

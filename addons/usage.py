@@ -49,14 +49,16 @@ WORST_CASE = frozenset({"measure_failed", "no_usage", "abandoned", "cut_short"})
 MEASURED = frozenset({"ok", "cut_after_usage", "mock", "overrun"})
 
 
-def billed(usage: Usage, call: dict, provider: str, reported: str | None) -> tuple[Usage, Money]:
-    """(usage with its tool calls named as billed, what it cost). Priced as the model the
-    provider says answered when that is dearer than the one requested (a fallback model, a
-    router's choice), or when the requested one has no price (an observed alias)."""
+def billed(usage: Usage, call: dict, provider: str, reported: str | None,
+           at: datetime | None = None) -> tuple[Usage, Money]:
+    """(usage with its tool calls named as billed, what it cost) at the prices in effect at
+    ``at``, the request's time. Priced as the model the provider says answered when that is
+    dearer than the one requested (a fallback model, a router's choice), or when the
+    requested one has no price (an observed alias)."""
     names = [call["model"]] + ([reported] if reported and reported != call["model"] else [])
     best: tuple[Money, Usage] | None = None
     for name in names:
-        price = price_table().resolve(name, provider)
+        price = price_table().resolve(name, provider, at)
         if price is not None:
             price = price.of_provider(provider)
             named = priced_tools(usage, call, price)
@@ -156,7 +158,7 @@ class UsageMeter:
         if outcome in WORST_CASE and reserved is not None:  # we cannot tell: what the provider can bill
             would_cost = reserved
         else:
-            usage, would_cost = billed(usage, call, provider_name, reported)
+            usage, would_cost = billed(usage, call, provider_name, reported, chain.requested_at(flow))
         charge = would_cost if charged else Money(0)
         if reserved is not None and charge > reserved:
             outcome = "overrun"

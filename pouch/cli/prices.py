@@ -8,7 +8,7 @@ import click
 
 from pouch.cli.main import emit_json, table
 from pouch.pricing.litellm_import import import_litellm
-from pouch.pricing.table import PRICE_FIELDS, Price, PriceTable
+from pouch.pricing.table import PRICE_FIELDS, Price, PriceTable, parse_instant
 from pouch.store.database import home
 
 
@@ -26,7 +26,8 @@ def describe(price: Price) -> dict:
         for tier in price.tiers
     ]
     described.update(max_input_tokens=price.max_input_tokens, max_output_tokens=price.max_output_tokens,
-                     source=price.source, as_of=price.as_of.isoformat())
+                     source=price.source, as_of=price.as_of.isoformat(),
+                     **{"from": price.effective.isoformat() if price.effective else None})
     return described
 
 
@@ -52,20 +53,32 @@ def prices(ctx, provider, as_json):
 
 @prices.command()
 @click.argument("model")
+@click.option("--at", "when", metavar="WHEN",
+              help="The price in effect at this time (2026-12-01, 2026-11-30T23:59Z); default: now.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def show(model, as_json):
-    """Show the price a model name resolves to (snapshots resolve to their family)."""
-    price = PriceTable.default().resolve(model)
+def show(model, when, as_json):
+    """Show the price a model name resolves to (snapshots resolve to their family), and any
+    other dated price it has (a price change ahead)."""
+    try:
+        at = parse_instant(when) if when else None
+    except ValueError:
+        raise click.BadParameter(f"{when!r}: use an ISO date or date-time, e.g. 2026-12-01", param_hint="--at")
+    table_ = PriceTable.default()
+    price = table_.resolve(model, at=at)
     if price is None:
         raise click.ClickException(
             f"no price for {model!r}: requests for it are refused (add it to {home() / 'prices.json'})"
         )
     described = describe(price)
+    others = [describe(p) for p in table_.versions(model) if p is not price]
     if as_json:
-        emit_json(described)
-    else:
-        for field, value in described.items():
-            click.echo(f"{field:>18}: {'' if value is None else value}")
+        emit_json(described | ({"other_dates": others} if others else {}))
+        return
+    for field, value in described.items():
+        click.echo(f"{field:>18}: {'' if value is None else value}")
+    for other in others:
+        click.echo(f"{'also':>18}: from {other['from'] or 'the start'}: input {other['input']}, "
+                   f"output {other['output']} per 1M")
 
 
 @prices.command(name="import")

@@ -49,7 +49,8 @@ from pouch.domain.money import ZERO, Money
 from pouch.domain.usage import Usage
 
 PRICE_FIELDS = ("input", "cached_input", "cache_write_5m", "cache_write_1h", "output", "reasoning")
-_ENTRY_FIELDS = {"model", "provider", "mode", "tiers", "max_input_tokens", "max_output_tokens", "source", "as_of"}
+_ENTRY_FIELDS = {"model", "provider", "mode", "tiers", "max_input_tokens", "max_output_tokens", "source", "as_of",
+                 "from"}
 _TIER_FIELDS = {"above_input_tokens", *PRICE_FIELDS}
 _TOOL_FIELDS = {"provider", "tool", "per_call", "source", "as_of"}
 
@@ -92,6 +93,7 @@ class Price:
     max_input_tokens: int | None = None
     max_output_tokens: int | None = None
     tool_fees: tuple[tuple[str, Money], ...] = ()  # (tool, fee per call) for this provider's tools
+    effective: datetime.datetime | None = None  # in effect from this instant (UTC); None: always
 
     def of_provider(self, provider: str) -> Price:
         """This price for a request to ``provider``: a model priced only under another provider
@@ -155,23 +157,31 @@ def _or(price: Money | None, fallback: Money) -> Money:
 class PriceTable:
     """Prices by model name. ``resolve`` runs on every request, so its answers are cached."""
 
-    def __init__(self, prices: Iterable[Price], tool_fees: Iterable[ToolFee] = ()):
+    def __init__(self, prices: Iterable[Price], tool_fees: Iterable[ToolFee] = (), overrides: Iterable[Price] = ()):
         fees: dict[str, dict[str, Money]] = {}
         for fee in tool_fees:  # later entries (the override file) replace earlier ones
             fees.setdefault(fee.provider, {})[fee.tool] = fee.per_call
         self.tool_fees = {provider: dict(by_tool) for provider, by_tool in fees.items()}
-        self._by_key: dict[tuple[str, str], Price] = {}
-        for price in prices:  # later entries (the override file) replace earlier ones
-            if price.provider in fees:
-                price = dataclasses.replace(price, tool_fees=tuple(sorted(fees[price.provider].items())))
-            self._by_key[(price.provider, price.model.lower())] = price
+        versions: dict[tuple[str, str], list[Price]] = {}
+        for layer in (prices, overrides):
+            replaced: set[tuple[str, str]] = set()
+            for price in layer:
+                if price.provider in fees:
+                    price = dataclasses.replace(price, tool_fees=tuple(sorted(fees[price.provider].items())))
+                key = (price.provider, price.model.lower())
+                if key not in replaced:  # an override replaces every shipped entry of its model
+                    versions[key], replaced = [], replaced | {key}
+                versions[key].append(price)
+        self._by_key: dict[tuple[str, str], tuple[Price, ...]] = {
+            key: tuple(sorted(found, key=_effective_order)) for key, found in versions.items()}
         # A name several providers price resolves, without a provider, to the dearest:
         # reserving too much is safe, billing too little is not.
-        self._by_name: dict[str, Price] = {}
-        for price in self._by_key.values():
-            known = self._by_name.get(price.model.lower())
-            if known is None or (price.highest_output, price.input) > (known.highest_output, known.input):
-                self._by_name[price.model.lower()] = price
+        self._by_name: dict[str, tuple[Price, ...]] = {}
+        for found in self._by_key.values():
+            name, latest = found[-1].model.lower(), found[-1]
+            known = self._by_name.get(name)
+            if known is None or (latest.highest_output, latest.input) > (known[-1].highest_output, known[-1].input):
+                self._by_name[name] = found
         # Bounded: model names come from clients.
         self._cached_resolve = functools.lru_cache(maxsize=4096)(self._resolve)
 
@@ -181,11 +191,12 @@ class PriceTable:
         document = json.loads(shipped.read_text(encoding="utf-8"), parse_float=Decimal)
         prices = parse_prices(document, "shipped prices.json")
         fees = parse_tool_fees(document, "shipped prices.json")
+        overrides: list[Price] = []
         if override is not None:
             document = read_document(override)
-            prices += parse_prices(document, str(override))
+            overrides = parse_prices(document, str(override))
             fees += parse_tool_fees(document, str(override))
-        return cls(prices, fees)
+        return cls(prices, fees, overrides)
 
     @classmethod
     def default(cls, home: Path | None = None) -> PriceTable:
@@ -194,26 +205,64 @@ class PriceTable:
         override = home / "prices.json"
         return cls.load(override if override.exists() else None)
 
-    def resolve(self, model: str, provider: str | None = None) -> Price | None:
-        """The price of ``model`` (a dated snapshot gets its family's), or None if unknown."""
-        return self._cached_resolve(model, provider)
+    def resolve(self, model: str, provider: str | None = None, at: datetime.datetime | None = None) -> Price | None:
+        """The price of ``model`` (a dated snapshot gets its family's) in effect at ``at``
+        (default: now), or None if unknown."""
+        versions = self._cached_resolve(model, provider)
+        return None if versions is None else in_effect(versions, at)
 
-    def _resolve(self, model: str, provider: str | None) -> Price | None:
+    def versions(self, model: str, provider: str | None = None) -> tuple[Price, ...]:
+        """Every dated entry ``model`` resolves to, oldest first."""
+        return self._cached_resolve(model, provider) or ()
+
+    def _resolve(self, model: str, provider: str | None) -> tuple[Price, ...] | None:
         names = _candidate_names(model)
         if provider:
             for name in names:
-                if price := self._by_key.get((provider.lower(), name)):
-                    return price
+                if found := self._by_key.get((provider.lower(), name)):
+                    return found
         for name in names:
-            if price := self._by_name.get(name):
-                return price
+            if found := self._by_name.get(name):
+                return found
         return None
 
     def __iter__(self) -> Iterator[Price]:
-        return iter(sorted(self._by_key.values(), key=lambda p: (p.provider, p.model)))
+        """The prices in effect now, one per model."""
+        now = _now()
+        return iter(sorted((in_effect(found, now) for found in self._by_key.values()),
+                           key=lambda p: (p.provider, p.model)))
 
     def __len__(self) -> int:
         return len(self._by_key)
+
+
+def in_effect(versions: tuple[Price, ...], at: datetime.datetime | None = None) -> Price:
+    """The entry in effect at ``at``: the latest ``effective`` not after it; before the first, the first."""
+    at = at or _now()
+    chosen = versions[0]
+    for price in versions[1:]:
+        if price.effective is not None and price.effective <= at:
+            chosen = price
+    return chosen
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _effective_order(price: Price) -> datetime.datetime:
+    return price.effective or datetime.datetime.min.replace(tzinfo=datetime.UTC)
+
+
+def parse_instant(text: object) -> datetime.datetime:
+    """``2026-12-01`` (midnight UTC) or an ISO date-time (UTC unless it says otherwise)."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"from is an ISO date or date-time such as \"2026-12-01\", not {text!r}")
+    text = text.strip()
+    if len(text) == 10:
+        return datetime.datetime.combine(datetime.date.fromisoformat(text), datetime.time(), datetime.UTC)
+    moment = datetime.datetime.fromisoformat(text)
+    return moment.replace(tzinfo=datetime.UTC) if moment.tzinfo is None else moment.astimezone(datetime.UTC)
 
 
 def _candidate_names(model: str) -> list[str]:
@@ -303,9 +352,11 @@ def parse_prices(document: object, origin: str) -> list[Price]:
             price = _parse_entry(entry)
         except (ValueError, TypeError, ArithmeticError) as e:
             raise InvalidInput(f"{where} {json.dumps(entry, default=str)[:200]}: {e}") from None
-        if (price.provider, price.model.lower()) in seen:
-            raise InvalidInput(f"{where}: {price.provider} model {price.model!r} is listed twice")
-        seen.add((price.provider, price.model.lower()))
+        key = (price.provider, price.model.lower(), price.effective)
+        if key in seen:
+            raise InvalidInput(f"{where}: {price.provider} model {price.model!r} is listed twice"
+                               + (f" from {price.effective:%Y-%m-%d %H:%M}" if price.effective else ""))
+        seen.add(key)
         prices.append(price)
     return prices
 
@@ -332,6 +383,7 @@ def _parse_entry(entry: object) -> Price:
         tiers=tuple(sorted(map(_parse_tier, tiers), key=lambda t: t.above_input_tokens)),
         max_input_tokens=_count(fields.get("max_input_tokens"), "max_input_tokens"),
         max_output_tokens=_count(fields.get("max_output_tokens"), "max_output_tokens"),
+        effective=parse_instant(fields["from"]) if "from" in fields else None,
         **({"output": ZERO} | _prices(fields)),  # embeddings produce no output tokens
     )
 

@@ -6,6 +6,7 @@ Metadata values are plain JSON-like data (mitmproxy copies and saves them with t
 
 from __future__ import annotations
 
+import datetime
 import functools
 import logging
 import math
@@ -63,6 +64,12 @@ def endpoint_of(flow: http.HTTPFlow) -> Endpoint | None:
     """The endpoint the client called, also after ``pouch_route`` prefixed the request's path."""
     path = flow.metadata.get(CLIENT_PATH, flow.request.path)
     return provider_of(flow).endpoint(flow.request.method, path)
+
+
+def requested_at(flow: http.HTTPFlow) -> datetime.datetime:
+    """When the client made the request: it is priced by the prices in effect then, also when
+    it settles after a price change."""
+    return datetime.datetime.fromtimestamp(flow.request.timestamp_start, datetime.UTC)
 
 
 def metered(flow: http.HTTPFlow) -> bool:
