@@ -31,6 +31,15 @@ REAL_KEYS = {  # the gateway's environment: one real credential per provider
 }
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` different free ports (a port just closed may be handed out again at once)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        if (port := free_port()) not in ports:
+            ports.append(port)
+    return ports
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -41,7 +50,7 @@ class Gateway:
     def __init__(self, home: Path, routes: dict[str, str], upstream_ca: str | None, options: dict | None = None,
                  tool: str = "mitmdump"):
         self.home = home
-        self.port, self.reverse_port, self.web_port = free_port(), free_port(), free_port()
+        self.port, self.reverse_port, self.web_port = free_ports(3)
         self.web_password = "test-web-password"
         options = dict(options or {})
         self.db_url = options.pop("pouch_db", None) or f"sqlite:///{home / 'pouch.db'}"
