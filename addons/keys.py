@@ -14,7 +14,6 @@ from pouch.domain import errors
 from pouch.domain.keys import Key, hash_secret, looks_like_pouch_key, same_hash
 from pouch.providers import json_body
 from pouch.providers.base import METERED, UNMETERED
-from pouch.providers import registry
 from pouch.providers.registry import for_host
 from pouch.services import chain, prompt
 from pouch.services import key_cache, perimeter
@@ -106,8 +105,7 @@ class Keys:
             flow.metadata[chain.KEY] = key_facts(key)  # renewed, perhaps
             host = flow.request.host
             if not (key.mock or chain.OWN_CREDENTIAL in flow.metadata
-                    or registry.named_host(provider, host, flow.request.port)
-                    or host.lower() in perimeter.routed_hosts):
+                    or perimeter.credential_may_go(provider, host, flow.request.port)):
                 how = ("pouch_azure_resource or AZURE_OPENAI_ENDPOINT" if provider.name == "azure"
                        else "pouch_compatible with this port, or pouch_route")
                 raise errors.NotConfigured(

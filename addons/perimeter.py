@@ -32,7 +32,7 @@ from pouch.services import chain, key_cache, perimeter
 
 log = logging.getLogger(__name__)
 
-PROXY_MODES = (mode_specs.RegularMode, mode_specs.UpstreamMode, mode_specs.Socks5Mode)
+PROXY_MODES = perimeter.PROXY_MODES
 # modes whose clients a transport of the operator's already admits
 ADMITTED_MODES = (mode_specs.WireGuardMode, mode_specs.LocalMode, mode_specs.TunMode)
 
@@ -122,10 +122,9 @@ class Perimeter:
             log.error("pouch: could not move %s to 127.0.0.1; give --listen-host explicitly", ", ".join(failed))
 
     def auth_required(self) -> bool:
-        if ctx.options.proxyauth:
-            return False  # the operator's own mitmproxy proxy authentication is in charge
-        setting = ctx.options.pouch_proxy_auth
-        return setting == "on" or (setting == "auto" and bool(self.exposed_listeners()))
+        """Whether pouch requires proxy credentials (not with mitmproxy's own proxyauth in charge)."""
+        exposed = bool(self.exposed_listeners())
+        return perimeter.proxy_auth(ctx.options.pouch_proxy_auth, ctx.options.proxyauth, exposed) == "on"
 
     def exposed_listeners(self) -> list[str]:
         """The proxy listeners reachable from beyond this host."""
@@ -135,8 +134,8 @@ class Perimeter:
                 mode = mode_specs.ProxyMode.parse(spec)
             except ValueError:
                 continue
-            host = mode.listen_host(ctx.options.listen_host)
-            if isinstance(mode, PROXY_MODES) and not perimeter.is_loopback(host):
+            if perimeter.exposed(mode, ctx.options.listen_host):
+                host = mode.listen_host(ctx.options.listen_host)
                 exposed.append(f"{host or '*'}:{mode.listen_port(ctx.options.listen_port)}")
         return exposed
 

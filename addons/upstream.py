@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 from mitmproxy import ctx, exceptions, http
 
 from pouch.domain.errors import GatewayError, StoreUnavailable
-from pouch.providers import registry
 from pouch.providers.registry import for_host
 from pouch.services import chain, perimeter, upstream_connection
 from pouch.services.secrets import placeholder, replace_in_request, stray_pouch_keys
@@ -122,9 +121,9 @@ class Upstream:
         if chain.KEY in flow.metadata and not own and not provider.credential_env:
             provider.authorize(flow.request.headers, flow.request.query, "")  # a keyless self-hosted server
         elif chain.KEY in flow.metadata and not own:
-            host = flow.request.host.lower()
-            if not (registry.named_host(provider, host, flow.request.port) or host in self.routes):
-                raise GatewayError(f"{host} is not a host this gateway sends its {provider.name} credential to")
+            if not perimeter.credential_may_go(provider, flow.request.host, flow.request.port):
+                raise GatewayError(f"{flow.request.host} is not a host this gateway sends its {provider.name} "
+                                   "credential to")
             secret = next((os.environ[v] for v in provider.credential_env if os.environ.get(v)), None)
             if not secret:
                 raise GatewayError(f"the gateway has no {provider.name} credential: set "

@@ -22,6 +22,7 @@ from mitmproxy import exceptions
 from mitmproxy.proxy import mode_specs
 
 from pouch.cli import mitm_options, trust
+from pouch.services import perimeter
 from pouch.services.perimeter import is_loopback
 from pouch.store import database
 from pouch.store import keys as key_store
@@ -30,7 +31,6 @@ CHAIN = Path(__file__).resolve().parents[2] / "addons" / "pouch.py"
 DEMO_KEY = "demo"
 EVERYWHERE = ("", "0.0.0.0", "::")
 PROXY_MODES = (mode_specs.RegularMode, mode_specs.UpstreamMode)  # what HTTPS_PROXY points at
-AUTH_MODES = (*PROXY_MODES, mode_specs.Socks5Mode)  # those addons/perimeter.py authenticates
 
 
 def mitmproxy_tool(name: str) -> str:
@@ -116,14 +116,12 @@ def listeners(opts) -> list[Listener]:
 
 def proxy_auth(opts, found: list[Listener]) -> str:
     """'on', 'off' or 'mitmproxy', as addons/perimeter.py will decide it."""
-    if opts.proxyauth:
-        return "mitmproxy"
     setting = mitm_options.deferred(opts, "pouch_proxy_auth") or "auto"
-    return "on" if setting == "on" or (setting == "auto" and exposed(found)) else "off"
+    return perimeter.proxy_auth(setting, opts.proxyauth, exposed(found))
 
 
 def exposed(found: list[Listener]) -> bool:
-    return any(isinstance(l.mode, AUTH_MODES) and not is_loopback(l.host) for l in found)
+    return any(perimeter.exposed(listener.mode, listener.host) for listener in found)
 
 
 def openai_python() -> tuple[str, str]:

@@ -20,6 +20,13 @@ import weakref
 from collections.abc import Iterable
 
 from mitmproxy import connection
+from mitmproxy.proxy import mode_specs
+
+from pouch.providers import registry
+from pouch.providers.base import Provider
+
+# the modes whose clients authenticate with proxy credentials (what HTTPS_PROXY or SOCKS points at)
+PROXY_MODES = (mode_specs.RegularMode, mode_specs.UpstreamMode, mode_specs.Socks5Mode)
 
 # client connection -> hash of the pouch key it authenticated with (never the key itself)
 _connection_keys: weakref.WeakKeyDictionary[connection.Client, str] = weakref.WeakKeyDictionary()
@@ -43,6 +50,26 @@ def authenticate(client: connection.Client, secret_hash: str) -> None:
 
 def forget(client: connection.Client) -> None:
     _connection_keys.pop(client, None)
+
+
+def proxy_auth(setting: str, mitmproxy_auth: str | None, exposed: bool) -> str:
+    """How proxy authentication works: ``mitmproxy`` (the operator's own ``proxyauth`` is in
+    charge), ``on`` (required: ``pouch_proxy_auth=on``, or ``auto`` with a proxy listener
+    beyond loopback) or ``off``. The gateway and ``pouch run``'s banner both ask this."""
+    if mitmproxy_auth:
+        return "mitmproxy"
+    return "on" if setting == "on" or (setting == "auto" and exposed) else "off"
+
+
+def exposed(mode: mode_specs.ProxyMode, listen_host: str) -> bool:
+    """Whether a listener of ``mode`` takes proxy clients from beyond this host."""
+    return isinstance(mode, PROXY_MODES) and not is_loopback(mode.listen_host(listen_host))
+
+
+def credential_may_go(provider: Provider, host: str, port: int) -> bool:
+    """Whether the gateway's credential for ``provider`` may be sent to ``host:port``: one of the
+    provider's own hosts, one the operator named (an Azure resource), or one the operator routed."""
+    return registry.named_host(provider, host, port) or host.lower().rstrip(".") in routed_hosts
 
 
 def expect(client: connection.Client, address: tuple[str, int]) -> None:
