@@ -20,10 +20,12 @@ from datetime import datetime, timedelta
 from mitmproxy import ctx, http
 from mitmproxy.proxy.mode_specs import ProxyMode
 
-from pouch.domain.errors import BudgetExhausted, ModelNotPriced, StoreUnavailable, ToolNotMetered
+from pouch.domain.errors import (BudgetExhausted, ContextTooLong, ModelNotPriced, ModelRetired, StoreUnavailable,
+                                 ToolNotMetered)
 from pouch.domain.money import Money
 from pouch.domain.periods import Period, utcnow
 from pouch.pricing import reserve
+from pouch.pricing.price import Retirement
 from pouch.services import chain, prompt
 from pouch.services.prices import price_table
 from pouch.services.store_thread import store_thread
@@ -155,12 +157,17 @@ class Budget:
             return
         key, call = flow.metadata[chain.KEY], flow.metadata[chain.CALL]
         provider = flow.metadata[chain.PROVIDER]
-        price = price_table().resolve(call["model"], provider, chain.requested_at(flow))
+        price = price_table().lookup(call["model"], provider, chain.requested_at(flow))
+        if isinstance(price, Retirement):
+            raise ModelRetired(f"{price.message} (pouch refuses it rather than send a request the provider "
+                               "no longer answers)", {"x-should-retry": "false"})
         if price is None:
             raise ModelNotPriced(
                 f"pouch has no price for model '{call['model']}', so it cannot budget it: ask the operator "
                 "to add one (pouch prices import, or $POUCH_HOME/prices.json)")
         bounds = await prompt.bounds(flow)
+        if why := reserve.unpriced_context(price, bounds):
+            raise ContextTooLong(f"{why}: pouch refuses it rather than price it at the short-context rate")
         price = price.of_provider(provider)
         try:
             worst = reserve.worst_case(price, bounds)

@@ -13,6 +13,7 @@ from mitmproxy import ctx, exceptions, http
 from pouch.domain import errors
 from pouch.domain.keys import Key, hash_secret, looks_like_pouch_key, same_hash
 from pouch.providers import json_body
+from pouch.providers.anthropic import long_context_beta
 from pouch.providers.base import METERED, UNMETERED
 from pouch.providers.registry import for_host
 from pouch.services import chain, prompt
@@ -129,7 +130,8 @@ class Keys:
             body = parse_body(flow)
         call = provider.read_call(endpoint, flow.request.path, body)
         flow.metadata[chain.CALL] = {"model": call.model, "stream": call.stream, "max_output": call.max_output,
-                                     "choices": call.choices, "hidden_input": call.hidden_input, "tool_calls": []}
+                                     "choices": call.choices, "hidden_input": call.hidden_input, "tool_calls": [],
+                                     "long_context": long_context_beta(flow.request.headers)}
         if key is not None and not key.allows_model(call.model):
             raise errors.ModelNotAllowed(
                 f"key '{key.name}' may not use model '{call.model}' (allowed: {', '.join(key.models)})")

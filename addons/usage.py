@@ -32,7 +32,7 @@ from mitmproxy import http
 
 from pouch.domain.money import Money
 from pouch.domain.usage import Usage
-from pouch.pricing.table import Price, cost
+from pouch.pricing.price import Price, cost
 from pouch.providers.base import StreamTracker
 from pouch.services import chain, prompt
 from pouch.services.prices import price_table

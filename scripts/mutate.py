@@ -35,6 +35,7 @@ from scripts.mutatelib.sandbox import Processes, make_sandboxes  # noqa: E402
 MODULES = {
     "pouch/domain/money.py": ["tests/test_money.py", "tests/test_pricing.py"],
     "pouch/store/ledger.py": ["tests/test_store_ledger.py", "tests/test_store_instances.py", "tests/test_periods.py"],
+    "pouch/pricing/price.py": ["tests/test_pricing.py", "tests/test_pricing_reserve.py"],
     "pouch/pricing/table.py": ["tests/test_pricing.py", "tests/test_pricing_import.py", "tests/test_pricing_reserve.py"],
     "pouch/providers/openai_usage.py": [
         "tests/test_provider_openai.py", "tests/test_provider_compatible.py", "tests/test_provider_tools.py",

@@ -19,7 +19,7 @@ from addons.budget import exhausted_message
 from pouch.domain.money import Money
 from pouch.domain.periods import Period, utcnow
 from pouch.pricing.reserve import Bounds, worst_case
-from pouch.pricing.table import Price, Tier
+from pouch.pricing.price import Price, Tier
 from pouch.services import chain
 from pouch.store import ledger
 from pouch.store.database import LedgerRow, ReservationRow, UsageRow

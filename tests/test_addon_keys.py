@@ -114,7 +114,7 @@ class TestKeys:
         assert (facts["id"], facts["name"], facts["prefix"], facts["rpm"]) == (key.id, "alice", key.prefix, 10)
         assert secret not in repr(flow.metadata)
         assert flow.metadata[chain.CALL] == {"model": MODEL, "stream": True, "max_output": 50, "choices": 2,
-                                             "hidden_input": False, "tool_calls": []}
+                                             "hidden_input": False, "tool_calls": [], "long_context": False}
         assert flow.metadata[chain.BODY] == body
 
     @pytest.mark.parametrize("header", ["x-api-key", "api-key"])

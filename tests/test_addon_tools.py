@@ -186,11 +186,11 @@ class TestSettlement:
 
 
 def test_another_providers_tool_fees_do_not_price_a_router_s_tools(gw, monkeypatch):
-    """OpenRouter has no price of its own for gpt-4o, so OpenAI's is used for the tokens; but
-    OpenAI's web search fee says nothing about what OpenRouter bills for its searches."""
+    """OpenRouter passes OpenAI's price for openai/gpt-4o through, so OpenAI's is used for the
+    tokens; but OpenAI's web search fee says nothing about what OpenRouter bills for its searches."""
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-real")
     _, secret = create_key(budget=Money.usd("5"))
-    flow = gw.request(openai_flow("/api/v1/responses", search_body(model="gpt-4o"), secret=secret,
+    flow = gw.request(openai_flow("/api/v1/responses", search_body(model="openai/gpt-4o"), secret=secret,
                                   host="openrouter.ai"))
     assert flow.response.status_code == 403 and error_of(flow)["code"] == "tool_not_metered"
     assert "no price for the tool(s) web_search of openrouter" in error_of(flow)["message"]

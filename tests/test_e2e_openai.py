@@ -9,7 +9,8 @@ import pytest
 
 from pouch.domain.money import Money
 from pouch.domain.usage import Usage
-from pouch.pricing.table import PriceTable, cost
+from pouch.pricing.price import cost
+from pouch.pricing.table import PriceTable
 from pouch.services import keys as key_service
 from pouch.store import keys as key_store
 from pouch.store import ledger

@@ -8,7 +8,9 @@ import pytest
 from pouch.domain.errors import InvalidInput
 from pouch.domain.money import Money
 from pouch.domain.usage import Usage
-from pouch.pricing.table import Price, PriceTable, Tier, ToolFee, cost, parse_tool_fees, read_prices
+from pouch.pricing.price import Price, Tier, ToolFee, cost
+from pouch.pricing.price_file import parse_tool_fees, read_prices
+from pouch.pricing.table import PriceTable
 
 
 @pytest.fixture(scope="module")

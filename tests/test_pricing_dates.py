@@ -12,7 +12,9 @@ from pouch.cli.main import cli
 from pouch.domain.errors import InvalidInput
 from pouch.domain.money import Money
 from pouch.domain.usage import Usage
-from pouch.pricing.table import PriceTable, cost, parse_instant, parse_prices
+from pouch.pricing.price import cost
+from pouch.pricing.price_file import parse_instant, parse_prices
+from pouch.pricing.table import PriceTable
 
 UTC = datetime.UTC
 LAST_MINUTE = datetime.datetime(2026, 11, 30, 23, 59, tzinfo=UTC)

@@ -8,7 +8,8 @@ from pouch.domain.errors import InvalidInput
 from pouch.domain.money import Money
 from pouch.domain.usage import Usage
 from pouch.pricing.litellm_import import import_litellm, per_million
-from pouch.pricing.table import PriceTable, cost
+from pouch.pricing.price import cost
+from pouch.pricing.table import PriceTable
 
 # Real entries from LiteLLM 1.110.2's model_prices_and_context_window.json, trimmed of
 # capability flags; the service-tier (_batches, _priority) prices are kept to show they are ignored.

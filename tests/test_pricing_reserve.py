@@ -12,7 +12,9 @@ from pouch.domain.money import Money
 from pouch.domain.usage import Usage
 from pouch.pricing import reserve
 from pouch.pricing.reserve import Bounds, WorstCase
-from pouch.pricing.table import Price, PriceTable, Tier, ToolFee, cost, parse_tool_fees, read_prices
+from pouch.pricing.price import Price, Tier, ToolFee, cost
+from pouch.pricing.price_file import parse_tool_fees, read_prices
+from pouch.pricing.table import PriceTable
 
 PRICE = Price(
     model="m", provider="p", mode="chat", input=Money(10), output=Money(100), source="test", as_of=date(2026, 1, 1),

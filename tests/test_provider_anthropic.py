@@ -9,7 +9,8 @@ from mitmproxy import http
 from pouch.domain import errors
 from pouch.domain.money import Money
 from pouch.domain.usage import Usage
-from pouch.pricing.table import PriceTable, cost
+from pouch.pricing.price import cost
+from pouch.pricing.table import PriceTable
 from pouch.providers import registry
 from pouch.providers.anthropic import Anthropic
 from pouch.providers.base import FREE, METERED, UNMETERED, Call, Endpoint

@@ -8,7 +8,9 @@ import click
 
 from pouch.cli.main import emit_json, table
 from pouch.pricing.litellm_import import import_litellm
-from pouch.pricing.table import PRICE_FIELDS, Price, PriceTable, parse_instant
+from pouch.pricing.price import PRICE_FIELDS, Price
+from pouch.pricing.price_file import parse_instant
+from pouch.pricing.table import PriceTable
 from pouch.store.database import home
 
 

@@ -60,6 +60,23 @@ class ModelNotPriced(PouchError):
     kind = "price"
 
 
+class ModelRetired(PouchError):
+    """Seen by a client asking for a model its provider no longer serves: the date and the
+    replacement, with the status and code the provider itself answers a gone model with."""
+
+    status = 404
+    code = "model_not_found"
+    kind = "price"
+
+
+class ContextTooLong(PouchError):
+    """Seen by a client whose request is longer than any context pouch knows the model's price for."""
+
+    status = 400
+    code = "context_length_exceeded"
+    kind = "price"
+
+
 class BadRequest(PouchError):
     """Seen by a client whose request body pouch cannot read (it is not forwarded)."""
 

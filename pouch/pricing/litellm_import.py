@@ -20,7 +20,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
 from pouch.domain.errors import InvalidInput
-from pouch.pricing.table import parse_prices, read_prices
+from pouch.pricing.price_file import parse_prices, read_prices
 
 logger = logging.getLogger(__name__)
 

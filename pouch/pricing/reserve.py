@@ -18,10 +18,11 @@ from __future__ import annotations
 import dataclasses
 
 from pouch.domain.money import ZERO, Money
-from pouch.pricing.table import Price
+from pouch.pricing.price import Price
 
 DEFAULT_MAX_OUTPUT = 32_768  # when neither the request nor the price table caps output
 DEFAULT_MAX_INPUT = 1_000_000  # a model's context window, when the price table does not say
+LONG_CONTEXT = 1_000_000  # the window a long-context beta (Claude's context-1m) opens
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -33,6 +34,8 @@ class Bounds:
     choices: int = 1
     hidden_input: bool = False  # stored context the provider adds as input
     tool_calls: tuple[tuple[tuple[str, ...], int], ...] = ()  # (tools sharing a bound, the bound)
+    long_context: bool = False  # the request opens a longer context than the model's default
+    exact: bool = True  # input_tokens is the exact count, not an upper bound
 
     @property
     def tool_rounds(self) -> int:
@@ -50,8 +53,26 @@ class WorstCase:
         return self.fixed + self.per_output * self.max_output
 
 
-def context_window(price: Price | None) -> int:
-    return (price.max_input_tokens if price else None) or DEFAULT_MAX_INPUT
+def context_window(price: Price | None, bounds: Bounds) -> int:
+    window = (price.max_input_tokens if price else None) or DEFAULT_MAX_INPUT
+    return max(window, LONG_CONTEXT) if bounds.long_context else window
+
+
+def unpriced_context(price: Price, bounds: Bounds) -> str | None:
+    """Why pouch cannot price the context this request may use, or None. Never the
+    short-context rate for a long context: a request exactly counted above the model's window
+    (the provider would refuse it anyway), or one opening a long-context beta where the table
+    has no price above the window, is refused."""
+    window = price.max_input_tokens
+    if window is None:
+        return None
+    if bounds.exact and not price.prices_beyond(bounds.input_tokens):
+        return (f"this request has {bounds.input_tokens:,} input tokens, more than the {window:,} "
+                f"model '{price.model}' takes")
+    if bounds.long_context and not price.prices_beyond(LONG_CONTEXT):
+        return (f"this request opens a long context (a context-1m beta) for model '{price.model}', and pouch "
+                f"has no price for its input above {window:,} tokens (the provider bills that at a higher rate)")
+    return None
 
 
 def max_output(price: Price | None, bounds: Bounds) -> int:
@@ -62,13 +83,13 @@ def max_output(price: Price | None, bounds: Bounds) -> int:
 
 def input_tokens(price: Price | None, bounds: Bounds) -> int:
     if bounds.hidden_input:
-        return max(bounds.input_tokens, context_window(price))
+        return max(bounds.input_tokens, context_window(price, bounds))
     return bounds.input_tokens
 
 
 def worst_tokens(price: Price | None, bounds: Bounds) -> int:
     """Every token the request may be billed for: what a tokens/min limit counts."""
-    return (input_tokens(price, bounds) + bounds.tool_rounds * context_window(price)
+    return (input_tokens(price, bounds) + bounds.tool_rounds * context_window(price, bounds)
             + max_output(price, bounds) * bounds.choices)
 
 
@@ -84,7 +105,7 @@ def worst_case(price: Price, bounds: Bounds) -> WorstCase:
             missing = ", ".join(t for t, fee in zip(tools, known, strict=True) if fee is None)
             raise ValueError(f"no price for the tool(s) {missing}")
         fees += max(known) * calls
-    rounds = price.dearest_input * (bounds.tool_rounds * context_window(price))
+    rounds = price.dearest_input * (bounds.tool_rounds * context_window(price, bounds))
     return WorstCase(dearest_input * tokens + fees + rounds, price.highest_output * bounds.choices,
                      max_output(price, bounds))
 

@@ -186,3 +186,9 @@ def _shown(value: object) -> str:
     """A client's value, short enough to quote back in an error message."""
     text = json.dumps(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def long_context_beta(headers) -> bool:
+    """Whether the request opens Claude's 1M-token context (``anthropic-beta: context-1m-…``),
+    which the provider bills above 200K input tokens at its long-context rate."""
+    return any("context-1m" in value.lower() for value in headers.get_all("anthropic-beta"))

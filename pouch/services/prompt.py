@@ -43,7 +43,9 @@ async def bounds(flow: http.HTTPFlow) -> Bounds:
     """What the request lets the provider bill for: the input of the worst case."""
     call = flow.metadata[chain.CALL]
     tools = tuple((tuple(names), calls) for names, calls in call.get("tool_calls", ()))
-    return Bounds(await input_tokens(flow), call["max_output"], call["choices"], call.get("hidden_input", False), tools)
+    counted = await input_tokens(flow)
+    return Bounds(counted, call["max_output"], call["choices"], call.get("hidden_input", False), tools,
+                  call.get("long_context", False), call["exact"])
 
 
 def warm() -> None:
