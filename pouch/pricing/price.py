@@ -51,6 +51,7 @@ class Price:
     effective: datetime.datetime | None = None  # in effect from this instant (UTC); None: always
     aliases: tuple[str, ...] = ()  # other names of this model at this price
     differs_from_map: tuple[tuple[str, str], ...] = ()  # (field, why): deliberate differences from the public map
+    per_request: Money | None = None  # a fee every request pays (a search model searches each time)
     priced_as: str | None = None  # set when a name resolved through another seller's entry: why that price holds
 
     def of_provider(self, provider: str) -> Price:
@@ -136,6 +137,7 @@ def cost(price: Price, usage: Usage) -> Money:
         + p.output * usage.visible_output_tokens
         + _or(p.reasoning, p.output) * usage.reasoning_tokens
         + sum((fee * calls for fee, calls in _tool_charges(price, usage)), ZERO)
+        + _or(price.per_request, ZERO)
     )
 
 

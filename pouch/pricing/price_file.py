@@ -24,6 +24,8 @@ Also optional on every entry:
   entries with different ``from``; a request is priced by the one in effect when it was made.
 - ``aliases``: other names of the same model at the same price (``mistral-large-2512`` for
   ``mistral-large-latest``).
+- ``per_request``: USD every request pays on top of its tokens (``"0.01"``: a search model
+  that runs a web search on each request).
 - ``differs_from_map``: ``{"cached_input": "why, with the source"}`` — where this entry
   deliberately differs from the public price map (``pouch prices check``).
 
@@ -57,7 +59,8 @@ from pouch.domain.money import ZERO, Money
 from pouch.pricing.price import PRICE_FIELDS, Price, Retirement, Tier, ToolFee
 
 _COMMON_FIELDS = {"model", "provider", "source", "as_of", "from", "aliases", "differs_from_map"}
-_ENTRY_FIELDS = _COMMON_FIELDS | {"mode", "tiers", "max_input_tokens", "max_output_tokens", *PRICE_FIELDS}
+_ENTRY_FIELDS = _COMMON_FIELDS | {"mode", "tiers", "max_input_tokens", "max_output_tokens", "per_request",
+                                  *PRICE_FIELDS}
 _RETIRED_FIELDS = _COMMON_FIELDS - {"from"} | {"retired", "use"}
 _TIER_FIELDS = {"above_input_tokens", *PRICE_FIELDS}
 _TOOL_FIELDS = {"provider", "tool", "per_call", "source", "as_of"}
@@ -117,15 +120,15 @@ def parse_tool_fees(document: object, origin: str) -> list[ToolFee]:
     return fees
 
 
-def _fee(value: object) -> Money:
+def _fee(value: object, name: str = "per_call") -> Money:
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
-        raise ValueError(f'per_call is USD per call as a decimal string such as "0.01", not {value!r}')
+        raise ValueError(f'{name} is USD as a decimal string such as "0.01", not {value!r}')
     try:
         fee = Money.usd(value)
     except ArithmeticError:
-        raise ValueError(f"per_call is not a number: {value!r}") from None
+        raise ValueError(f"{name} is not a number: {value!r}") from None
     if fee.pico < 0:
-        raise ValueError("per_call is negative")
+        raise ValueError(f"{name} is negative")
     return fee
 
 
@@ -173,6 +176,7 @@ def _parse_entry(entry: object) -> Price:
         effective=_instant(fields["from"], "from") if "from" in fields else None,
         aliases=_aliases(fields),
         differs_from_map=_differences(fields),
+        per_request=_fee(fields["per_request"], "per_request") if "per_request" in fields else None,
         **({"output": ZERO} | _prices(fields)),  # embeddings produce no output tokens
     )
 

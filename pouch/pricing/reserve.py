@@ -8,6 +8,7 @@ Pure functions, no I/O. What a provider can bill for one request is bounded by
   than plain input);
 - output: the request's output cap, else the model's maximum, per generated choice, at the
   dearest output or reasoning price of any tier (hidden reasoning included);
+- a fee the model charges per request, if any;
 - paid server-side tools: each allowed call's fee, plus the model round that call may start,
   which re-reads the growing context: at most the context window, at the dearest input price
   of any tier.
@@ -98,7 +99,7 @@ def worst_case(price: Price, bounds: Bounds) -> WorstCase:
     tokens = input_tokens(price, bounds)
     tier = price.for_input(tokens)
     dearest_input = max(p for p in (tier.input, tier.cache_write_5m, tier.cache_write_1h) if p is not None)
-    fees = ZERO
+    fees = price.per_request or ZERO
     for tools, calls in bounds.tool_calls:
         known = [price.tool_fee(tool) for tool in tools]
         if None in known:
