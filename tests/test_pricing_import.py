@@ -174,6 +174,7 @@ def test_import(source, tmp_path, caplog):
         "max_output_tokens": 16384,
         "source": "imported from litellm.json; https://developers.openai.com/api/docs/pricing",
         "as_of": datetime.date.today().isoformat(),
+        "from": datetime.datetime.now(datetime.UTC).date().isoformat(),  # imported prices apply from today
     }
     assert models[("gemini", "gemini-2.5-pro")]["tiers"] == [
         {"above_input_tokens": 200000, "input": "2.50", "cached_input": "0.25", "output": "15.00"}
@@ -205,7 +206,7 @@ def test_imported_file_is_a_working_override(source, tmp_path):
     assert cost(table.resolve("openai/gpt-oss-120b"), Usage(1000, output_tokens=1000)) == Money.usd("0.00075")
 
 
-def test_merge_keeps_other_models_and_replaces_same(source, tmp_path):
+def test_merge_keeps_other_models_and_dates_a_changed_price(source, tmp_path):
     dest = tmp_path / "prices.json"
     mine = {"model": "house-model", "provider": "vllm", "input": "0.01", "output": "0.02"}
     mine |= {"source": "our GPU bill", "as_of": "2026-10-01"}
@@ -216,6 +217,40 @@ def test_merge_keeps_other_models_and_replaces_same(source, tmp_path):
     assert models[("vllm", "house-model")] == mine
     assert models[("openai", "gpt-4o")]["input"] == "2.50"
     assert {provider for provider, _ in models} == {"openai", "vllm"}
+    # the old price still prices what came before the import; the new one applies from today
+    gpt = [m for m in json.loads(dest.read_text())["models"] if m["model"] == "gpt-4o"]
+    assert [(m["input"], m.get("from")) for m in gpt] == [("9", None), ("2.50", datetime.date.today().isoformat())]
+    table = PriceTable.load(dest)
+    assert table.resolve("gpt-4o", "openai", datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)).input == \
+        Money.per_million("9")
+    assert table.resolve("gpt-4o", "openai").input == Money.per_million("2.50")
+
+
+def test_reimporting_an_unchanged_map_adds_nothing_and_a_changed_price_gets_its_date(source, tmp_path):
+    dest = tmp_path / "prices.json"
+    import_litellm(source, dest, effective="2026-11-01")
+    first = dest.read_text()
+    import_litellm(source, dest, effective="2026-12-01")
+    assert dest.read_text() == first  # the same prices keep their first date
+    changed = json.loads(source.read_text())
+    changed["gpt-4o"]["input_cost_per_token"] = 5e-06
+    source.write_text(json.dumps(changed))
+    import_litellm(source, dest, effective="2026-12-01")
+    table = PriceTable.load(dest)
+    before, after = (datetime.datetime(2026, 11, 30, 23, 59, tzinfo=datetime.UTC),
+                     datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC))
+    assert table.resolve("gpt-4o", "openai", before).input == Money.per_million("2.50")
+    assert table.resolve("gpt-4o", "openai", after).input == Money.per_million("5")
+
+
+def test_importing_for_all_time_replaces_the_earlier_dates(source, tmp_path):
+    dest = tmp_path / "prices.json"
+    old = {"model": "gpt-4o", "provider": "openai", "input": "9", "output": "9", "source": "old", "as_of": "2020-01-01",
+           "from": "2026-01-01"}
+    dest.write_text(json.dumps({"models": [old]}))
+    import_litellm(source, dest, effective=None)
+    gpt = [m for m in json.loads(dest.read_text())["models"] if m["model"] == "gpt-4o"]
+    assert [(m["input"], m.get("from")) for m in gpt] == [("2.50", None)]
 
 
 def test_malformed_destination_is_left_alone(source, tmp_path):

@@ -36,15 +36,25 @@ _FIELDS = {
     "output_cost_per_reasoning_token": "reasoning",
 }
 _MODES = {"chat": "chat", "responses": "chat", "embedding": "embedding"}
-_PROVIDERS = {"text-completion-openai": "openai", "bedrock_converse": "bedrock"}
+_PROVIDERS = {"text-completion-openai": "openai", "bedrock_converse": "bedrock", "fireworks_ai": "fireworks",
+              "together_ai": "together"}
 
 
-def import_litellm(source: Path, dest: Path, providers: set[str] | None = None) -> int:
+TODAY = "today"
+
+
+def import_litellm(source: Path, dest: Path, providers: set[str] | None = None, effective: str | None = TODAY) -> int:
     """Merge the priced chat and embedding models of ``source`` into ``dest``; return how many.
 
     ``providers`` limits the import to those providers (our names: "openai", "gemini", "groq", ...).
-    Entries already in ``dest`` for other models are kept; ``dest`` is replaced atomically.
+    The imported prices apply from ``effective`` (an ISO date or date-time; default: today, UTC),
+    so requests made before stay priced as they were: a model whose price changed gets a new
+    dated entry beside its earlier ones, a model whose price did not keeps its entries as they
+    are. ``effective=None`` imports prices that apply at every time, replacing the model's
+    earlier entries. Entries for other models are kept; ``dest`` is replaced atomically.
     """
+    if effective == TODAY:
+        effective = datetime.datetime.now(datetime.UTC).date().isoformat()
     try:
         litellm = json.loads(source.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
@@ -69,9 +79,17 @@ def import_litellm(source: Path, dest: Path, providers: set[str] | None = None) 
     if unpriced:
         logger.warning("%s: skipped %d models without a price: %s", source, len(unpriced), ", ".join(unpriced))
 
-    existing = _entries(dest) if dest.exists() else []
-    merged = {(e["provider"].lower(), e["model"].lower()): e for e in existing} | imported
-    document = {"models": sorted(merged.values(), key=lambda e: (e["provider"], e["model"]))}
+    merged = {_version(e): e for e in (_entries(dest) if dest.exists() else [])}
+    for name, entry in imported.items():
+        versions = sorted((e for e in merged.values() if _version(e)[:2] == name), key=_from)
+        if versions and _prices_of(versions[-1]) == _prices_of(entry):
+            continue  # unchanged: its entries keep their dates
+        if effective is None:
+            merged = {v: e for v, e in merged.items() if v[:2] != name}
+        else:
+            entry["from"] = effective
+        merged[_version(entry)] = entry
+    document = {"models": sorted(merged.values(), key=lambda e: (e["provider"], e["model"], _from(e)))}
     parse_prices(document, str(dest))  # never write a file the gateway would refuse to load
     _write_atomically(dest, json.dumps(document, indent=2, default=str) + "\n")
     return len(imported)
@@ -129,6 +147,18 @@ def per_million(per_token: object) -> str | None:
 def _model_name(key: str, entry: dict, provider: str) -> str:
     head, _, rest = key.partition("/")  # "gemini/gemini-2.5-pro" -> "gemini-2.5-pro"
     return rest if rest and head in {entry.get("litellm_provider"), provider} else key
+
+
+def _version(entry: dict) -> tuple[str, str, str]:
+    return entry["provider"].lower(), entry["model"].lower(), str(entry.get("from", ""))
+
+
+def _from(entry: dict) -> str:
+    return str(entry.get("from", ""))
+
+
+def _prices_of(entry: dict) -> dict:
+    return {k: v for k, v in entry.items() if k not in ("source", "as_of", "from", "differs_from_map")}
 
 
 def _entries(path: Path) -> list[dict]:
