@@ -61,6 +61,11 @@ def billed(usage: Usage, call: dict, provider: str, reported: str | None,
         price = price_table().resolve(name, provider, at)
         if price is not None:
             price = price.of_provider(provider)
+            if not price.prices_beyond(usage.input_tokens):
+                log.warning("pouch: %s billed %d input tokens of %s, above the %d-token window the price table "
+                            "knows for it: charged at the table's rates, which may be the short-context ones; "
+                            "check `pouch prices show %s`", provider, usage.input_tokens, name,
+                            price.max_input_tokens, name)
             named = priced_tools(usage, call, price)
             charge = cost(price, named)
             if best is None or charge > best[0]:

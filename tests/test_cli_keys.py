@@ -220,3 +220,17 @@ def test_models_no_priced_model_matches_are_accepted_with_a_warning(command):
 def test_models_that_are_priced_raise_no_warning():
     result = pouch("keys", "create", "--name", "leo", "--models", "gpt-4o*,claude-*,gemini-2.5-pro")
     assert "warning" not in result.stderr
+
+
+def test_a_retired_model_in_models_is_named_as_retired(isolated_home, monkeypatch):
+    from pouch.cli import keys as keys_cli
+    from pouch.pricing.price_file import parse_prices
+    from pouch.pricing.table import PriceTable
+
+    retired = PriceTable(parse_prices({"models": [
+        {"model": "gpt-old", "provider": "openai", "retired": "2026-01-01", "use": "gpt-4o-mini",
+         "source": "test", "as_of": "2026-11-27"}]}, "test"))
+    monkeypatch.setattr(keys_cli, "price_table", lambda: retired)
+    result = pouch("keys", "create", "--name", "mia", "--models", "gpt-old-0613")
+    assert ("warning: --models 'gpt-old-0613': model 'gpt-old' was retired by openai on 2026-01-01: "
+            "use gpt-4o-mini instead; requests for it are refused") in result.stderr

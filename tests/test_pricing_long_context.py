@@ -114,3 +114,20 @@ def test_an_exactly_counted_prompt_above_the_window_is_refused(gw):
     flow = gw.request(openai_flow(body=chat_body(model="gpt-4o-tiny"), secret=secret), until=gw.budget)
     assert flow.response.status_code == 400 and error_of(flow)["code"] == "context_length_exceeded"
     assert "more than the 5 model 'gpt-4o-tiny' takes" in error_of(flow)["message"]
+
+
+def test_a_provider_billing_beyond_the_known_window_is_logged(monkeypatch, caplog):
+    """The table says 200K; the provider served and billed more (a beta, a stale table): the
+    operator is told, by model, so the table gets its long-context price."""
+    import logging
+
+    import addons.usage as usage_link
+
+    prices = PriceTable(parse_prices({"models": [entry("short-model", max_input_tokens=200_000)]}, "test"))
+    monkeypatch.setattr(usage_link, "price_table", lambda: prices)
+    call = {"model": "short-model", "tool_calls": []}
+    with caplog.at_level(logging.WARNING):
+        usage_link.billed(Usage(input_tokens=200_000, output_tokens=1), call, "anthropic", None)
+        assert not caplog.records
+        usage_link.billed(Usage(input_tokens=250_000, output_tokens=1), call, "anthropic", None)
+    assert "anthropic billed 250000 input tokens of short-model, above the 200000-token window" in caplog.text

@@ -8,6 +8,7 @@ from pouch.cli.main import emit_json, open_db, table
 from pouch.domain.errors import InvalidInput
 from pouch.domain.keys import parse_models
 from pouch.domain.periods import utcnow
+from pouch.pricing.price import Retirement
 from pouch.services import keys as service
 from pouch.services.prices import price_table
 from pouch.store import keys as key_store
@@ -87,6 +88,10 @@ def warn_unpriced(models: str | None) -> None:
         click.secho(f"warning: cannot check --models against the price table: {e}", fg="yellow", err=True)
         return
     for glob, closest in unmatched.items():
+        if isinstance(gone := price_table().lookup(glob), Retirement):
+            click.secho(f"warning: --models {glob!r}: {gone.message}; requests for it are refused", fg="yellow",
+                        err=True)
+            continue
         hint = f"closest priced: {', '.join(closest)}" if closest else "`pouch prices` lists the priced models"
         click.secho(
             f"warning: --models {glob!r} matches no model pouch has a price for ({hint}); requests for "
