@@ -1,0 +1,99 @@
+"""The shipped price table against the figures it cites (docs/price-research-2026-11-27.md).
+
+Each expected cost is worked out by hand from the provider's published price per 1M tokens,
+so a wrong figure in prices.json fails here. Requests are dated: the table changes over time
+(prices with "from", retirements), and these tests must not depend on today's clock.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from pouch.domain.money import Money
+from pouch.domain.usage import Usage
+from pouch.pricing.price import Price, Retirement, cost
+from pouch.pricing.table import PriceTable
+
+UTC = datetime.UTC
+TODAY = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=UTC)  # when the table was checked
+
+
+@pytest.fixture(scope="module")
+def table() -> PriceTable:
+    return PriceTable.load()  # the shipped file only: no $POUCH_HOME override
+
+
+def priced(table: PriceTable, model: str, provider: str, at: datetime.datetime = TODAY) -> Price:
+    price = table.lookup(model, provider, at)
+    assert isinstance(price, Price), f"{provider} {model} at {at:%Y-%m-%d %H:%M}: {price}"
+    return price
+
+
+def usd(amount: str) -> Money:
+    return Money.usd(amount)
+
+
+# --- 1. cache reads: a per-model fact from the provider's page, not 0.1 x input ---------------
+
+
+@pytest.mark.parametrize(
+    "model, provider, usage, expected",
+    [
+        # Anthropic pricing page: Fable 5.1 / Mythos 5.1 cache hits $0.25 / MTok
+        ("claude-fable-5-1", "anthropic", Usage(input_tokens=1_000_000, cached_tokens=1_000_000), "0.25"),
+        ("claude-mythos-5-1", "anthropic", Usage(input_tokens=1_000_000, cached_tokens=1_000_000), "0.25"),
+        # Opus 5.5 model page: Cache read $0.20 / MTok
+        ("claude-opus-5-5", "anthropic", Usage(input_tokens=1_000_000, cached_tokens=1_000_000), "0.20"),
+        # Sonnet 5.5 model page: Cache read $0.20 / MTok (the map's 0.10 is wrong)
+        ("claude-sonnet-5-5", "anthropic", Usage(input_tokens=1_000_000, cached_tokens=1_000_000), "0.20"),
+        # gpt-6.1-terra: cached input $0.05 (5% of $1.00); 200,000 tokens stay below the 272K tier
+        ("gpt-6.1-terra", "openai", Usage(input_tokens=200_000, cached_tokens=200_000), "0.01"),
+        # gpt-6.1-sol: cached input $0.10 (5% of $2.00)
+        ("gpt-6.1-sol", "openai", Usage(input_tokens=200_000, cached_tokens=200_000), "0.02"),
+        # gemini-4-hydrogen: cached input $0.075, no long-context tier
+        ("gemini-4-hydrogen", "gemini", Usage(input_tokens=1_000_000, cached_tokens=1_000_000), "0.075"),
+    ],
+)
+def test_cache_reads_cost_what_the_provider_lists(table, model, provider, usage, expected):
+    assert cost(priced(table, model, provider), usage) == usd(expected)
+
+
+def test_a_whole_claude_fable_5_1_request():
+    # 400,000 uncached x $10 + 300,000 read x $0.25 + 200,000 5m-write x $12.50
+    # + 100,000 1h-write x $20 + 10,000 output x $50 (per 1M)
+    # = 4.00 + 0.075 + 2.50 + 2.00 + 0.50
+    usage = Usage(input_tokens=1_000_000, cached_tokens=300_000, cache_write_5m_tokens=200_000,
+                  cache_write_1h_tokens=100_000, output_tokens=10_000)
+    assert cost(priced(PriceTable.load(), "claude-fable-5-1", "anthropic"), usage) == usd("9.075")
+
+
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        # 272,000 input tokens (100,000 cached) and 1,000 output are short-context:
+        # terra 172,000 x 1 + 100,000 x 0.05 + 1,000 x 5 = 0.172 + 0.005 + 0.005
+        ("gpt-6.1-terra", "0.182"),
+        # sol 172,000 x 2 + 100,000 x 0.10 + 1,000 x 10 = 0.344 + 0.01 + 0.01
+        ("gpt-6.1-sol", "0.364"),
+    ],
+)
+def test_exactly_272000_input_tokens_is_short_context(table, model, expected):
+    usage = Usage(input_tokens=272_000, cached_tokens=100_000, output_tokens=1_000)
+    assert cost(priced(table, model, "openai"), usage) == usd(expected)
+
+
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        # above 272K the whole request: input and cache x2, output x1.5
+        # terra 200,000 x 2 + 100,000 x 0.10 + 1,000 x 7.50 = 0.40 + 0.01 + 0.0075
+        ("gpt-6.1-terra", "0.4175"),
+        # sol 200,000 x 4 + 100,000 x 0.20 + 1,000 x 15 = 0.80 + 0.02 + 0.015
+        ("gpt-6.1-sol", "0.835"),
+    ],
+)
+def test_above_272000_input_tokens_the_long_context_rates_apply(table, model, expected):
+    usage = Usage(input_tokens=300_000, cached_tokens=100_000, output_tokens=1_000)
+    assert cost(priced(table, model, "openai"), usage) == usd(expected)
