@@ -97,3 +97,48 @@ def test_exactly_272000_input_tokens_is_short_context(table, model, expected):
 def test_above_272000_input_tokens_the_long_context_rates_apply(table, model, expected):
     usage = Usage(input_tokens=300_000, cached_tokens=100_000, output_tokens=1_000)
     assert cost(priced(table, model, "openai"), usage) == usd(expected)
+
+
+# --- 2. prices that change on a date ----------------------------------------------------------
+
+LAST_MINUTE = datetime.datetime(2026, 11, 30, 23, 59, tzinfo=UTC)
+DECEMBER = datetime.datetime(2026, 12, 1, 0, 0, tzinfo=UTC)
+NEW_YEAR_EVE = datetime.datetime(2026, 12, 31, 23, 59, tzinfo=UTC)
+NEW_YEAR = datetime.datetime(2027, 1, 1, 0, 0, tzinfo=UTC)
+ONE_OF_EACH = Usage(input_tokens=2_000_000, cached_tokens=1_000_000, output_tokens=1_000_000)
+
+
+def test_gemini_4_argon_launch_price_ends_with_november(table):
+    # launch: 1M x $2 + 1M cached x $0.10 + 1M x $10; from 2026-12-01: $4 + $0.20 + $20
+    assert cost(priced(table, "gemini-4-argon", "gemini", LAST_MINUTE), ONE_OF_EACH) == usd("12.10")
+    assert cost(priced(table, "gemini-4-argon", "gemini", DECEMBER), ONE_OF_EACH) == usd("24.20")
+
+
+@pytest.mark.parametrize("model", ["gemini-3.8-flash", "gemini-flash-latest"])
+def test_gemini_3_8_flash_doubles_on_new_year(table, model):
+    # through 2026-12-31: $0.75 + $0.075 cached + $3.75; from 2027-01-01: $1.50 + $0.15 + $7.50
+    assert cost(priced(table, model, "gemini", NEW_YEAR_EVE), ONE_OF_EACH) == usd("4.575")
+    assert cost(priced(table, model, "gemini", NEW_YEAR), ONE_OF_EACH) == usd("9.15")
+
+
+def test_gemini_2_5_pro_is_billed_as_gemini_3_8_flash_from_december(table):
+    usage = Usage(input_tokens=200_000, cached_tokens=100_000, output_tokens=100_000)  # not above 200K
+    # until 2026-11-30 its own price: 100,000 x $1.25 + 100,000 x $0.125 + 100,000 x $10
+    assert cost(priced(table, "gemini-2.5-pro", "gemini", LAST_MINUTE), usage) == usd("1.1375")
+    # routed to 3.8 Flash: $0.75 / $0.075 / $3.75, then $1.50 / $0.15 / $7.50 from 2027-01-01
+    assert cost(priced(table, "gemini-2.5-pro", "gemini", DECEMBER), usage) == usd("0.4575")
+    assert cost(priced(table, "gemini-2.5-pro", "gemini", NEW_YEAR), usage) == usd("0.915")
+
+
+def test_gemini_2_5_pro_has_no_long_context_price_once_routed(table):
+    # 300,000 input tokens: 2.5 Pro's >200K tier ($2.50) before, 3.8 Flash's flat $0.75 after
+    usage = Usage(input_tokens=300_000)
+    assert cost(priced(table, "gemini-2.5-pro", "gemini", LAST_MINUTE), usage) == usd("0.75")
+    assert cost(priced(table, "gemini-2.5-pro", "gemini", DECEMBER), usage) == usd("0.225")
+
+
+def test_gemini_2_5_flash_keeps_its_price_when_routed_to_3_5_flash_lite(table):
+    # routed to gemini-3.5-flash-lite on 2026-12-01 at the same $0.30 / $0.03 / $2.50
+    for at in (LAST_MINUTE, DECEMBER):
+        assert cost(priced(table, "gemini-2.5-flash", "gemini", at), ONE_OF_EACH) == usd("2.83")
+    assert cost(priced(table, "gemini-3.5-flash-lite", "gemini", DECEMBER), ONE_OF_EACH) == usd("2.83")
