@@ -142,3 +142,66 @@ def test_gemini_2_5_flash_keeps_its_price_when_routed_to_3_5_flash_lite(table):
     for at in (LAST_MINUTE, DECEMBER):
         assert cost(priced(table, "gemini-2.5-flash", "gemini", at), ONE_OF_EACH) == usd("2.83")
     assert cost(priced(table, "gemini-3.5-flash-lite", "gemini", DECEMBER), ONE_OF_EACH) == usd("2.83")
+
+
+# --- 3. models clients send today -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["claude-fable-5-2", "claude-mythos-5-2"])
+def test_claude_5_2(table, model):
+    # $8 input, $0.20 read, $10 5m write, $16 1h write, $40 output; 1M window at one rate:
+    # 500,000 x 8 + 200,000 x 0.20 + 200,000 x 10 + 100,000 x 16 + 100,000 x 40
+    # = 4.00 + 0.04 + 2.00 + 1.60 + 4.00
+    usage = Usage(input_tokens=1_000_000, cached_tokens=200_000, cache_write_5m_tokens=200_000,
+                  cache_write_1h_tokens=100_000, output_tokens=100_000)
+    assert cost(priced(table, model, "anthropic"), usage) == usd("11.64")
+
+
+@pytest.mark.parametrize(
+    "model, short, long",
+    [
+        # gpt-6.2-sol: $2 / $0.10 / $10; above 272K: $4 / $0.20 / $15
+        # short: 100,000 x 2 + 100,000 x 0.10 + 10,000 x 10 = 0.20 + 0.01 + 0.10
+        # long: 300,000 x 4 + 100,000 x 0.20 + 10,000 x 15 = 1.20 + 0.02 + 0.15
+        ("gpt-6.2-sol", "0.31", "1.37"),
+        # gpt-6.2-astra: $8 / $0.40 / $40; above 272K: $16 / $0.80 / $60
+        ("gpt-6.2-astra", "1.24", "5.48"),
+    ],
+)
+def test_gpt_6_2(table, model, short, long):
+    price = priced(table, model, "openai")
+    assert cost(price, Usage(input_tokens=200_000, cached_tokens=100_000, output_tokens=10_000)) == usd(short)
+    assert cost(price, Usage(input_tokens=400_000, cached_tokens=100_000, output_tokens=10_000)) == usd(long)
+
+
+def test_gemini_4_neon(table):
+    # $3 input, $0.15 cached, $15 output, flat across 1M: 1M x 3 + 1M x 0.15 + 1M x 15
+    assert cost(priced(table, "gemini-4-neon", "gemini"), ONE_OF_EACH) == usd("18.15")
+
+
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        # peak rates; 1M cache miss + 1M cache hit + 1M output
+        ("deepseek-v4-flash", "1.506"),  # 0.30 + 0.006 + 1.20
+        ("deepseek-flash", "1.506"),  # the current name of the same model and price
+        ("deepseek-v4-pro", "5.324"),  # 1.32 + 0.044 + 3.96
+    ],
+)
+def test_deepseek_v4_at_the_peak_rate(table, model, expected):
+    assert cost(priced(table, model, "deepseek"), ONE_OF_EACH) == usd(expected)
+
+
+def test_gpt_5_search_api_pays_a_search_on_every_request(table):
+    price = priced(table, "gpt-5-search-api", "openai")
+    assert cost(price, Usage()) == usd("0.01")  # $10 / 1K searches, one a request
+    # 100,000 x 1.25 + 100,000 x 0.125 + 10,000 x 10 + 0.01
+    usage = Usage(input_tokens=200_000, cached_tokens=100_000, output_tokens=10_000)
+    assert cost(price, usage) == usd("0.2475")
+    assert priced(table, "gpt-5-search-api-2025-10-14", "openai").model == "gpt-5-search-api"
+
+
+def test_gemini_2_5_flash_preview_is_priced_as_gemini_2_5_flash(table):
+    preview = priced(table, "gemini-2.5-flash-preview-09-2025", "gemini")
+    assert cost(preview, ONE_OF_EACH) == usd("2.83")  # 0.30 + 0.03 + 2.50
+    assert table.resolve("gemini-2.5-flash-preview", "gemini") is None  # another preview: not guessed
