@@ -205,3 +205,62 @@ def test_gemini_2_5_flash_preview_is_priced_as_gemini_2_5_flash(table):
     preview = priced(table, "gemini-2.5-flash-preview-09-2025", "gemini")
     assert cost(preview, ONE_OF_EACH) == usd("2.83")  # 0.30 + 0.03 + 2.50
     assert table.resolve("gemini-2.5-flash-preview", "gemini") is None  # another preview: not guessed
+
+
+# --- 4. retired models: refused with the date and the replacement ------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, provider, date, replacement",
+    [
+        # the names the issue lists, as real clients still send them
+        ("gpt-4", "openai", "2026-10-23", "gpt-5.6-sol"),
+        ("gpt-4-0613", "openai", "2026-10-23", "gpt-5.6-sol"),
+        ("gpt-4-turbo", "openai", "2026-10-23", "gpt-5.6-sol"),
+        ("gpt-4-1106-preview", "openai", "2026-10-23", "gpt-5.6-sol"),
+        ("gpt-3.5-turbo", "openai", "2026-10-23", "gpt-5.6-terra"),
+        ("claude-sonnet-4-20250514", "anthropic", "2026-06-15", "claude-sonnet-4-6"),
+        ("claude-sonnet-4-0", "anthropic", "2026-06-15", "claude-sonnet-4-6"),
+        ("claude-opus-4-0", "anthropic", "2026-06-15", "claude-opus-4-8"),
+        ("claude-3-5-haiku-latest", "anthropic", "2026-02-19", "claude-haiku-4-5"),
+        ("o1-mini", "openai", "2025-10-27", "gpt-5.6-terra"),
+        # shut down before the table was checked
+        ("gpt-4o-search-preview", "openai", "2026-07-23", "gpt-5.6-terra"),
+        ("gpt-5-codex", "openai", "2026-07-23", "gpt-5.6-sol"),
+        ("gpt-5.3-chat-latest", "openai", "2026-08-10", "gpt-5.6-sol"),
+        ("o4-mini-2025-04-16", "openai", "2026-10-23", "gpt-5.6-terra"),
+        ("deepseek-chat", "deepseek", "2026-07-24", "deepseek-flash"),
+        ("meta-llama/Llama-3.3-70B-Instruct-Turbo", "together", "2026-10-22", "meta-models/Muse-Glimmer-30B"),
+    ],
+)
+def test_a_retired_model_is_refused_with_its_date_and_replacement(table, name, provider, date, replacement):
+    retired = table.lookup(name, provider, TODAY)
+    assert isinstance(retired, Retirement), retired
+    assert date in retired.message and f"use {replacement} instead" in retired.message
+    assert table.resolve(replacement, provider, TODAY) is not None  # the replacement is one pouch prices
+
+
+@pytest.mark.parametrize(
+    "name, provider, day, replacement",
+    [
+        ("claude-sonnet-4-5", "anthropic", datetime.date(2026, 11, 30), "claude-sonnet-5-5"),
+        ("gpt-5", "openai", datetime.date(2026, 12, 11), "gpt-6.1-sol"),
+        ("gpt-5-mini-2025-08-07", "openai", datetime.date(2026, 12, 11), "gpt-6.1-terra"),
+        ("o3", "openai", datetime.date(2026, 12, 11), "gpt-5.6-sol"),
+        ("gpt-4o", "openai", datetime.date(2027, 1, 14), "gpt-6-luna"),
+        ("gpt-4.1-mini", "openai", datetime.date(2027, 1, 14), "gpt-6-luna"),
+        ("gpt-5.1", "openai", datetime.date(2027, 4, 1), "gpt-6-sol"),
+    ],
+)
+def test_an_announced_retirement_prices_the_model_until_its_day(table, name, provider, day, replacement):
+    midnight = datetime.datetime.combine(day, datetime.time(), UTC)
+    assert isinstance(table.lookup(name, provider, midnight - datetime.timedelta(minutes=1)), Price)
+    retired = table.lookup(name, provider, midnight)
+    assert isinstance(retired, Retirement) and f"on {day:%Y-%m-%d}: use {replacement} instead" in retired.message
+
+
+def test_claude_sonnet_4_5_costs_its_price_the_day_before_it_retires(table):
+    # $3 input, $15 output: 100,000 of each on 2026-11-29
+    usage = Usage(input_tokens=100_000, output_tokens=100_000)
+    assert cost(priced(table, "claude-sonnet-4-5", "anthropic", LAST_MINUTE - datetime.timedelta(days=1)),
+                usage) == usd("1.80")
