@@ -264,3 +264,76 @@ def test_claude_sonnet_4_5_costs_its_price_the_day_before_it_retires(table):
     usage = Usage(input_tokens=100_000, output_tokens=100_000)
     assert cost(priced(table, "claude-sonnet-4-5", "anthropic", LAST_MINUTE - datetime.timedelta(days=1)),
                 usage) == usd("1.80")
+
+
+# --- 5. the names clients send for a priced model ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, provider, entry_provider, entry_model",
+    [
+        ("grok-4.20-0309", "xai", "xai", "grok-4.20"),  # xAI -MMDD: an alias on docs.x.ai
+        ("grok-4.20-0309-reasoning", "xai", "xai", "grok-4.20-reasoning"),
+        ("mistral-large-2512", "mistral", "mistral", "mistral-large-latest"),  # Mistral -YYMM: listed by name
+        ("mistral-medium-2604", "mistral", "mistral", "mistral-medium-latest"),
+        ("mistral-small-2603", "mistral", "mistral", "mistral-small-latest"),
+        ("codestral-2508", "mistral", "mistral", "codestral-latest"),
+        ("ministral-8b-2512", "mistral", "mistral", "ministral-8b-latest"),
+        ("publishers/google/models/gemini-4-argon@001", "gemini", "gemini", "gemini-4-argon"),  # Vertex @001
+        ("gemini-2.5-flash@001", "gemini", "gemini", "gemini-2.5-flash"),
+        # OpenRouter passes the vendor's own price through: the vendor's entry
+        ("anthropic/claude-sonnet-4.5", "openrouter", "anthropic", "claude-sonnet-4-5"),
+        ("anthropic/claude-opus-4.6", "openrouter", "anthropic", "claude-opus-4-6"),
+        ("x-ai/grok-4.20", "openrouter", "xai", "grok-4.20"),
+        ("openai/gpt-6.2-sol", "openrouter", "openai", "gpt-6.2-sol"),
+        ("google/gemini-4-neon", "openrouter", "gemini", "gemini-4-neon"),
+        ("mistralai/mistral-large-2512", "openrouter", "mistral", "mistral-large-latest"),
+    ],
+)
+def test_a_name_form_resolves_to_its_entry(table, name, provider, entry_provider, entry_model):
+    price = priced(table, name, provider)
+    assert (price.provider, price.model) == (entry_provider, entry_model)
+
+
+def test_an_older_mistral_version_is_not_priced_as_the_latest(table):
+    # -YYMM versions are priced apart: only the version -latest names now shares its price
+    assert table.resolve("mistral-large-2411", "mistral", TODAY) is None
+    assert table.resolve("mistral-medium-2505", "mistral", TODAY) is None
+
+
+def test_openrouter_has_no_hand_written_entries_left(table):
+    # the five copied Claude prices are gone: OpenRouter names go through to the vendor's entry
+    assert not [e for e in table.entries() if e.provider == "openrouter"]
+    assert priced(table, "anthropic/claude-sonnet-4.5", "openrouter").priced_as
+
+
+@pytest.mark.parametrize(
+    "model, short, long",
+    [
+        # 199,999 prompt tokens at $1.25; 200,000 at $2.50 ("≥ 200k": the whole request)
+        ("grok-4.20", "0.24999875", "0.50"),
+        ("grok-4.20-reasoning", "0.24999875", "0.50"),
+        ("grok-4.20-0309", "0.24999875", "0.50"),
+        ("grok-4.7", "0.399998", "0.80"),  # $2.00, then $4.00
+    ],
+)
+def test_xai_long_context_starts_at_200000_prompt_tokens(table, model, short, long):
+    price = priced(table, model, "xai")
+    assert cost(price, Usage(input_tokens=199_999)) == usd(short)
+    assert cost(price, Usage(input_tokens=200_000)) == usd(long)
+
+
+# --- 6. long context above the window -----------------------------------------------------------
+
+
+def test_claude_sonnet_4_5_with_context_1m_is_priced_at_the_long_context_rate(table):
+    price = priced(table, "claude-sonnet-4-5", "anthropic")
+    assert price.max_input_tokens == 200_000 and price.prices_beyond(500_000)
+    # 300,000 input (100,000 read, 50,000 5m-write, 50,000 1h-write), 10,000 output, whole request at
+    # 100,000 x 6 + 100,000 x 0.60 + 50,000 x 7.50 + 50,000 x 12 + 10,000 x 22.50
+    # = 0.60 + 0.06 + 0.375 + 0.60 + 0.225
+    usage = Usage(input_tokens=300_000, cached_tokens=100_000, cache_write_5m_tokens=50_000,
+                  cache_write_1h_tokens=50_000, output_tokens=10_000)
+    assert cost(price, usage) == usd("1.86")
+    # at the 200,000 window itself: the standard $3 / $15
+    assert cost(price, Usage(input_tokens=200_000, output_tokens=10_000)) == usd("0.75")
