@@ -337,3 +337,17 @@ def test_claude_sonnet_4_5_with_context_1m_is_priced_at_the_long_context_rate(ta
     assert cost(price, usage) == usd("1.86")
     # at the 200,000 window itself: the standard $3 / $15
     assert cost(price, Usage(input_tokens=200_000, output_tokens=10_000)) == usd("0.75")
+
+
+# --- 7. every difference from the public map is a documented one ------------------------------
+
+
+def test_every_difference_from_the_shipped_map_is_documented(table):
+    from pouch.pricing.check import compare, reference_map
+
+    report = compare(table.entries(), reference_map())
+    assert [(d.provider, d.model, d.field) for d in report.undocumented] == []
+    # the corrections above are among the documented differences, each with a source URL
+    documented = {(d.model, d.field): d.why for d in report.differences}
+    assert "https://" in documented[("claude-sonnet-5-5", "cached_input")]
+    assert "https://" in documented[("grok-4.20", "tiers")]
