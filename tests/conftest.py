@@ -2,16 +2,25 @@ import os
 
 import pytest
 
+import pouch.pricing.table
+from pouch.services import prices
 from pouch.store import database
+from tests import pinned_prices
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path, monkeypatch):
-    """Every test gets its own POUCH_HOME (and so its own default SQLite store)."""
-    home = tmp_path / "pouch-home"
+def isolated_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own POUCH_HOME (and so its own default SQLite store), holding the
+    prices the tests run at (tests/pinned_prices.py); the shipped table read without a date
+    is read as on the day its prices were read."""
+    home = tmp_path_factory.mktemp("pouch-home")  # beside the test's tmp_path, which stays empty
     monkeypatch.setenv("POUCH_HOME", str(home))
     monkeypatch.delenv("POUCH_DB", raising=False)
-    return home
+    pinned_prices.write(home)
+    monkeypatch.setattr(pouch.pricing.table, "_now", lambda: pinned_prices.PINNED_AT)
+    prices.price_table.cache_clear()
+    yield home
+    prices.price_table.cache_clear()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import openai
 
 from pouch.store import database, ledger
 from pouch.store.database import ReservationRow, UsageRow
+from tests import pinned_prices
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_OPENAI_KEY = "sk-real-provider-key-never-shown-to-clients"
@@ -82,6 +83,8 @@ class Gateway:
 
     def start(self) -> Gateway:
         self.home.mkdir(parents=True, exist_ok=True)
+        if not (self.home / "prices.json").exists():
+            pinned_prices.write(self.home)  # the prices the tests run at, whatever the date
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30

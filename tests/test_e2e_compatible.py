@@ -25,6 +25,7 @@ from pouch.store import keys as key_store
 from pouch.store import ledger
 from pouch.store.database import UsageRow
 from tests.fakes.openai_fake import FakeOpenAI
+from tests import pinned_prices
 from tests.gateway import Gateway
 
 MODEL = "local-llama-3"
@@ -89,8 +90,7 @@ def private():
 @pytest.fixture(scope="module")
 def gateway(local, tmp_path_factory):
     home = tmp_path_factory.mktemp("gateway")
-    (home / "prices.json").write_text(json.dumps(
-        {"models": [dict(PRICE, provider="local"), dict(PRICE, provider="corp")]}))
+    pinned_prices.write(home, [dict(PRICE, provider="local"), dict(PRICE, provider="corp")])
     gateway = Gateway(home, {}, None)  # default pouch_passthrough: no tunnel to loopback
     gateway.args += ["--set", f"pouch_compatible=local=127.0.0.1:{local.port}/v1,LOCAL_LLM_KEY",
                      "--set", f"pouch_compatible=corp={CORP_HOST}/v1"]

@@ -36,16 +36,16 @@ import pytest
 from pouch.domain.money import Money
 from pouch.domain.usage import Usage
 from pouch.pricing.price import cost
-from pouch.pricing.table import PriceTable
 from pouch.services import keys as key_service
 from pouch.store import keys as key_store
 from pouch.store import ledger
 from pouch.store.database import ReservationRow, UsageRow
+from tests import pinned_prices
 from tests.fakes.openai_fake import FakeOpenAI
 from tests.gateway import REAL_OPENAI_KEY, Gateway, free_port
 
 MODEL = "gpt-4o-mini"
-PRICE = PriceTable.load().resolve(MODEL)
+PRICE = pinned_prices.table().resolve(MODEL)
 HELLO = [{"role": "user", "content": "hello there"}]
 WORDS = "one two three four five six seven eight nine ten"
 

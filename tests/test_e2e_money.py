@@ -20,18 +20,18 @@ from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
 from pouch.domain.money import Money
-from pouch.pricing.table import PriceTable
 from pouch.services import keys as key_service
 from pouch.store import keys as key_store
 from pouch.store import ledger
 from pouch.store.database import ReservationRow, UsageRow
+from tests import pinned_prices
 from tests.fakes.anthropic_fake import FakeAnthropic
 from tests.fakes.gemini_fake import FakeGemini
 from tests.fakes.openai_fake import FakeOpenAI
 from tests.gateway import Gateway, free_port
 
 MODEL, CLAUDE, GEMINI = "gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash"
-PRICES = PriceTable.load()
+PRICES = pinned_prices.table()
 PRICE, CLAUDE_PRICE = PRICES.resolve(MODEL, "openai"), PRICES.resolve(CLAUDE, "anthropic")
 GEMINI_PRICE = PRICES.resolve(GEMINI, "gemini")
 SEARCH = Money.usd("0.01")
@@ -223,15 +223,15 @@ def test_a_reasoning_stream_cut_short_is_charged_its_reservation(gateway, fakes,
     client = gateway.client(secret)
     with pytest.raises(openai.APIConnectionError):
         if api == "chat":
-            list(client.chat.completions.create(model="o4-mini", messages=HELLO, max_completion_tokens=8000,
+            list(client.chat.completions.create(model="o3", messages=HELLO, max_completion_tokens=8000,
                                                 stream=True, extra_headers=headers))
         else:
-            list(client.responses.create(model="o4-mini", input="hello there", max_output_tokens=8000,
+            list(client.responses.create(model="o3", input="hello there", max_output_tokens=8000,
                                          stream=True, extra_headers=headers))
     [row] = assert_settled_exactly(gateway, key)
     assert row.outcome == "cut_short" and 1 <= row.output_tokens < 8000
     assert row.cost_pico == row.reserved_pico
-    price = PRICES.resolve("o4-mini", "openai")
+    price = PRICES.resolve("o3", "openai")
     assert row.reserved_pico == (price.input * row.input_tokens + price.highest_output * 8000).pico
 
 

@@ -9,12 +9,12 @@ import openai
 import pytest
 
 from pouch.domain.money import Money
-from pouch.pricing.table import PriceTable
 from pouch.services import keys as key_service
 from pouch.store import keys as key_store
 from pouch.store import ledger
 from pouch.store.database import UsageRow
 from pouch.tokens.count import count_prompt
+from tests import pinned_prices
 from tests.conftest import fresh_postgres
 from tests.fakes.openai_fake import FakeOpenAI
 from tests.gateway import Gateway
@@ -26,7 +26,7 @@ MODEL, HELLO = "gpt-4o-mini", [{"role": "user", "content": "hello twins"}]
 
 def test_two_gateways_share_one_budget(tmp_path):
     fresh_postgres(PG_URL)
-    price = PriceTable.load().resolve(MODEL)
+    price = pinned_prices.table().resolve(MODEL)
     worst = price.input * count_prompt(MODEL, {"messages": HELLO}, "chat") + price.highest_output * 50
     with FakeOpenAI(tls_dir=tmp_path / "tls") as fake:
         fake.behaviour["delay"] = 4.0  # everything in flight together, though two gateways share the CPU

@@ -10,17 +10,17 @@ import pytest
 from pouch.domain.money import Money
 from pouch.domain.usage import Usage
 from pouch.pricing.price import cost
-from pouch.pricing.table import PriceTable
 from pouch.services import keys as key_service
 from pouch.store import keys as key_store
 from pouch.store import ledger
 from pouch.store.database import UsageRow
 from pouch.tokens.count import count_prompt
+from tests import pinned_prices
 from tests.fakes.openai_fake import FakeOpenAI
 from tests.gateway import REAL_OPENAI_KEY, Gateway
 
 MODEL = "gpt-4o-mini"
-PRICE = PriceTable.load().resolve(MODEL)
+PRICE = pinned_prices.table().resolve(MODEL)
 HELLO = [{"role": "user", "content": "hello there"}]
 
 

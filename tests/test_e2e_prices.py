@@ -20,6 +20,7 @@ from pouch.services import keys as key_service
 from pouch.store.database import UsageRow
 from tests.fakes.anthropic_fake import FakeAnthropic
 from tests.fakes.openai_fake import FakeOpenAI
+from tests import pinned_prices
 from tests.gateway import Gateway
 
 PRICES = {"models": [
@@ -47,7 +48,7 @@ def fakes(tmp_path_factory):
 def gateway(fakes, tmp_path_factory):
     gpt, claude, bundle = fakes
     home = tmp_path_factory.mktemp("gateway")
-    (home / "prices.json").write_text(json.dumps(PRICES))
+    pinned_prices.write(home, PRICES["models"])
     gateway = Gateway(home, {"api.openai.com": gpt.url, "api.anthropic.com": claude.url}, str(bundle)).start()
     gateway.open_store()
     yield gateway

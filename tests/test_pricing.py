@@ -57,7 +57,8 @@ def usd(amount: str) -> Money:
     ],
 )
 def test_cost(table, model, usage, expected):
-    assert cost(table.resolve(model), usage) == usd(expected)
+    # before 2026-10-23, when gpt-4o-2024-05-13 was retired
+    assert cost(table.resolve(model, at=datetime.datetime(2026, 10, 1, tzinfo=datetime.UTC)), usage) == usd(expected)
 
 
 @pytest.mark.parametrize(
@@ -126,7 +127,8 @@ def test_highest_output():
 
 def test_highest_output_of_shipped_models(table):
     assert table.resolve("gemini-2.5-pro").highest_output == Money.per_million("15")
-    assert table.resolve("claude-sonnet-4-5").highest_output == Money.per_million("15")
+    # above 200K input tokens (Claude's context-1m beta) Sonnet 4.5's output costs $22.50
+    assert table.resolve("claude-sonnet-4-5").highest_output == Money.per_million("22.50")
 
 
 @pytest.mark.parametrize(
@@ -159,7 +161,7 @@ def test_highest_output_of_shipped_models(table):
     ],
 )
 def test_resolve(table, name, family):
-    assert table.resolve(name).model == family
+    assert table.lookup(name).model == family  # its price, or its retirement (o3-mini, gpt-5-chat-latest)
 
 
 @pytest.mark.parametrize(
@@ -289,16 +291,20 @@ class TestShippedTable:
 
     def test_covers_the_built_in_providers(self, table):
         providers = {price.provider for price in table}
-        compatible = {"groq", "mistral", "deepseek", "xai", "openrouter", "together", "fireworks"}
-        assert providers == {"openai", "anthropic", "gemini"} | compatible  # azure: OpenAI's prices
+        compatible = {"groq", "mistral", "deepseek", "xai", "together", "fireworks"}
+        # azure: OpenAI's prices; openrouter: the vendors' own prices, passed through
+        assert providers == {"openai", "anthropic", "gemini"} | compatible
+        assert table.resolve("anthropic/claude-haiku-4.5", "openrouter").provider == "anthropic"
         assert {p.mode for p in table} == {"chat", "embedding"}
 
-    def test_anthropic_cache_multipliers(self, table):
+    def test_anthropic_cache_write_multipliers(self, table):
+        # Cache writes cost 1.25x (5 minutes) and 2x (1 hour) the input price on every Claude model.
+        # A cache read is a per-model fact, not a multiplier (0.025x for Fable 5.1, 0.05x for
+        # Opus 5.5, 0.1x for Sonnet 5.5): tests/test_price_data.py checks each against its source.
         for price in table:
             if price.provider == "anthropic":
                 for level in [price, *price.tiers]:
                     base = level.input.pico
-                    assert level.cached_input.pico * 10 == base, price.model
                     assert level.cache_write_5m.pico * 4 == base * 5, price.model
                     assert level.cache_write_1h.pico == base * 2, price.model
 
@@ -306,7 +312,6 @@ class TestShippedTable:
         for price in table:
             for level in [price, *price.tiers]:
                 if level.cached_input is not None and level.input is not None:
-                    assert level.cached_input.pico * 10 >= level.input.pico, price.model  # at least 0.1x
                     assert level.cached_input < level.input, price.model
 
     def test_dated_snapshots_listed_only_when_priced_apart(self, table):

@@ -117,3 +117,10 @@ def test_an_unreadable_map_is_refused(tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(Exception, match="not a LiteLLM-format price map"):
         read_map(tmp_path / "bad.json")
+
+
+def test_the_cli_passes_on_the_shipped_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("POUCH_HOME", str(tmp_path))  # no operator overrides (not even the tests' pinned prices)
+    result = CliRunner().invoke(cli, ["prices", "check"])
+    assert result.exit_code == 0, result.output
+    assert "0 undocumented" in result.output and "documented: " in result.output

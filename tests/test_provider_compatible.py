@@ -363,17 +363,17 @@ def test_a_keyless_server_gets_no_credential():
         ("mistral", "mistral-large-latest", ("mistral", "mistral-large-latest")),
         ("mistral", "codestral-latest", ("mistral", "codestral-latest")),
         ("mistral", "mistral-embed", ("mistral", "mistral-embed")),
-        ("deepseek", "deepseek-chat", ("deepseek", "deepseek-chat")),
-        ("deepseek", "deepseek-reasoner", ("deepseek", "deepseek-reasoner")),
+        ("deepseek", "deepseek-flash", ("deepseek", "deepseek-v4-flash")),  # the current name, an alias
+        ("deepseek", "deepseek-v4-pro", ("deepseek", "deepseek-v4-pro")),
         ("xai", "grok-4.7", ("xai", "grok-4.7")),
         ("xai", "grok-4.5-latest", ("xai", "grok-4.5")),
         ("xai", "grok-4.20-reasoning", ("xai", "grok-4.20-reasoning")),
-        ("openrouter", "anthropic/claude-sonnet-4.5", ("openrouter", "anthropic/claude-sonnet-4.5")),
-        ("openrouter", "anthropic/claude-haiku-4.5", ("openrouter", "anthropic/claude-haiku-4.5")),
         # OpenRouter passes prices through: a vendor's own name finds the vendor's own price.
+        ("openrouter", "anthropic/claude-sonnet-4.5", ("anthropic", "claude-sonnet-4-5")),
+        ("openrouter", "anthropic/claude-haiku-4.5", ("anthropic", "claude-haiku-4-5")),
         ("openrouter", "google/gemini-2.5-pro", ("gemini", "gemini-2.5-pro")),
         ("openrouter", "openai/gpt-4o", ("openai", "gpt-4o")),
-        ("together", "meta-llama/Llama-3.3-70B-Instruct-Turbo", ("together", "meta-llama/Llama-3.3-70B-Instruct-Turbo")),
+        ("together", "meta-models/Muse-Glimmer-30B", ("together", "meta-models/Muse-Glimmer-30B")),
         ("together", "openai/gpt-oss-120b", ("together", "openai/gpt-oss-120b")),  # not Groq's, not stripped
         ("together", "deepseek-ai/DeepSeek-V3", ("together", "deepseek-ai/DeepSeek-V3")),
         ("fireworks", "accounts/fireworks/models/llama-v3p3-70b-instruct",

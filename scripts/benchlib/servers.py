@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests import pinned_prices
+
 ROOT = Path(__file__).resolve().parents[2]
 MITMDUMP = str(Path(sys.executable).with_name("mitmdump"))
 UPSTREAM_SECRET = "sk-bench-fake-upstream-key"  # the chain's "real" OpenAI key; the fake accepts any
@@ -79,7 +81,9 @@ class Servers:
         ], os.environ)
 
     def chain(self, upstream: str, db_url: str, home: Path) -> Server:
-        """mitmdump -s addons/pouch.py in front of api.openai.com, routed to the fake."""
+        """mitmdump -s addons/pouch.py in front of api.openai.com, routed to the fake, at the
+        tests' prices (the benchmark's model keeps its price whatever the date)."""
+        pinned_prices.write(home)
         port = free_port()
         return self._mitmdump("chain", port, [
             "-s", str(ROOT / "addons" / "pouch.py"),

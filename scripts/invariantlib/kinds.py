@@ -6,14 +6,14 @@ from __future__ import annotations
 import dataclasses
 from urllib.parse import quote
 
-from pouch.pricing.table import PriceTable
+from tests import pinned_prices
 
 MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash"}
-REASONING_MODEL = "o4-mini"  # a priced reasoning model: hidden reasoning tokens are billed as output
+REASONING_MODEL = "o3"  # a priced reasoning model: hidden reasoning tokens are billed as output
 HOSTS = {"openai": "api.openai.com", "anthropic": "api.anthropic.com", "gemini": "generativelanguage.googleapis.com"}
 MAX_TOKENS = 40  # output cap of every request that sets one: a known, small worst case
 REASONING_MAX_TOKENS = 200  # a reasoning request's cap: room for its reasoning within the cap
-PRICES = PriceTable.load()  # the shipped prices, as the gateway (with no override file) has them
+PRICES = pinned_prices.table()  # the prices the gateway runs at (tests/pinned_prices.py writes them to its home)
 
 # Paid server tools a tool request may enable, per provider: the type (Gemini: the field) in the
 # body -> the price table's name.

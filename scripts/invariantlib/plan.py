@@ -77,7 +77,7 @@ KEYS = (
     KeySpec("gemini-tools", ("gemini_tools", "gemini_tools_stream"), 1, 3, per_share=4, overruns=0.1,
             faults=GEMINI_TOOL_FAULTS),
     # a reasoning model: its streams cut short are charged their reservation
-    KeySpec("reasoning", REASONING, 2, 4, per_share=3, models="o4-mini"),
+    KeySpec("reasoning", REASONING, 2, 4, per_share=3, models="o3"),
     # upstreams that report more output than the cap: charged, flagged, and the key then refused
     KeySpec("overrun", OPENAI, 2, 6, per_share=3, overruns=0.3, models="gpt-4o-mini"),
     # rate limits are checked from usage rows' timestamps: quick JSON requests keep that exact
