@@ -1,17 +1,13 @@
 """Chain link 3: reserve the worst-case cost before anything leaves the gateway.
 
-Worst case (``pouch.pricing.reserve``) = input tokens (exact for OpenAI models, an upper
-bound otherwise) at the dearest input-side price + every output token the request may
-produce at the dearest output price + each paid server-side tool call it allows, with the
-context its round may re-read. One atomic conditional update admits it or not. A request without an output
-cap that does not fit may be capped to what the budget still covers. The usage link closes
-the reservation; reservations a crashed gateway left open are charged in full on restart.
+What to reserve, or why to refuse, is ``pouch.rules.admission``; one atomic conditional update
+admits it or not. The usage link closes the reservation; reservations a crashed gateway left
+open are charged in full on restart.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import socket
 from collections.abc import Sequence
@@ -20,12 +16,10 @@ from datetime import datetime, timedelta
 from mitmproxy import ctx, http
 from mitmproxy.proxy.mode_specs import ProxyMode
 
-from pouch.domain.errors import (BudgetExhausted, ContextTooLong, ModelNotPriced, ModelRetired, StoreUnavailable,
-                                 ToolNotMetered)
+from pouch.domain.errors import BudgetExhausted, StoreUnavailable
 from pouch.domain.money import Money
 from pouch.domain.periods import Period, utcnow
-from pouch.pricing import reserve
-from pouch.pricing.price import Retirement
+from pouch.rules import admission
 from pouch.services import chain, prompt
 from pouch.services.prices import price_table
 from pouch.services.store_thread import store_thread
@@ -37,10 +31,8 @@ RECOVERY_INTERVAL = 60.0
 
 
 def exhausted_message(name: str, refusal: ledger.Refusal, period: str, needed: Money) -> str:
-    held = f" and {refusal.reserved} held by requests in flight" if refusal.reserved else ""
-    resets = f", resets {refusal.window_end:%Y-%m-%d %H:%M} UTC" if refusal.window_end else ""
-    return (f"budget of key '{name}' exhausted: {refusal.spent} spent{held} of {refusal.budget} "
-            f"(period {period}{resets}); this request may cost up to {needed}")
+    resets = f"{refusal.window_end:%Y-%m-%d %H:%M}" if refusal.window_end else None
+    return admission.exhausted_message(name, refusal.spent, refusal.reserved, refusal.budget, period, resets, needed)
 
 
 def instance_name(host: str, modes: Sequence[str], listen_port: int | None) -> str:
@@ -157,36 +149,21 @@ class Budget:
             return
         key, call = flow.metadata[chain.KEY], flow.metadata[chain.CALL]
         provider = flow.metadata[chain.PROVIDER]
-        price = price_table().lookup(call["model"], provider, chain.requested_at(flow))
-        if isinstance(price, Retirement):
-            raise ModelRetired(f"{price.message} (pouch refuses it rather than send a request the provider "
-                               "no longer answers)", {"x-should-retry": "false"})
-        if price is None:
-            raise ModelNotPriced(
-                f"pouch has no price for model '{call['model']}', so it cannot budget it: ask the operator "
-                "to add one (pouch prices import, or $POUCH_HOME/prices.json)")
-        bounds = await prompt.bounds(flow)
-        if why := reserve.unpriced_context(price, bounds):
-            raise ContextTooLong(f"{why}: pouch refuses it rather than price it at the short-context rate")
-        price = price.of_provider(provider)
-        try:
-            worst = reserve.worst_case(price, bounds)
-        except ValueError as e:  # a server tool this provider's price list has no fee for
-            if ctx.options.pouch_unmetered != "allow":
-                raise ToolNotMetered(f"pouch has {e} of {provider}, so this request is refused (the operator "
-                                     "can allow it with pouch_unmetered=allow)") from None
-            worst = reserve.worst_case(price, dataclasses.replace(bounds, tool_calls=()))
-        needed = worst.total
+        entry = price_table().lookup(call["model"], provider, chain.requested_at(flow))
+        plan = admission.plan(entry, call["model"], provider, await prompt.bounds(flow),
+                              allow_unmetered=ctx.options.pouch_unmetered == "allow")
+        price, needed = plan.price, plan.amount
         now = utcnow()
         window = Period.parse(key["period"]).window(now, datetime.fromisoformat(key["anchor"]))
         result = await self._reserve(flow, key, window, needed, now)
-        if isinstance(result, ledger.Refusal) and not call["max_output"] and ctx.options.pouch_cap_output:
-            affordable = reserve.affordable_output(worst, result.budget - result.spent - result.reserved)
-            if affordable >= 1:
-                chain.provider_of(flow).cap_output(chain.endpoint_of(flow), flow.metadata[chain.BODY], affordable)
+        if isinstance(result, ledger.Refusal):
+            cap = admission.capped(plan, result.budget - result.spent - result.reserved,
+                                   has_cap=bool(call["max_output"]), may_cap=ctx.options.pouch_cap_output)
+            if cap is not None:
+                chain.provider_of(flow).cap_output(chain.endpoint_of(flow), flow.metadata[chain.BODY], cap)
                 flow.metadata[chain.BODY_CHANGED] = True
-                flow.metadata[chain.CAPPED] = affordable
-                needed = dataclasses.replace(worst, max_output=affordable).total
+                flow.metadata[chain.CAPPED] = cap
+                needed = admission.with_cap(plan, cap).amount
                 result = await self._reserve(flow, key, window, needed, now)
         if isinstance(result, ledger.Refusal):
             raise BudgetExhausted(exhausted_message(key["name"], result, key["period"], needed),

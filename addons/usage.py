@@ -33,6 +33,7 @@ from mitmproxy import http
 from pouch.domain.money import Money
 from pouch.domain.usage import Usage
 from pouch.pricing.price import Price, cost
+from pouch.rules import settlement
 from pouch.providers.base import StreamTracker
 from pouch.services import chain, prompt
 from pouch.services.prices import price_table
@@ -43,10 +44,6 @@ from pouch.tokens.count import count_text
 
 log = logging.getLogger(__name__)
 SETTLE_RETRIES = 12  # pauses of 0.5 s doubling to 30 s: about 3.5 minutes, well inside pouch_hold
-# Outcomes whose billed amount pouch cannot know: the reservation is what the provider can bill.
-WORST_CASE = frozenset({"measure_failed", "no_usage", "abandoned", "cut_short"})
-# Outcomes whose tokens are the provider's own count (tokens/min settles to it).
-MEASURED = frozenset({"ok", "cut_after_usage", "mock", "overrun"})
 
 
 def billed(usage: Usage, call: dict, provider: str, reported: str | None,
@@ -154,19 +151,17 @@ class UsageMeter:
         if not chain.metered(flow) or not (reservation or observed) or chain.RESULT in flow.metadata:
             return
         try:
-            usage, charged, outcome, reported = self._measure(flow, followed)
+            measured = settlement.measure(self._ending(flow, followed))
         except Exception:
             log.exception("pouch: measuring usage failed; charging the full reservation")
-            usage, charged, outcome, reported = Usage(), True, "measure_failed", None
+            measured = settlement.Measured(Usage(), True, "measure_failed")
         call, provider_name = flow.metadata[chain.CALL], flow.metadata[chain.PROVIDER]
         reserved = Money.usd(reservation["amount_usd"]) if reservation else None
-        if outcome in WORST_CASE and reserved is not None:  # we cannot tell: what the provider can bill
-            would_cost = reserved
-        else:
-            usage, would_cost = billed(usage, call, provider_name, reported, chain.requested_at(flow))
-        charge = would_cost if charged else Money(0)
-        if reserved is not None and charge > reserved:
-            outcome = "overrun"
+        at = chain.requested_at(flow)
+        settled = settlement.settle(measured, reserved,
+                                    lambda usage, reported: billed(usage, call, provider_name, reported, at))
+        usage, outcome, would_cost, charge = settled.usage, settled.outcome, settled.cost, settled.charge
+        if outcome == "overrun":
             log.warning("pouch: overrun: key %s was charged %s for a %s request that reserved %s (usage %s)",
                         flow.metadata[chain.KEY]["name"], charge, call["model"], reserved, usage)
         row = self._row(flow, followed, usage, outcome, would_cost)
@@ -177,7 +172,7 @@ class UsageMeter:
             store_thread.later(ledger.finish, reservation["id"], charge, row, retries=SETTLE_RETRIES)
         else:
             store_thread.later(ledger.record, row)
-        chain.measured(flow, usage.total_tokens if outcome in MEASURED else 0 if not charged else None)
+        chain.measured(flow, settled.measured_tokens)
         flow.metadata[chain.RESULT] = {
             **{f.name: getattr(usage, f.name) for f in dataclasses.fields(usage) if f.name != "tool_calls"},
             "tool_calls": dict(usage.tool_calls),
@@ -186,43 +181,31 @@ class UsageMeter:
             "latency_ms": row["latency_ms"], "ttft_ms": row["ttft_ms"],
         }
 
-    def _measure(self, flow: http.HTTPFlow, followed: Followed | None) -> tuple[Usage, bool, str, str | None]:
-        """(usage, whether it is charged, outcome, model the provider reported) for a flow that has ended."""
-        call = flow.metadata[chain.CALL]
-        if chain.REFUSED in flow.metadata:  # an unreachable upstream: pouch answered, nothing was sent
-            return Usage(), False, "not_sent" if flow.metadata[chain.REFUSED]["kind"] == "upstream" else "refused", None
-        if chain.MOCK in flow.metadata:
-            return Usage(**flow.metadata[chain.MOCK]), False, "mock", None
-        if flow.response is not None and flow.response.status_code >= 400:
-            return Usage(), False, "upstream_error", None
+    def _ending(self, flow: http.HTTPFlow, followed: Followed | None) -> settlement.Ending:
+        """How the flow ended, as ``settlement.measure`` reads it."""
+        call, response, refused = flow.metadata[chain.CALL], flow.response, flow.metadata.get(chain.REFUSED)
+        mock = flow.metadata.get(chain.MOCK)
+        ending = settlement.Ending(
+            refused=refused["kind"] if refused else None, mock=Usage(**mock) if mock else None,
+            status=response.status_code if response is not None else None, followed=followed is not None,
+            error=flow.error.msg if flow.error else None, sent=sent_upstream(flow), streamed=bool(call["stream"]),
+            input_tokens=call.get("input_tokens", 0))
+        if refused or mock or (response is not None and response.status_code >= 400):
+            return ending
         if followed is not None:
             usage, reported = followed.tracker.usage(), followed.tracker.model()
-            if usage is not None:
-                return usage, True, "ok" if flow.error is None else "cut_after_usage", reported
-            if flow.error is None:  # a whole stream, but the provider reported no usage
-                return Usage(), True, "no_usage", reported
-            # Cut short before the provider's usage: it bills what it generated, and some of
-            # that is never seen (hidden reasoning, tool rounds, what it generated after the
-            # client left). The reservation is charged; the row keeps what was seen.
-            seen = count_text(call["model"], followed.tracker.output_text())
-            return Usage(input_tokens=call.get("input_tokens", 0), output_tokens=seen), True, "cut_short", reported
-        if flow.response is not None:
-            provider = chain.provider_of(flow)
-            endpoint = chain.endpoint_of(flow)
+            seen = count_text(call["model"], followed.tracker.output_text()) if usage is None and flow.error else 0
+            return dataclasses.replace(ending, usage=usage, reported=reported, seen_output=seen)
+        if response is not None:
             try:
-                body = json.loads(flow.response.get_content(strict=False) or b"null")
+                body = json.loads(response.get_content(strict=False) or b"null")
             except (ValueError, RecursionError):
                 body = None
             # Gemini answers a streamed request that pouch could not follow with a JSON array.
-            usage, reported = provider.usage_from_body(endpoint, body) if isinstance(body, dict | list) else (None, None)
-            return (usage, True, "ok", reported) if usage is not None else (Usage(), True, "no_usage", reported)
-        if not sent_upstream(flow):
-            return Usage(), False, "not_sent", None
-        # Sent, and no answer came back: the provider finishes (and bills) a generation the
-        # client left, and an aborted one may have billed anything up to the worst case.
-        client_left = "server" not in (flow.error.msg if flow.error else "").lower()
-        outcome = "abandoned" if client_left and not call["stream"] else "cut_short"
-        return Usage(input_tokens=call.get("input_tokens", 0)), True, outcome, None
+            if isinstance(body, dict | list):
+                usage, reported = chain.provider_of(flow).usage_from_body(chain.endpoint_of(flow), body)
+                return dataclasses.replace(ending, usage=usage, reported=reported)
+        return ending
 
     @staticmethod
     def _row(flow: http.HTTPFlow, followed: Followed | None, usage: Usage, outcome: str, would_cost: Money) -> dict:
