@@ -149,7 +149,7 @@ class Budget:
             return
         key, call = flow.metadata[chain.KEY], flow.metadata[chain.CALL]
         provider = flow.metadata[chain.PROVIDER]
-        entry = price_table().lookup(call["model"], provider, chain.requested_at(flow))
+        entry = chain.price_entry(flow, price_table(), call["model"], provider)
         plan = admission.plan(entry, call["model"], provider, await prompt.bounds(flow),
                               allow_unmetered=ctx.options.pouch_unmetered == "allow")
         price, needed = plan.price, plan.amount

@@ -15,7 +15,6 @@ from pouch.domain.keys import Key, hash_secret, looks_like_pouch_key, same_hash
 from pouch.providers import json_body
 from pouch.providers.anthropic import long_context_beta
 from pouch.providers.base import METERED, UNMETERED
-from pouch.providers.registry import for_host
 from pouch.services import chain, prompt
 from pouch.services import key_cache, perimeter
 from pouch.store import database
@@ -92,13 +91,14 @@ class Keys:
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error:
             return
-        provider = for_host(flow.request.host, flow.request.port)
-        if provider is None:
+        found = chain.exchange(flow)
+        if found is None:
             return  # not an LLM host: not pouch's business
-        flow.metadata[chain.PROVIDER] = provider.name
-        await self._admit(flow, provider)
+        flow.metadata[chain.PROVIDER] = found.provider.name
+        await self._admit(flow, found)
 
-    async def _admit(self, flow, provider) -> None:
+    async def _admit(self, flow, found: chain.Exchange) -> None:
+        provider = found.provider
         key = await self._caller(flow, provider)
         if key is not None:
             flow.metadata[chain.KEY] = key_facts(key)  # a refusal from here on is this key's
@@ -117,6 +117,7 @@ class Keys:
         if endpoint is None:
             # the path without its query: a query may hold a credential (?key=), and this message is kept
             raise errors.UnknownEndpoint(f"pouch does not know {flow.request.method} {flow.request.path.split('?')[0]}")
+        found.endpoint = endpoint
         flow.metadata[chain.ENDPOINT] = {"name": endpoint.name, "metering": endpoint.metering, "api": endpoint.api}
         if endpoint.metering == UNMETERED and ctx.options.pouch_unmetered != "allow":
             raise errors.EndpointNotMetered(

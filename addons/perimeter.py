@@ -223,8 +223,9 @@ class Perimeter:
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not await self.credentials(flow):
             return
-        provider = for_host(flow.request.host, flow.request.port)
-        if provider is not None:
+        found = chain.exchange(flow)
+        if found is not None:
+            provider = found.provider
             self.check_target(flow, provider)
             if not flow.response:
                 self.check_transport(flow, provider)

@@ -20,6 +20,7 @@ from mitmproxy import http
 from pouch.domain.errors import RateLimited
 from pouch.domain.ratelimit import KeyLimits
 from pouch.pricing import reserve
+from pouch.pricing.price import Price
 from pouch.services import chain, prompt
 from pouch.services.prices import price_table
 
@@ -51,7 +52,8 @@ class RateLimit:
         tokens = 0
         if key["tpm"] and chain.metered(flow):
             model = flow.metadata[chain.CALL]["model"]
-            price = price_table().resolve(model, flow.metadata[chain.PROVIDER], chain.requested_at(flow))
+            entry = chain.price_entry(flow, price_table(), model, flow.metadata[chain.PROVIDER])
+            price = entry if isinstance(entry, Price) else None
             tokens = reserve.worst_tokens(price, await prompt.bounds(flow))
         verdict = limits.admit(time.monotonic(), tokens)
         if verdict.retry_after:

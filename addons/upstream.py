@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 from mitmproxy import ctx, exceptions, http
 
 from pouch.domain.errors import GatewayError, StoreUnavailable
-from pouch.providers.registry import for_host
 from pouch.services import chain, perimeter, upstream_connection
 from pouch.services.secrets import placeholder, replace_in_request, stray_pouch_keys
 
@@ -104,9 +103,10 @@ class Upstream:
         body = flow.metadata.pop(chain.BODY, None)
         if flow.metadata.pop(chain.BODY_CHANGED, False) and not flow.response:
             flow.request.content = json.dumps(body, ensure_ascii=False).encode()
-        provider = for_host(flow.request.host, flow.request.port)
-        if provider is None:
+        found = chain.exchange(flow)
+        if found is None:
             return
+        provider = found.provider
         sent = provider.credential(flow.request.headers, flow.request.query)
         replace_in_request(flow.request, {secret: placeholder(secret) for secret in sent}
                            | stray_pouch_keys(flow.request))

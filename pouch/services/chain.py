@@ -6,6 +6,7 @@ Metadata values are plain JSON-like data (mitmproxy copies and saves them with t
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import logging
@@ -16,8 +17,9 @@ from collections.abc import Callable
 from mitmproxy import ctx, exceptions, http
 
 from pouch.domain.errors import GatewayError, PouchError
+from pouch.pricing.price import Price, Retirement
 from pouch.providers.base import Endpoint, Provider
-from pouch.providers.registry import PROVIDERS
+from pouch.providers.registry import PROVIDERS, for_host
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,42 @@ MOCK = "pouch.mock"  # {"usage": {...}, "text_tokens": n}: a mock response was s
 REFUSED = "pouch.refused"  # {"kind", "code", "status", "message"}: pouch answered with an error
 RESULT = "pouch.usage"  # what was recorded: tokens, cost, remaining budget
 CLIENT_PATH = "pouch.client_path"  # the path as the client sent it, once a route changed it
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Exchange:
+    """What the links find out once about an LLM call and read after: the provider (looked up
+    by the host the client called), the endpoint (classified by the path the client sent), and
+    what the price table says of the model when the request was made."""
+
+    provider: Provider
+    endpoint: Endpoint | None = None
+    entry: Price | Retirement | None = None
+    priced: bool = False  # entry was looked up (it may be None: unpriced)
+
+
+# One per flow to an LLM host (None cached for other flows: the host is looked up once).
+_exchanges: weakref.WeakKeyDictionary[http.HTTPFlow, Exchange | None] = weakref.WeakKeyDictionary()
+
+
+def exchange(flow: http.HTTPFlow) -> Exchange | None:
+    """The flow's exchange, or None when the host the client called is not an LLM host."""
+    try:
+        return _exchanges[flow]
+    except KeyError:
+        provider = for_host(flow.request.host, flow.request.port)
+        found = _exchanges[flow] = Exchange(provider) if provider is not None else None
+        return found
+
+
+def price_entry(flow: http.HTTPFlow, table, model: str, provider: str) -> Price | Retirement | None:
+    """What ``table`` says of ``model`` at the request's time, looked up once per flow."""
+    found = exchange(flow)
+    if found is None:
+        return table.lookup(model, provider, requested_at(flow))
+    if not found.priced:
+        found.entry, found.priced = table.lookup(model, provider, requested_at(flow)), True
+    return found.entry
 
 
 # Once a metered flow is measured, what it really used goes to those that admitted it on a
@@ -62,6 +100,9 @@ def provider_of(flow: http.HTTPFlow) -> Provider | None:
 
 def endpoint_of(flow: http.HTTPFlow) -> Endpoint | None:
     """The endpoint the client called, also after ``pouch_route`` prefixed the request's path."""
+    found = _exchanges.get(flow)
+    if found is not None and found.endpoint is not None:
+        return found.endpoint
     path = flow.metadata.get(CLIENT_PATH, flow.request.path)
     return provider_of(flow).endpoint(flow.request.method, path)
 
