@@ -6,13 +6,21 @@
 or `pouch run` / `pouch web`, which add sensible defaults.
 """
 
+import importlib
 import sys
 from pathlib import Path
 
 # mitmproxy puts this directory first on sys.path while it loads the script, where this
-# file would shadow the `pouch` package; the checkout root goes first so that `pouch` is
-# the library and `addons` this package, installed or not.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# file would shadow the `pouch` package: the folder that holds `pouch` goes first. In the
+# checkout that is the root, where `addons` is this folder; installed (pip install), this
+# folder is the package `pouch.addons` (setup.py) and `addons` is made to name it, so the
+# links import each other the same way in both.
+_here = Path(__file__).resolve().parent
+if (_here.parent / "__init__.py").exists():  # installed: site-packages/pouch/addons
+    sys.path.insert(0, str(_here.parent.parent))
+    sys.modules.setdefault("addons", importlib.import_module("pouch.addons"))
+else:
+    sys.path.insert(0, str(_here.parent))
 
 from addons.budget import Budget  # noqa: E402
 from addons.inspect import Inspect  # noqa: E402
