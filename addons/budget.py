@@ -102,7 +102,6 @@ class Budget:
                       e, instances.STALE_AFTER.total_seconds())
             ctx.master.shutdown()
             return
-        prompt.warm()
         recovered = ledger.recover(utcnow(), owner=self.owner)
         if recovered:
             log.warning("pouch: charged %d reservation(s) a previous run left open", recovered)
@@ -135,7 +134,7 @@ class Budget:
         for task in (self._recovery, self._heartbeat):
             if task:
                 task.cancel()
-        store_thread.drain()
+        store_thread.drain()  # the gateway addon drains it too; settlements must run before the release
         if self._claim is not None:  # after the drain: settlements still pending ran under our name
             try:
                 instances.release(self._claim)

@@ -17,7 +17,6 @@ from pouch.providers.anthropic import long_context_beta
 from pouch.providers.base import METERED, UNMETERED
 from pouch.services import chain, prompt
 from pouch.services import key_cache, perimeter
-from pouch.store import database
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +50,6 @@ class Keys:
         self.cache = self.resolver.reset()
 
     def load(self, loader):
-        loader.add_option("pouch_db", str, "", "Store URL: sqlite:///path.db or postgresql://user:pass@host/db. "
-                          "Default: $POUCH_DB, else a SQLite file under $POUCH_HOME (./data).")
         loader.add_option("pouch_unknown_keys", str, "reject",
                           "What to do with a credential that is not a pouch key: 'reject' (401) or 'observe' "
                           "(let it through untouched and record its usage under a fingerprint).")
@@ -64,20 +61,10 @@ class Keys:
                           "may make when it sets no bound of its own: injected as max_tool_calls (OpenAI) or "
                           "max_uses (Anthropic), header x-pouch-tool-calls-capped. Each call's fee and the "
                           "context its round re-reads are reserved.")
-        loader.add_option("pouch_store_timeout", str, "5",
-                          "Seconds a request may wait for the store (a lock held elsewhere) before it is "
-                          "refused with 503: the gateway fails closed rather than hanging.")
         loader.add_option("pouch_key_cache", str, "5",
                           "Seconds a key lookup is cached (revocations take effect within this time).")
 
     def configure(self, updated):
-        if "pouch_db" in updated or "pouch_store_timeout" in updated:
-            timeout = chain.seconds("pouch_store_timeout")
-            try:
-                database.open_store(ctx.options.pouch_db or None, timeout)
-            except Exception as e:
-                raise exceptions.OptionsError(f"pouch_db: cannot open the store: {e}") from e
-            self.cache.clear()
         if "pouch_unknown_keys" in updated and ctx.options.pouch_unknown_keys not in ("reject", "observe"):
             raise exceptions.OptionsError("pouch_unknown_keys must be 'reject' or 'observe'")
         if "pouch_unmetered" in updated and ctx.options.pouch_unmetered not in ("refuse", "allow"):

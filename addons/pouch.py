@@ -23,6 +23,7 @@ else:
     sys.path.insert(0, str(_here.parent))
 
 from addons.budget import Budget  # noqa: E402
+from addons.gateway import Gateway  # noqa: E402
 from addons.inspect import Inspect  # noqa: E402
 from addons.keys import Keys  # noqa: E402
 from addons.mock import Mock  # noqa: E402
@@ -35,6 +36,7 @@ from addons.upstream import Upstream  # noqa: E402
 from addons.usage import UsageMeter  # noqa: E402
 
 addons = [
+    Gateway(),  # not a link: the store and its thread, the tokenizers: what every link shares
     ProxyCredentials(),  # not a link: Proxy-Authorization off every request, kept for the perimeter only
     Perimeter(),  # not a link: who may use the proxy, where it may connect, LLM hosts only over https
     Providers(),  # not a link: which APIs are metered, and only their hosts are decrypted

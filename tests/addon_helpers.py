@@ -18,6 +18,7 @@ from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons, tflow
 
 from addons.budget import Budget
+from addons.gateway import Gateway as Shared
 from addons.keys import Keys
 from addons.mock import Mock
 from addons.ratelimit import RateLimit
@@ -73,9 +74,10 @@ class Gateway:
 
     def __init__(self, tctx: taddons.context):
         self.tctx = tctx
+        self.shared = Shared()
         self.keys, self.ratelimit, self.budget = Keys(), RateLimit(), Budget()
         self.mock, self.usage, self.upstream = Mock(), UsageMeter(), Upstream()
-        self.links = (self.keys, self.ratelimit, self.budget, self.mock, self.usage, self.upstream)
+        self.links = (self.shared, self.keys, self.ratelimit, self.budget, self.mock, self.usage, self.upstream)
 
     @property
     def chain(self) -> list:
@@ -86,7 +88,7 @@ class Gateway:
         return self.tctx.master.event_loop.run_until_complete(awaitable)
 
     def configure(self, **options) -> None:
-        self.tctx.configure(self.keys, **options)
+        self.tctx.configure(self.shared, **options)
 
     def lifecycle(self, name: str) -> None:
         """``running`` or ``done`` of every addon, on the event loop (they may start tasks)."""
