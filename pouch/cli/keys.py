@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pouch.cli.main import emit_json, open_db, table
+from pouch.cli.common import emit_json, open_db, table
 from pouch.domain.errors import InvalidInput
 from pouch.domain.keys import parse_models
 from pouch.domain.periods import utcnow

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pouch.cli.main import emit_json, table
+from pouch.cli.common import emit_json, table
 from pouch.pricing import check as map_check
 from pouch.pricing.litellm_import import TODAY, import_litellm
 from pouch.pricing.price import PRICE_FIELDS, Price, Retirement

@@ -27,7 +27,10 @@ from pouch.services.perimeter import is_loopback
 from pouch.store import database
 from pouch.store import keys as key_store
 
-CHAIN = Path(__file__).resolve().parents[2] / "addons" / "pouch.py"
+# The script mitmproxy loads. Installed, addons/ ships inside the package as pouch.addons (setup.py);
+# in the checkout it sits beside pouch/.
+_INSTALLED_CHAIN = Path(__file__).resolve().parents[1] / "addons" / "pouch.py"
+CHAIN = _INSTALLED_CHAIN if _INSTALLED_CHAIN.exists() else Path(__file__).resolve().parents[2] / "addons" / "pouch.py"
 DEMO_KEY = "demo"
 EVERYWHERE = ("", "0.0.0.0", "::")
 PROXY_MODES = (mode_specs.RegularMode, mode_specs.UpstreamMode)  # what HTTPS_PROXY points at
@@ -257,3 +260,12 @@ def web(ctx, port, demo, mitmweb_args):
     """Run the gateway with mitmweb, the traffic inspector, on 127.0.0.1 unless told otherwise.
     Extra arguments go to mitmweb and win over pouch's defaults."""
     launch(ctx, "mitmweb", port, demo, mitmweb_args)
+
+
+@click.command("addon-path")
+def addon_path():
+    """Print the path of the chain script, for running mitmproxy with it yourself:
+    `mitmdump -s "$(pouch addon-path)"` or `mitmweb -s "$(pouch addon-path)"`. mitmproxy's own
+    defaults then apply instead of `pouch run`'s (e.g. its CA in ~/.mitmproxy); the chain's
+    options are set with `--set pouch_...`."""
+    click.echo(str(CHAIN))

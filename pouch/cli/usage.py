@@ -7,7 +7,7 @@ import io
 
 import click
 
-from pouch.cli.main import emit_json, open_db, table
+from pouch.cli.common import emit_json, open_db, table
 from pouch.domain.periods import utcnow
 from pouch.services.keys import parse_when
 from pouch.store import refusals as refusal_store
