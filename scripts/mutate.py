@@ -37,11 +37,11 @@ MODULES = {
     "pouch/store/ledger.py": ["tests/test_store_ledger.py", "tests/test_store_instances.py", "tests/test_periods.py"],
     "pouch/pricing/price.py": ["tests/test_pricing.py", "tests/test_pricing_reserve.py"],
     "pouch/pricing/table.py": ["tests/test_pricing.py", "tests/test_pricing_import.py", "tests/test_pricing_reserve.py"],
-    "pouch/providers/openai_usage.py": [
+    "pouch/providers/openai/usage.py": [
         "tests/test_provider_openai.py", "tests/test_provider_compatible.py", "tests/test_provider_tools.py",
     ],
-    "pouch/providers/anthropic_usage.py": ["tests/test_provider_anthropic.py", "tests/test_provider_tools.py"],
-    "pouch/providers/gemini_usage.py": ["tests/test_provider_gemini.py", "tests/test_provider_tools.py"],
+    "pouch/providers/anthropic/usage.py": ["tests/test_provider_anthropic.py", "tests/test_provider_tools.py"],
+    "pouch/providers/gemini/usage.py": ["tests/test_provider_gemini.py", "tests/test_provider_tools.py"],
     "pouch/pricing/reserve.py": ["tests/test_pricing_reserve.py", "tests/test_addon_tools.py", "tests/test_addon_budget.py"],
     "addons/budget.py": ["tests/test_addon_budget.py", "tests/test_addon_tools.py", "tests/test_addon_budget_instance.py"],
     "addons/usage.py": ["tests/test_addon_usage.py", "tests/test_addon_tools.py", "tests/test_addon_ratelimit.py"],

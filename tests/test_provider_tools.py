@@ -10,11 +10,12 @@ import pytest
 from pouch.domain.errors import BadRequest
 from pouch.domain.usage import Usage
 from pouch.providers.anthropic import MESSAGES, Anthropic
-from pouch.providers.anthropic_usage import MessagesStreamTracker, usage_from_dict
+from pouch.providers.anthropic.usage import MessagesStreamTracker, usage_from_dict
 from pouch.providers.base import ToolBound
 from pouch.providers.gemini import GENERATE, Gemini
 from pouch.providers.openai import OpenAI
-from pouch.providers.openai_usage import ResponsesStreamTracker, usage_field
+from pouch.providers.openai.streams import ResponsesStreamTracker
+from pouch.providers.openai.usage import usage_field
 
 OPENAI, ANTHROPIC, GEMINI = OpenAI(), Anthropic(), Gemini()
 RESPONSES = OPENAI.endpoint("POST", "/v1/responses")
@@ -243,7 +244,7 @@ class TestRunningTotals:
              '"usage":{"prompt_tokens":10,"completion_tokens":%d}}\n\n')
 
     def test_a_stream_cut_after_a_running_total_has_no_usage(self):
-        from pouch.providers.openai_usage import ChatStreamTracker
+        from pouch.providers.openai.streams import ChatStreamTracker
 
         tracker = ChatStreamTracker("chat", injected_usage=False)
         tracker.feed((self.CHUNK % ("one", "null", 1)).encode())
@@ -256,7 +257,7 @@ class TestRunningTotals:
         CHUNK % ("three", "null", 3) + 'data: {"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":3}}\n\n',
     ])  # fmt: skip
     def test_the_total_counts_once_the_stream_is_done(self, ending):
-        from pouch.providers.openai_usage import ChatStreamTracker
+        from pouch.providers.openai.streams import ChatStreamTracker
 
         tracker = ChatStreamTracker("chat", injected_usage=False)
         tracker.feed((self.CHUNK % ("one", "null", 1)).encode())
@@ -264,7 +265,7 @@ class TestRunningTotals:
         assert tracker.usage() == Usage(10, output_tokens=3)
 
     def test_googles_tool_calls_are_read_from_the_response(self):
-        from pouch.providers.gemini_usage import GeminiStreamTracker, usage_from_body
+        from pouch.providers.gemini.usage import GeminiStreamTracker, usage_from_body
 
         response = {"candidates": [{"content": {"parts": [
             {"executableCode": {"code": "print(1)"}}, {"codeExecutionResult": {"output": "1"}},

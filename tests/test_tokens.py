@@ -14,8 +14,16 @@ from hypothesis import strategies as st
 import tiktoken.load
 import tiktoken.registry
 
+from pouch.providers import registry
+from pouch.providers.anthropic import tokens as anthropic_tokens
+from pouch.providers.gemini import tokens as gemini_tokens
+from pouch.providers.openai import tokens as openai_tokens
 from pouch.tokens import encodings, estimates
-from pouch.tokens.count import APIS, count_chat, count_prompt, count_text, input_upper_bound, is_exact
+from pouch.tokens.count import count_prompt, count_text, encoding_name, input_upper_bound, is_exact
+
+
+def count_chat(model: str, messages: list, tools: list | None = None, functions: list | None = None) -> int:
+    return count_prompt(model, {"messages": messages, "tools": tools, "functions": functions}, "chat")
 
 SHIPPED = {
     # name: (source URL, sha256 that tiktoken checks)
@@ -173,7 +181,7 @@ def test_each_encoding_is_built_once_under_concurrency(monkeypatch):
     ],
 )
 def test_model_encoding(model, encoding, exact):
-    assert encodings.encoding_name(model) == encoding
+    assert encoding_name(model) == encoding
     assert is_exact(model) is exact
 
 
@@ -182,7 +190,7 @@ def test_model_encoding(model, encoding, exact):
     ["gpt-4o-mini", "gpt-4-0613", "gpt-4.1-nano", "o3-mini", "text-embedding-3-small", "gpt-3.5-turbo"],
 )
 def test_mapping_agrees_with_tiktoken(model):
-    assert encodings.encoding_name(model) == tiktoken.encoding_name_for_model(model)
+    assert encoding_name(model) == tiktoken.encoding_name_for_model(model)
 
 
 def test_model_must_be_a_string():
@@ -288,7 +296,7 @@ def test_chat_text_parts_count_like_a_string():
         ("gpt-4o", None, 85 + 8 * 170),  # auto is high at worst
         ("gpt-4o-mini", "auto", 2_833 + 8 * 5_667),
         ("gpt-4.1-nano", "low", 3_779),  # patch models ignore detail
-        ("gpt-5.4", "original", estimates.OPENAI_ORIGINAL_IMAGE_TOKENS),
+        ("gpt-5.4", "original", openai_tokens.ORIGINAL_IMAGE_TOKENS),
         ("gemini-2.5-flash", "low", 5_000),  # another vendor's image rule, its worst case
     ],
 )
@@ -394,7 +402,7 @@ def test_prompt_anthropic_messages():
     assert count_prompt("claude-sonnet-4-5", with_image, "anthropic_messages") >= text_only + 5_000
     tool = {"name": "look", "description": "Look it up", "input_schema": {"type": "object"}}
     with_tools = count_prompt("claude-sonnet-4-5", body | {"tools": [tool]}, "anthropic_messages")
-    assert with_tools > text_only + estimates.ANTHROPIC_TOOLS_TOKENS
+    assert with_tools > text_only + anthropic_tokens.TOOLS_TOKENS
 
 
 def test_prompt_gemini():
@@ -406,7 +414,7 @@ def test_prompt_gemini():
     assert text_only > len(encode("o200k_base", "Be brief.hello world"))
     image = {"inline_data": {"mime_type": "image/jpeg", "data": "/9j/"}}  # snake_case works too
     with_image = body | {"contents": [{"role": "user", "parts": [{"text": "hello world"}, image]}]}
-    assert count_prompt("gemini-2.5-pro", with_image, "gemini") == text_only + estimates.GEMINI_IMAGE_TOKENS
+    assert count_prompt("gemini-2.5-pro", with_image, "gemini") == text_only + gemini_tokens.IMAGE_TOKENS
     tools = [{"functionDeclarations": [{"name": "look", "parameters": {"type": "object"}}]}]
     assert count_prompt("gemini-2.5-pro", body | {"tools": tools}, "gemini") > text_only
 
@@ -474,7 +482,7 @@ _JSON = st.recursive(
 
 
 @settings(max_examples=300, deadline=None)
-@given(api=st.sampled_from(list(APIS)), body=st.dictionaries(_FIELDS, _JSON, max_size=5))
+@given(api=st.sampled_from(list(registry.APIS)), body=st.dictionaries(_FIELDS, _JSON, max_size=5))
 def test_any_json_body_counts_or_raises_value_error(api, body):
     try:
         assert isinstance(count_prompt("gpt-4o-mini", body, api), int)

@@ -6,8 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pouch.providers.transcript import RENDERERS, render_request, render_response
+from pouch.providers import registry
+from pouch.providers.transcript import render_request, render_response
 from pouch.providers.transcript_format import Unrecognised, sse_events
+
+# Every request shape's renderer, whichever provider folder defines it.
+RENDERERS = {name: api.transcript for name, api in registry.APIS.items() if api.transcript}
 from tests.fakes import openai_shapes as shapes
 
 CAT_PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG" + bytes(125_000)).decode()

@@ -3,16 +3,30 @@
 A provider says which hosts and paths it owns, reads a request (model, stream flag, output
 cap, prompt), reads usage from a JSON body or from SSE events as they pass, writes errors in
 its own shape (so SDKs raise their own exception classes), swaps in the upstream credential,
-and fabricates mock responses. The links in ``addons/`` use only this interface.
+and fabricates mock responses (``Provider``). What does not depend on the host serving a
+request shape -- counting its prompt, the text an echo mock answers with, its transcript in
+mitmweb's LLM view -- is the shape's ``Api``; how a family of models is tokenized is a
+``Tokenizer``. The links in ``addons/``, ``pouch.tokens``, the mock and the view use only
+these, found through ``pouch.providers.registry``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+import logging
+import re
+from collections.abc import Callable
+from fractions import Fraction
+from typing import TYPE_CHECKING, Protocol
 
 from pouch.domain.errors import PouchError
 from pouch.domain.usage import Usage
+
+if TYPE_CHECKING:
+    from pouch.providers.transcript_format import Renderer
+    from pouch.tokens.pieces import Prompt
+
+log = logging.getLogger(__name__)
 
 METERED, FREE, UNMETERED = "metered", "free", "unmetered"
 
@@ -23,9 +37,9 @@ class Endpoint:
 
     ``metering``: METERED (priced and budgeted), FREE (no cost: passes with the real
     credential, no usage row), UNMETERED (costs money pouch cannot price: refused unless
-    the operator opts in). ``api`` names the request shape for token counting
-    (``pouch.tokens.count.count_prompt``): chat, responses, completions, embeddings,
-    anthropic_messages, gemini. ``name`` is what usage rows record (``chat.completions``).
+    the operator opts in). ``api`` names the request shape of a metered endpoint, an ``Api``
+    of the provider's (chat, responses, completions, embeddings, anthropic_messages, gemini).
+    ``name`` is what usage rows record (``chat.completions``).
     """
 
     name: str
@@ -101,10 +115,83 @@ class StreamTracker(Protocol):
         """The model the provider reported, if any."""
 
 
+class GuardedTracker:
+    """The never-raise half of a StreamTracker, for trackers to inherit: ``feed`` hands the
+    bytes to ``_read``; if that raises, the failure is logged once, the tracker stops watching
+    (its usage is then unknown, and the chain bills what it can see) and every byte goes on
+    untouched. A tracker bug must not break the client's stream."""
+
+    name = "stream"  # for the log line
+
+    def __init__(self) -> None:
+        self._broken = False
+
+    def feed(self, data: bytes) -> bytes:
+        if self._broken:
+            return data
+        try:
+            return self._read(data)
+        except Exception:
+            log.exception("%s stream tracker failed; passing the rest through untouched", self.name)
+            self._broken = True
+            return self._unsent(data)
+
+    def _read(self, data: bytes) -> bytes:
+        """Watch ``data`` (``b""``: the end); return the bytes to send on."""
+        raise NotImplementedError
+
+    def _unsent(self, data: bytes) -> bytes:
+        """After ``_read`` failed on ``data``: everything received and not yet sent on."""
+        return data
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Api:
+    """One request shape (the ``Endpoint.api`` of the endpoints that take it) and what pouch
+    does with its bodies wherever they are sent: OpenAI's chat shape is the same at OpenAI,
+    Groq, Azure or Gemini's OpenAI-compatible API.
+
+    ``count_prompt(prompt, body)``: the body's raw prompt tokens, counted with ``prompt`` (the
+    model's encoding, ``pouch.tokens.pieces``); ValueError for a body it cannot read.
+    ``echo_text(body)``: what an echo mock answers with, the last thing the user said.
+    ``transcript``: how mitmweb's LLM view renders it (None: the view shows the JSON).
+    ``path``: matches the paths that take this shape, for the view's guess on a flow no
+    provider classified (a server pouch does not know); None: never guessed.
+    """
+
+    name: str
+    count_prompt: Callable[[Prompt, dict], int]
+    echo_text: Callable[[dict], str]
+    transcript: Renderer | None = None
+    path: re.Pattern[str] | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Tokenizer:
+    """How a family of models is counted before a request is sent.
+
+    ``matches(name)`` is true for a model of the family (``name`` is canonical: lower case,
+    without a vendor prefix, ``pouch.tokens.encodings.canonical_model``). Its prompt is counted
+    with tiktoken's ``encoding`` and multiplied by ``factor``, the most tokens the provider's
+    own tokenizer can need per token counted; 1 means tiktoken is the model's own tokenizer,
+    so the count is exact. Models no provider's tokenizer matches get ``pouch.tokens``'s default.
+    """
+
+    matches: Callable[[str], object]
+    encoding: str = "o200k_base"
+    factor: Fraction = Fraction(1)
+
+    @property
+    def exact(self) -> bool:
+        return self.factor == 1
+
+
 class Provider(Protocol):
     name: str  # "openai"
     hosts: tuple[str, ...]  # hosts owned, e.g. ("api.openai.com",)
     credential_env: tuple[str, ...]  # environment variables holding the real key, first wins
+    apis: tuple[Api, ...]  # the request shapes of its metered endpoints (every Endpoint.api it returns)
+    tokenizers: tuple[Tokenizer, ...]  # how its models are counted; () leaves them to the default
 
     def endpoint(self, method: str, path: str) -> Endpoint | None:
         """Classify a request; None for a path this provider does not know (refused)."""

@@ -139,6 +139,26 @@ def check_lowercase_names(body: dict) -> None:
                              "in lower case: spell it in lower case, or leave it out")
 
 
+def model_of(body: object) -> str:
+    """The model a request body names, for an API whose fields are all in lower case (OpenAI's,
+    Anthropic's): BadRequest for anything but an object with such names and a model."""
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    check_lowercase_names(body)
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise BadRequest("'model' must be a non-empty string naming the model")
+    return model
+
+
+def stream_of(body: dict) -> bool:
+    """The body's ``stream`` flag (absent or null: False); BadRequest for anything but a boolean."""
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise BadRequest("'stream' must be true or false")
+    return bool(stream)
+
+
 def _utf8(raw: bytes) -> str:
     if raw.startswith(codecs.BOM_UTF8):
         raise ValueError("request body is not valid JSON: it starts with a byte order mark; send UTF-8 without one")

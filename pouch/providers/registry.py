@@ -1,8 +1,15 @@
-"""Which provider owns which host: a plain dict, looked up on every request.
+"""Which provider owns which host, and which request shapes and model families they know.
 
-A provider lists exact hosts (``api.openai.com``) or, with a leading dot, a domain whose
-subdomains it owns (``.openai.azure.com`` for per-resource Azure hosts). Exact hosts are one
-dict lookup; suffixes are tried only when that misses. A host may carry a port
+Each provider is a folder (``pouch.providers.openai``, ...) whose package lists its providers in
+``PROVIDERS``; ``FOLDERS`` names the ones pouch ships, one line each, and is all that changes
+when a provider is added. Their ``apis`` (request shapes) and ``tokenizers`` (model families)
+are gathered here for ``pouch.tokens``, the mock and mitmweb's LLM view, which use them
+without knowing whose they are.
+
+Hosts are a plain dict, looked up on every request. A provider lists exact hosts
+(``api.openai.com``) or, with a leading dot, a domain whose subdomains it owns
+(``.openai.azure.com`` for per-resource Azure hosts). Exact hosts are one dict lookup;
+suffixes are tried only when that misses. A host may carry a port
 (``gpu-box:8000``, a self-hosted server): requests to that port prefer it over the bare host.
 A bare host (built-ins only) matches every port; a configured provider names each port, since
 every port it owns is one a key holder reaches through the gateway.
@@ -13,22 +20,55 @@ Providers configured at run time (``pouch_compatible``) come and go through ``re
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import importlib
+from collections.abc import Callable, Iterable
 
-from pouch.providers.anthropic import Anthropic
-from pouch.providers.azure import AzureOpenAI
-from pouch.providers.base import Provider
-from pouch.providers.compatible import VENDORS
-from pouch.providers.gemini import Gemini
-from pouch.providers.openai import OpenAI
+from pouch.providers.base import Api, Provider, Tokenizer
 
-PROVIDERS: dict[str, Provider] = {
-    provider.name: provider for provider in (OpenAI(), Anthropic(), Gemini(), AzureOpenAI(), *VENDORS)
-}
+# The provider folders pouch ships, as importable packages; earlier ones' tokenizers are tried first.
+FOLDERS = (
+    "pouch.providers.openai",
+    "pouch.providers.anthropic",
+    "pouch.providers.gemini",
+    "pouch.providers.azure",
+    "pouch.providers.compatible",
+)
 
-_BUILT_IN = frozenset(PROVIDERS)
+PROVIDERS: dict[str, Provider] = {}  # by name; changed in place (others hold this dict)
+APIS: dict[str, Api] = {}  # the built-in providers' request shapes, by Endpoint.api name
+_BUILT_IN: frozenset[str] = frozenset()
 _BY_HOST: dict[str, Provider] = {}
 _BY_SUFFIX: tuple[tuple[str, Provider], ...] = ()
+_tokenizer: Callable[[str], Tokenizer | None]  # set by load
+
+
+def load() -> None:
+    """Read the providers of every folder in ``FOLDERS`` (done at import; again by a test that
+    adds a folder). Configured providers are kept. ValueError if two folders clash."""
+    global APIS, _BUILT_IN, _tokenizer  # rebound whole, so a lookup never sees half an update
+    configured = [p for name, p in PROVIDERS.items() if name not in _BUILT_IN]
+    built_in: dict[str, Provider] = {}
+    for folder in FOLDERS:
+        for provider in importlib.import_module(folder).PROVIDERS:
+            if built_in.setdefault(provider.name, provider) is not provider:
+                raise ValueError(f"two providers are named {provider.name!r}")
+    apis: dict[str, Api] = {}
+    for shape in (shape for provider in built_in.values() for shape in provider.apis):
+        if apis.setdefault(shape.name, shape) is not shape:
+            raise ValueError(f"two request shapes are named {shape.name!r}")
+    tokenizers = tuple(dict.fromkeys(t for provider in built_in.values() for t in provider.tokenizers))
+    PROVIDERS.clear()
+    PROVIDERS.update(built_in)
+    APIS, _BUILT_IN = apis, frozenset(built_in)
+
+    def find(name: str) -> Tokenizer | None:
+        return next((t for t in tokenizers if t.matches(name)), None)
+
+    _tokenizer = functools.lru_cache(maxsize=1024)(find)  # bounded: model names come from clients
+    _index()
+    for provider in configured:
+        register(provider)
 
 
 def _index() -> None:
@@ -37,7 +77,14 @@ def _index() -> None:
     _BY_SUFFIX = tuple((host, p) for p in PROVIDERS.values() for host in p.hosts if host.startswith("."))
 
 
-_index()
+def api(name: str) -> Api | None:
+    """The request shape an ``Endpoint.api`` names."""
+    return APIS.get(name)
+
+
+def tokenizer(model: str) -> Tokenizer | None:
+    """How a provider folder counts ``model`` (a canonical name); None: no folder knows it."""
+    return _tokenizer(model)
 
 
 def for_host(host: str, port: int | None = None) -> Provider | None:
@@ -69,10 +116,12 @@ def named_host(provider: Provider, host: str, port: int | None = None) -> bool:
 
 def register(provider: Provider) -> None:
     """Add a configured provider; ValueError if its name or a host is taken, or a host has no
-    port. It may not claim a built-in provider's host on any port (that would divert the
-    built-in's traffic and billing)."""
+    port, or it takes a request shape no built-in provider defines. It may not claim a
+    built-in provider's host on any port (that would divert the built-in's traffic and billing)."""
     if provider.name in PROVIDERS:
         raise ValueError(f"a provider named {provider.name!r} already exists")
+    if unknown := [a.name for a in provider.apis if APIS.get(a.name) is not a]:
+        raise ValueError(f"provider {provider.name!r} takes request shapes pouch does not know: {', '.join(unknown)}")
     for host in provider.hosts:
         if not host.rpartition(":")[2].isdigit():
             raise ValueError(f"{host} names no port: a configured server owns only the ports it names")
@@ -106,3 +155,6 @@ def replace_configured(providers: Iterable[Provider]) -> None:
         for provider in previous:
             register(provider)
         raise
+
+
+load()

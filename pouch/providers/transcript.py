@@ -8,81 +8,64 @@ assembled. Images, audio and files show as placeholders, never as base64.
 
 This is an inspector: it must show something for every body. A shape a renderer does not
 recognise, or any failure inside one, degrades to the JSON, pretty-printed; nothing raises.
-Each API is one entry in ``RENDERERS``; a provider adds its own there.
+Each request shape's renderer is its ``Api.transcript``, in its provider's folder.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import NamedTuple
 
-from pouch.providers import transcript_anthropic, transcript_gemini, transcript_openai, transcript_responses
-from pouch.providers.sse import SSEEvent
-from pouch.providers.transcript_format import Stream, Unrecognised, error_line, pretty, sse_events
+from pouch.providers import registry
+from pouch.providers.transcript_format import Renderer, Unrecognised, error_line, pretty, sse_events
 
 log = logging.getLogger(__name__)
 
 
-class Renderer(NamedTuple):
-    request: Callable[[dict], list[str]]
-    response: Callable[[dict], list[str]]
-    stream: Callable[[list[SSEEvent]], Stream] | None  # None: this API does not stream
-
-
-RENDERERS: dict[str, Renderer] = {
-    "chat": Renderer(transcript_openai.chat_request, transcript_openai.chat_response, transcript_openai.chat_stream),
-    "completions": Renderer(
-        transcript_openai.completions_request, transcript_openai.completions_response,
-        transcript_openai.completions_stream,
-    ),
-    "embeddings": Renderer(transcript_openai.embeddings_request, transcript_openai.embeddings_response, None),
-    "responses": Renderer(transcript_responses.request, transcript_responses.response, transcript_responses.stream),
-    "anthropic_messages": Renderer(
-        transcript_anthropic.request, transcript_anthropic.response, transcript_anthropic.stream
-    ),
-    "gemini": Renderer(transcript_gemini.request, transcript_gemini.response, transcript_gemini.stream),
-}  # fmt: skip
+def renderer(api: str) -> Renderer | None:
+    """The renderer of the request shape ``api`` names; None when it has none."""
+    shape = registry.api(api)
+    return shape.transcript if shape else None
 
 # Keys that mark a body as a real response even when it also carries an error.
 _CONTENT_KEYS = ("choices", "output", "content", "candidates", "data")
 
 
 def render_request(api: str, body: dict) -> str:
-    renderer = RENDERERS.get(api)
-    if renderer is None:
+    found = renderer(api)
+    if found is None:
         return _fallback(body, f"no transcript for {api!r} requests")
     if not isinstance(body, dict):
         return _fallback(body, "the request body is not a JSON object")
-    return _render(renderer.request, body)
+    return _render(found.request, body)
 
 
 def render_response(api: str, body: dict | None = None, sse: bytes | None = None) -> str:
     """A JSON response (``body``) or a streamed one (``sse``, the raw event-stream bytes)."""
-    renderer = RENDERERS.get(api)
+    found = renderer(api)
     if sse is not None:
-        return _render_stream(api, renderer, sse)
+        return _render_stream(api, found, sse)
     if body is None:
         return "(no body)"
-    if renderer is None:
+    if found is None:
         return _fallback(body, f"no transcript for {api!r} responses")
     error = error_line(body.get("error")) if isinstance(body, dict) else None
     if error and not any(key in body for key in _CONTENT_KEYS):
         return error  # an error response: the provider's message is all there is
     if not isinstance(body, (dict, list)):
         return _fallback(body, "the response body is not a JSON object")
-    return _render(renderer.response, body)
+    return _render(found.response, body)
 
 
-def _render_stream(api: str, renderer: Renderer | None, sse: bytes) -> str:
+def _render_stream(api: str, found: Renderer | None, sse: bytes) -> str:
     try:
         events = sse_events(sse)
-        if renderer is None or renderer.stream is None:
+        if found is None or found.stream is None:
             return f"(no transcript for {api!r} streams)\n" + sse.decode("utf-8", "replace")
         if not events and sse.strip():
             return "(no SSE events in this stream; showing it as text)\n" + sse.decode("utf-8", "replace")
-        folded = renderer.stream(events)
-        lines = [_render(renderer.response, folded.body)]
+        folded = found.stream(events)
+        lines = [_render(found.response, folded.body)]
         if folded.complete:
             lines.append(f"streamed: {len(events)} events")
         else:

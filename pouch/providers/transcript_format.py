@@ -1,8 +1,9 @@
-"""The building blocks every provider's transcript is made of: the parameter line, turn
-sections, tool lines, media placeholders, the usage line, and type-forgiving accessors.
+"""The building blocks every provider folder's transcript is made of: the parameter line, turn
+sections, tool lines, media placeholders, the usage line.
 
-Bodies come from clients and servers pouch does not control, so every accessor here accepts
-any JSON value and answers with a harmless default rather than raising.
+Bodies come from clients and servers pouch does not control, so everything here accepts any
+JSON value (``pouch.providers.values`` reads them) and answers with a harmless default rather
+than raising.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Callable
 from typing import NamedTuple
 
 from pouch.providers.sse import SSEEvent, SSESplitter
+from pouch.providers.values import as_dict, as_str, count, loads
 
 
 class Stream(NamedTuple):
@@ -24,34 +27,22 @@ class Stream(NamedTuple):
     end_marker: str  # what a complete stream ends with, named for the "ended early" line
 
 
+class Renderer(NamedTuple):
+    """How an ``Api``'s bodies read as a conversation: each function returns the lines of the
+    transcript, raising ``Unrecognised`` for a body that is not its shape."""
+
+    request: Callable[[dict], list[str]]
+    response: Callable[[dict], list[str]]
+    stream: Callable[[list[SSEEvent]], Stream] | None  # folds a stream's events; None: it does not stream
+
+
 class Unrecognised(ValueError):
     """The body is not the shape this renderer reads; the caller shows the JSON instead."""
 
 
-# --- type-forgiving access -----------------------------------------------------------------
-
-
-def as_dict(value: object) -> dict:
-    return value if isinstance(value, dict) else {}
-
-
-def as_list(value: object) -> list:
-    return value if isinstance(value, list) else []
-
-
-def as_str(value: object) -> str:
-    return value if isinstance(value, str) else ""
-
-
 def as_count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-def loads(data: str) -> object:
-    try:
-        return json.loads(data)
-    except (ValueError, RecursionError):
-        return None
+    """A count to show: 0 for anything that is not one."""
+    return count(value) or 0
 
 
 def sse_events(sse: bytes) -> list[SSEEvent]:

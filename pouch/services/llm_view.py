@@ -8,11 +8,10 @@ finds out which API a flow speaks; ``pouch.providers.transcript`` does the rende
 from __future__ import annotations
 
 import json
-import re
 
 from mitmproxy import contentviews, http
 
-from pouch.providers import transcript
+from pouch.providers import registry, transcript
 from pouch.providers.registry import PROVIDERS, for_host
 from pouch.providers.sse import SSESplitter
 from pouch.services import chain
@@ -22,16 +21,6 @@ from pouch.services.stream_body import truncation
 # Above JSON (1) and GraphQL (2), the highest built-in priorities for a JSON body.
 PRIORITY = 3.0
 
-# Only when the view is picked by hand for a flow no provider owns (an OpenAI-compatible
-# server on another host): the API is guessed from the end of the path.
-_PATH_APIS = (
-    (re.compile(r"/chat/completions$"), "chat"),
-    (re.compile(r"/responses$"), "responses"),
-    (re.compile(r"/completions$"), "completions"),
-    (re.compile(r"/embeddings$"), "embeddings"),
-    (re.compile(r"/messages$"), "anthropic_messages"),
-    (re.compile(r":(stream)?generateContent$", re.IGNORECASE), "gemini"),
-)
 
 
 class LLMView(contentviews.Contentview):
@@ -60,7 +49,7 @@ def api_of(flow: http.HTTPFlow) -> str | None:
     endpoint = flow.metadata.get(chain.ENDPOINT)
     if isinstance(endpoint, dict):
         api = endpoint.get("api")
-        return api if api in transcript.RENDERERS else None
+        return api if isinstance(api, str) and transcript.renderer(api) else None
     name = flow.metadata.get(chain.PROVIDER)
     provider = (
         (PROVIDERS.get(name) if isinstance(name, str) else None)
@@ -68,7 +57,7 @@ def api_of(flow: http.HTTPFlow) -> str | None:
         or for_host(flow.request.host, flow.request.port)
     )
     found = provider.endpoint(flow.request.method, flow.request.path) if provider else None
-    return found.api if found and found.api in transcript.RENDERERS else None
+    return found.api if found and transcript.renderer(found.api) else None
 
 
 def _side(metadata: contentviews.Metadata) -> str | None:
@@ -117,8 +106,10 @@ def _render(api: str, side: str, data: bytes, metadata: contentviews.Metadata) -
 
 
 def _api_from_path(path: str) -> str | None:
+    """Only when the view is picked by hand for a flow no provider owns (an OpenAI-compatible
+    server on another host): the request shape whose paths end like this one."""
     path = path.split("?", 1)[0]
-    return next((api for pattern, api in _PATH_APIS if pattern.search(path)), None)
+    return next((api.name for api in registry.APIS.values() if api.path and api.path.search(path)), None)
 
 
 def _is_sse(data: bytes, metadata: contentviews.Metadata) -> bool:

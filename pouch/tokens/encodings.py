@@ -1,4 +1,4 @@
-"""Which tiktoken encoding counts a model's tokens, and loading it without a network.
+"""Loading tiktoken's encodings without a network, and the model names that tokenizers match.
 
 tiktoken downloads its rank files on first use, and gateway hosts often have no route to
 OpenAI's blob store. pouch ships the two files that matter in ``data/`` and builds the encodings
@@ -10,11 +10,9 @@ when that fails (say, an empty cache and no network). pouch never sets those var
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import logging
 import os
-import re
 import threading
 import types
 from pathlib import Path
@@ -26,12 +24,6 @@ log = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).parent / "data"
 SHIPPED = ("o200k_base", "cl100k_base")
-
-_O200K = re.compile(r"(?:gpt-4o|chatgpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|gpt-6|o1|o3|o4)(?:$|[-.:])")
-# The boundary after "gpt-4" keeps gpt-4o / gpt-4.1 (and an unknown gpt-4.2) out of cl100k.
-_CL100K = re.compile(
-    r"(?:gpt-4|gpt-3\.5|gpt-35)(?:$|[-:])|text-embedding-3-|text-embedding-ada-002(?:$|:)"
-)
 
 
 def _shipped_ranks(url: str, expected_hash: str) -> dict[bytes, int]:
@@ -100,27 +92,3 @@ def canonical_model(model: str) -> str:
     if not isinstance(model, str):
         raise ValueError(f"model must be a string, not {type(model).__name__}")
     return model.strip().lower().rsplit("/", 1)[-1].removeprefix("ft:")
-
-
-@functools.lru_cache(maxsize=1024)  # bounded: model names come from clients
-def _family(name: str) -> tuple[str, bool]:
-    if _O200K.match(name):
-        return "o200k_base", True
-    if _CL100K.match(name):
-        return "cl100k_base", True
-    # Claude, Gemini, Llama, Mistral, gpt-oss, unknown: approximated with OpenAI's newest encoding.
-    return "o200k_base", False
-
-
-def encoding_name(model: str) -> str:
-    """The tiktoken encoding that counts ``model``'s tokens (exactly or approximately)."""
-    return _family(canonical_model(model))[0]
-
-
-def is_exact(model: str) -> bool:
-    """True only for OpenAI models, whose tokenizer tiktoken reproduces exactly."""
-    return _family(canonical_model(model))[1]
-
-
-def encoding_for(model: str) -> tiktoken.Encoding:
-    return get_encoding(encoding_name(model))

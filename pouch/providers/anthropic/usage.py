@@ -13,14 +13,10 @@ top of the tokens: they become ``Usage.tool_calls`` under the price table's tool
 
 from __future__ import annotations
 
-import json
-import logging
-import re
-
 from pouch.domain.usage import Usage
+from pouch.providers.base import GuardedTracker
 from pouch.providers.sse import SSEEvent, SSESplitter
-
-log = logging.getLogger(__name__)
+from pouch.providers.values import as_dict, count, event_type, loads_object
 
 
 def usage_from_dict(usage: object) -> Usage | None:
@@ -33,18 +29,18 @@ def usage_from_dict(usage: object) -> Usage | None:
     """
     if not isinstance(usage, dict):
         return None
-    uncached = _count(usage.get("input_tokens"))
-    output = _count(usage.get("output_tokens"))
+    uncached = count(usage.get("input_tokens"))
+    output = count(usage.get("output_tokens"))
     if uncached is None or output is None:
         return None
-    read = _count(usage.get("cache_read_input_tokens")) or 0
-    lifetimes = _dict(usage.get("cache_creation"))
-    written_1h = _count(lifetimes.get("ephemeral_1h_input_tokens")) or 0
-    written_5m = _count(lifetimes.get("ephemeral_5m_input_tokens")) or 0
-    written = max(_count(usage.get("cache_creation_input_tokens")) or 0, written_5m + written_1h)
-    thinking = _count(_dict(usage.get("output_tokens_details")).get("thinking_tokens")) or 0
-    server = _dict(usage.get("server_tool_use"))
-    calls = {tool: _count(server.get(field)) or 0 for field, tool in _SERVER_TOOL_COUNTS.items()}
+    read = count(usage.get("cache_read_input_tokens")) or 0
+    lifetimes = as_dict(usage.get("cache_creation"))
+    written_1h = count(lifetimes.get("ephemeral_1h_input_tokens")) or 0
+    written_5m = count(lifetimes.get("ephemeral_5m_input_tokens")) or 0
+    written = max(count(usage.get("cache_creation_input_tokens")) or 0, written_5m + written_1h)
+    thinking = count(as_dict(usage.get("output_tokens_details")).get("thinking_tokens")) or 0
+    server = as_dict(usage.get("server_tool_use"))
+    calls = {tool: count(server.get(field)) or 0 for field, tool in _SERVER_TOOL_COUNTS.items()}
     return Usage(
         input_tokens=uncached + read + written,
         cached_tokens=read,
@@ -60,26 +56,6 @@ _SERVER_TOOL_COUNTS = {"web_search_requests": "web_search", "web_fetch_requests"
                        "code_execution_requests": "code_execution"}
 
 
-def _count(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
-
-
-def _dict(value: object) -> dict:
-    return value if isinstance(value, dict) else {}
-
-
-def _loads(data: str) -> dict | None:
-    try:
-        parsed = json.loads(data)
-    except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
-        return None
-    return parsed if isinstance(parsed, dict) else None
-
-
-# Anthropic names every event; a compatible server that does not is read from the JSON.
-_LEADING_TYPE = re.compile(r'\{\s*"type"\s*:\s*"([^"\\]+)"')
 # Billed output, by delta type and the field holding it. signature_delta is left out: a
 # signature is an opaque proof over the thinking, not generated tokens.
 _DELTA_TEXT = {"text_delta": "text", "input_json_delta": "partial_json", "thinking_delta": "thinking"}
@@ -87,7 +63,7 @@ _DELTA_TEXT = {"text_delta": "text", "input_json_delta": "partial_json", "thinki
 _BLOCK_TEXT = {"text": "text", "thinking": "thinking", "tool_use": "name", "server_tool_use": "name"}
 
 
-class MessagesStreamTracker:
+class MessagesStreamTracker(GuardedTracker):
     """Follows a Messages stream: ``message_start`` carries the model and the input counts
     (and a placeholder output count), ``message_delta`` the cumulative final counts.
 
@@ -101,43 +77,38 @@ class MessagesStreamTracker:
     ``output_text()`` is asked for.
     """
 
+    name = "anthropic"
+
     def __init__(self):
+        super().__init__()
         self._splitter = SSESplitter()
         self._start_usage: dict = {}
         self._delta_usage: dict = {}
         self._final = False
         self._model: str | None = None
         self._content: list[str] = []
-        self._broken = False
 
-    def feed(self, data: bytes) -> bytes:
-        if self._broken:
-            return data
-        try:
-            for event in self._splitter.feed(data) if data else self._splitter.end():
-                self._observe(event)
-        except Exception:
-            # A tracker bug must not break the client's stream: stop watching, pass bytes on.
-            log.exception("anthropic stream tracker failed; passing the rest through untouched")
-            self._broken = True
+    def _read(self, data: bytes) -> bytes:
+        for event in self._splitter.feed(data) if data else self._splitter.end():
+            self._observe(event)
         return data
 
     def _observe(self, event: SSEEvent) -> None:
-        kind = event.name or _event_type(event.data)
+        kind = event.name or event_type(event.data)
         if kind in ("content_block_delta", "content_block_start"):
             self._content.append(event.data)
         elif kind == "message_start":
-            message = _dict((_loads(event.data) or {}).get("message"))
+            message = as_dict((loads_object(event.data) or {}).get("message"))
             model = message.get("model")
             self._model = model if isinstance(model, str) and model else self._model
-            self._start_usage = _dict(message.get("usage"))
+            self._start_usage = as_dict(message.get("usage"))
         elif kind == "message_delta":
-            usage = (_loads(event.data) or {}).get("usage")
+            usage = (loads_object(event.data) or {}).get("usage")
             if isinstance(usage, dict):
                 # Counts are cumulative: the latest non-null value of each wins.
                 self._delta_usage |= {k: v for k, v in usage.items() if v is not None}
                 # Without its own output count, message_start's placeholder would be billed.
-                self._final = self._final or _count(usage.get("output_tokens")) is not None
+                self._final = self._final or count(usage.get("output_tokens")) is not None
 
     def usage(self) -> Usage | None:
         if not self._final:
@@ -147,11 +118,11 @@ class MessagesStreamTracker:
     def output_text(self) -> str:
         parts = []
         for data in self._content:
-            event = _loads(data) or {}
+            event = loads_object(data) or {}
             if "delta" in event:
-                part, fields = _dict(event["delta"]), _DELTA_TEXT
+                part, fields = as_dict(event["delta"]), _DELTA_TEXT
             else:
-                part, fields = _dict(event.get("content_block")), _BLOCK_TEXT
+                part, fields = as_dict(event.get("content_block")), _BLOCK_TEXT
             kind = part.get("type")
             text = part.get(fields[kind]) if isinstance(kind, str) and kind in fields else None
             if isinstance(text, str):
@@ -160,10 +131,3 @@ class MessagesStreamTracker:
 
     def model(self) -> str | None:
         return self._model
-
-
-def _event_type(data: str) -> str | None:
-    if match := _LEADING_TYPE.match(data):
-        return match.group(1)
-    kind = (_loads(data) or {}).get("type") if data else None
-    return kind if isinstance(kind, str) else None

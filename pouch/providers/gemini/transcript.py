@@ -9,28 +9,10 @@ from __future__ import annotations
 
 from pouch.providers.sse import SSEEvent
 from pouch.providers.transcript_format import (
-    Stream,
-    Turns,
-    Unrecognised,
-    as_count,
-    as_dict,
-    as_list,
-    as_str,
-    base64_size,
-    call_line,
-    compact,
-    error_line,
-    index,
-    loads,
-    media,
-    parameter_line,
-    redact,
-    scalar,
-    tool_lines,
-    tool_signature,
-    unknown,
-    usage_line,
+    Stream, Turns, Unrecognised, as_count, base64_size, call_line, compact, error_line, index, media,
+    parameter_line, redact, scalar, tool_lines, tool_signature, unknown, usage_line,
 )
+from pouch.providers.values import as_dict, as_list, as_str, loads
 
 
 def request(body: dict) -> list[str]:

@@ -2,38 +2,20 @@
 OpenAI-compatible servers that copy them): requests, JSON responses, and SSE streams folded
 back into the response the SDK would have assembled.
 
-The Responses API lives in ``transcript_responses`` (it reuses the content parts here).
+The Responses API's are in ``transcript_responses`` (they reuse the content parts here).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from pouch.providers.openai_usage import usage_from_dict
+from pouch.providers.openai.usage import usage_from_dict
 from pouch.providers.sse import SSEEvent
 from pouch.providers.transcript_format import (
-    Stream,
-    Turns,
-    Unrecognised,
-    as_dict,
-    as_list,
-    as_str,
-    base64_size,
-    call_line,
-    compact,
-    error_line,
-    float32_count,
-    index,
-    loads,
-    media,
-    parameter_line,
-    redact,
-    scalar,
-    tool_lines,
-    tool_signature,
-    unknown,
-    usage_line,
+    Stream, Turns, Unrecognised, base64_size, call_line, compact, error_line, float32_count, index, media,
+    parameter_line, redact, scalar, tool_lines, tool_signature, unknown, usage_line,
 )
+from pouch.providers.values import as_dict, as_list, as_str, loads
 
 
 # --- requests ------------------------------------------------------------------------------
@@ -273,15 +255,17 @@ def _choices_response(body: dict, api: str, add_choice: Callable[[Turns, dict, s
     lines = [parameter_line([("model", body.get("model"))]), *turns.lines()]
     if error := error_line(body.get("error")):
         lines.append(error)
-    usage = usage_from_dict(api, body.get("usage"))
-    if usage is None:
-        lines.append("usage: not reported")
-    else:
-        lines.append(
-            usage_line(usage.input_tokens, usage.output_tokens, usage.cached_tokens,
-                       usage.cache_write_tokens, usage.reasoning_tokens)
-        )  # fmt: skip
+    lines.append(usage_of(api, body.get("usage")))
     return lines
+
+
+def usage_of(api: str, usage: object) -> str:
+    """The usage line of an OpenAI ``usage`` object, read as pouch bills it."""
+    read = usage_from_dict(api, usage)
+    if read is None:
+        return "usage: not reported"
+    return usage_line(read.input_tokens, read.output_tokens, read.cached_tokens, read.cache_write_tokens,
+                      read.reasoning_tokens)  # fmt: skip
 
 
 def _chat_choice(turns: Turns, choice: dict, label: str) -> str:

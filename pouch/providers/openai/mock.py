@@ -7,16 +7,14 @@ stream that asked for usage), so the rest of the chain sees exactly what it woul
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-import math
-import re
 import secrets
 import struct
 import time
 
 from pouch.domain.usage import Usage
 from pouch.providers.base import Call, Reply
+from pouch.providers.mocking import dumps, pieces, unit_vector
 
 _JSON = {"content-type": "application/json", "x-pouch-mock": "true"}
 _SSE = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", "x-pouch-mock": "true"}
@@ -25,7 +23,7 @@ _MAX_EMBEDDING_DIMENSIONS = 3072  # OpenAI's largest; also keeps a mock from all
 
 def mock(api: str, call: Call, body: dict, usage: Usage, text: str) -> Reply:
     if api == "embeddings":
-        return Reply(200, _dumps(_embeddings(call, body, usage)), dict(_JSON))
+        return Reply(200, dumps(_embeddings(call, body, usage)), dict(_JSON))
     truncated = call.max_output is not None and usage.output_tokens >= call.max_output
     build = _BUILDERS.get((api, call.stream))
     if build is None:
@@ -49,7 +47,7 @@ def _chat(call: Call, body: dict, usage: Usage, text: str, truncated: bool) -> R
         "service_tier": "default",
         "system_fingerprint": None,
     }
-    return Reply(200, _dumps(completion), dict(_JSON))
+    return Reply(200, dumps(completion), dict(_JSON))
 
 
 def _chat_stream(call: Call, body: dict, usage: Usage, text: str, truncated: bool) -> Reply:
@@ -64,7 +62,7 @@ def _chat_stream(call: Call, body: dict, usage: Usage, text: str, truncated: boo
     chunks = []
     for i in range(_returned_choices(body)):
         chunks.append(chunk(i, {"role": "assistant", "content": "", "refusal": None}))
-        chunks.extend(chunk(i, {"content": piece}) for piece in _pieces(text))
+        chunks.extend(chunk(i, {"content": piece}) for piece in pieces(text))
         chunks.append(chunk(i, {}, "length" if truncated else "stop"))
     if include_usage:
         chunks.append(head | {"choices": [], "usage": _chat_usage(usage)})
@@ -85,7 +83,7 @@ def _completion(call: Call, body: dict, usage: Usage, text: str, truncated: bool
         "usage": _chat_usage(usage),
         "system_fingerprint": None,
     }
-    return Reply(200, _dumps(completion), dict(_JSON))
+    return Reply(200, dumps(completion), dict(_JSON))
 
 
 def _completion_stream(call: Call, body: dict, usage: Usage, text: str, truncated: bool) -> Reply:
@@ -99,7 +97,7 @@ def _completion_stream(call: Call, body: dict, usage: Usage, text: str, truncate
 
     chunks = []
     for i in range(_returned_choices(body)):
-        chunks.extend(chunk(i, piece) for piece in _pieces(text))
+        chunks.extend(chunk(i, piece) for piece in pieces(text))
         chunks.append(chunk(i, "", "length" if truncated else "stop"))
     if include_usage:
         chunks.append(head | {"choices": [], "model": call.model, "usage": _chat_usage(usage)})
@@ -110,7 +108,7 @@ def _response(call: Call, body: dict, usage: Usage, text: str, truncated: bool) 
     ids = _id("resp_mock"), _id("msg_mock")
     status = "incomplete" if truncated else "completed"
     response = _response_object(call, body, ids, status, _message(ids[1], text, status), usage)
-    return Reply(200, _dumps(response), dict(_JSON))
+    return Reply(200, dumps(response), dict(_JSON))
 
 
 def _response_stream(call: Call, body: dict, usage: Usage, text: str, truncated: bool) -> Reply:
@@ -127,7 +125,7 @@ def _response_stream(call: Call, body: dict, usage: Usage, text: str, truncated:
         {"type": "response.in_progress", "response": in_progress},
         {"type": "response.output_item.added", "output_index": 0, "item": message | added},
         {"type": "response.content_part.added", **where, "part": part | {"text": ""}},
-        *({"type": "response.output_text.delta", **where, "delta": piece, "logprobs": []} for piece in _pieces(text)),
+        *({"type": "response.output_text.delta", **where, "delta": piece, "logprobs": []} for piece in pieces(text)),
         {"type": "response.output_text.done", **where, "text": text, "logprobs": []},
         {"type": "response.content_part.done", **where, "part": part},
         {"type": "response.output_item.done", "output_index": 0, "item": message},
@@ -183,7 +181,7 @@ def _embeddings(call: Call, body: dict, usage: Usage) -> dict:
     as_base64 = body.get("encoding_format") == "base64"
     data = []
     for index, item in enumerate(_embedding_inputs(body.get("input"))):
-        vector = _vector(json.dumps(item).encode(), dimensions)
+        vector = unit_vector(json.dumps(item).encode(), dimensions)
         packed = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode() if as_base64 else vector
         data.append({"object": "embedding", "index": index, "embedding": packed})
     usage_body = {"prompt_tokens": usage.input_tokens, "total_tokens": usage.input_tokens}
@@ -197,14 +195,6 @@ def _embedding_inputs(value: object) -> list:
     if isinstance(value, list):
         return value
     return [value]
-
-
-def _vector(seed: bytes, dimensions: int) -> list[float]:
-    """A unit vector (as OpenAI's are) that depends only on the input."""
-    raw = struct.unpack(f"<{dimensions}H", hashlib.shake_256(seed).digest(2 * dimensions))
-    values = [v / 32767.5 - 1.0 for v in raw]
-    norm = math.sqrt(sum(v * v for v in values)) or 1.0
-    return [v / norm for v in values]
 
 
 def _chat_usage(usage: Usage) -> dict:
@@ -244,22 +234,13 @@ def _returned_choices(body: dict) -> int:
     return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else 1
 
 
-def _pieces(text: str) -> list[str]:
-    """Word-sized deltas, each with its leading whitespace, as tokens usually come."""
-    return re.findall(r"\s*\S+|\s+", text)
-
-
 def _sse_event(data: dict, name: str | None = None) -> bytes:
     event = b"event: " + name.encode() + b"\n" if name else b""
-    return event + b"data: " + _dumps(data) + b"\n\n"
+    return event + b"data: " + dumps(data) + b"\n\n"
 
 
 def _sse_reply(events: list[bytes]) -> Reply:
     return Reply(200, b"".join(events), dict(_SSE))
-
-
-def _dumps(value: object) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _id(prefix: str) -> str:

@@ -1,17 +1,16 @@
 """Fabricated Anthropic Messages responses for mock mode, shaped so the official SDK parses them.
 
 Usage is written the way Anthropic reports it (input without cache reads and writes), so
-``anthropic_usage.usage_from_dict`` reads back exactly the ``Usage`` the mock was given.
+``usage.usage_from_dict`` reads back exactly the ``Usage`` the mock was given.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import secrets
 
 from pouch.domain.usage import Usage
 from pouch.providers.base import Call, Reply
+from pouch.providers.mocking import dumps, pieces
 
 _JSON = {"content-type": "application/json", "x-pouch-mock": "true"}
 _SSE = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", "x-pouch-mock": "true"}
@@ -26,7 +25,7 @@ def mock(call: Call, usage: Usage, text: str) -> Reply:
         content = [{"type": "text", "text": text}]
         counts = _usage(usage, usage.output_tokens, usage.reasoning_tokens)
         message = _message(message_id, call.model, content, stop_reason, counts)
-        return Reply(200, _dumps(message), _JSON | headers)
+        return Reply(200, dumps(message), _JSON | headers)
     # message_start carries the input counts and a first output count, as Anthropic's does.
     started = _message(message_id, call.model, [], None, _usage(usage, min(1, usage.output_tokens), 0))
     events = [
@@ -35,7 +34,7 @@ def mock(call: Call, usage: Usage, text: str) -> Reply:
         {"type": "ping"},
         *(
             {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
-            for piece in _pieces(text)
+            for piece in pieces(text)
         ),
         {"type": "content_block_stop", "index": 0},
         {
@@ -45,7 +44,7 @@ def mock(call: Call, usage: Usage, text: str) -> Reply:
         },
         {"type": "message_stop"},
     ]
-    body = b"".join(b"event: " + e["type"].encode() + b"\ndata: " + _dumps(e) + b"\n\n" for e in events)
+    body = b"".join(b"event: " + e["type"].encode() + b"\ndata: " + dumps(e) + b"\n\n" for e in events)
     return Reply(200, body, _SSE | headers)
 
 
@@ -96,12 +95,3 @@ def _delta_usage(usage: Usage) -> dict:
     if usage.reasoning_tokens:
         body["output_tokens_details"] = {"thinking_tokens": usage.reasoning_tokens}
     return body
-
-
-def _pieces(text: str) -> list[str]:
-    """Word-sized deltas, each with its leading whitespace, as tokens usually come."""
-    return re.findall(r"\s*\S+|\s+", text)
-
-
-def _dumps(value: object) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()

@@ -7,30 +7,13 @@ reasoning), so one function renders both.
 
 from __future__ import annotations
 
-from pouch.providers.openai_usage import usage_from_dict
+from pouch.providers.openai.transcript import content_lines, response_format, tool_choice, usage_of
 from pouch.providers.sse import SSEEvent
 from pouch.providers.transcript_format import (
-    Stream,
-    Turns,
-    Unrecognised,
-    as_dict,
-    as_list,
-    as_str,
-    base64_size,
-    call_line,
-    compact,
-    error_line,
-    index,
-    loads,
-    parameter_line,
-    redact,
-    scalar,
-    tool_lines,
-    tool_signature,
-    unknown,
-    usage_line,
+    Stream, Turns, Unrecognised, base64_size, call_line, compact, error_line, index, parameter_line, redact,
+    scalar, tool_lines, tool_signature, unknown,
 )
-from pouch.providers.transcript_openai import content_lines, response_format, tool_choice
+from pouch.providers.values import as_dict, as_list, as_str, loads
 
 
 def request(body: dict) -> list[str]:
@@ -77,14 +60,7 @@ def response(body: dict) -> list[str]:
     lines = [parameter_line(params), *turns.lines()]
     if error := error_line(body.get("error")):
         lines.append(error)
-    usage = usage_from_dict("responses", body.get("usage"))
-    if usage is None:
-        lines.append("usage: not reported")
-    else:
-        lines.append(
-            usage_line(usage.input_tokens, usage.output_tokens, usage.cached_tokens,
-                       usage.cache_write_tokens, usage.reasoning_tokens)
-        )  # fmt: skip
+    lines.append(usage_of("responses", body.get("usage")))
     return lines
 
 

@@ -10,11 +10,16 @@ from __future__ import annotations
 import json
 import re
 
-from pouch.domain.errors import BadRequest, PouchError
+from pouch.domain.errors import PouchError
 from pouch.domain.usage import Usage
-from pouch.providers import json_body, openai_mock
-from pouch.providers.base import FREE, METERED, UNMETERED, Call, Endpoint, Reply, StreamTracker, ToolBound
-from pouch.providers.openai_usage import ChatStreamTracker, ResponsesStreamTracker, usage_field
+from pouch.providers import json_body
+from pouch.providers.base import FREE, METERED, UNMETERED, Call, Endpoint, Reply, StreamTracker
+from pouch.providers.openai import mock, request
+from pouch.providers.openai.apis import APIS
+from pouch.providers.openai.streams import ChatStreamTracker, ResponsesStreamTracker
+from pouch.providers.openai.tokens import TOKENIZERS
+from pouch.providers.openai.usage import usage_field
+from pouch.providers.values import bearer_tokens, shown
 
 # Paths below the base path ("/v1"); "{id}" stands for one path segment.
 _ROUTES = (
@@ -54,20 +59,10 @@ _UNMETERED = {
 
 _CAP_FIELDS = {"chat": "max_completion_tokens", "responses": "max_output_tokens", "completions": "max_tokens"}
 _COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # what OpenAI generates when a completions request sets none
-_MAX_CAP = 10_000_000
-_MAX_CHOICES = 128
 _CREDENTIAL_HEADERS = ("authorization", "api-key", "x-api-key")
-_MAX_TOOL_CALLS = 1_000
-# Responses tools that run on the client (the next request carries their result): no fee, no round.
-_CLIENT_TOOLS = frozenset({"function", "custom", "computer_use_preview", "computer_use", "computer",
-                           "local_shell", "apply_patch"})
 # Service tiers billed at the price table's (standard) prices or below; "auto" is the project's
 # default tier, which the operator sets.
 _PRICED_TIERS = (None, "auto", "default", "flex")
-# Responses tools run by OpenAI, by price-table name; ``max_tool_calls`` bounds all of them together.
-# Longest prefix first: "web_search_preview_2025_03_11" is a preview, "web_search_2025_08_26" is not.
-_SERVER_TOOLS = (("web_search_preview", "web_search_preview"), ("web_search", "web_search"),
-                 ("file_search", "file_search"), ("mcp", "mcp"))
 
 
 class OpenAI:
@@ -75,6 +70,8 @@ class OpenAI:
     hosts: tuple[str, ...] = ("api.openai.com",)
     credential_env: tuple[str, ...] = ("OPENAI_API_KEY",)
     base_path = "/v1"
+    apis = APIS
+    tokenizers = TOKENIZERS
 
     def __init__(
         self,
@@ -107,51 +104,40 @@ class OpenAI:
 
     def credential(self, headers, query) -> list[str]:
         """Bearer tokens, Azure-style ``api-key`` and ``x-api-key``, each distinct value once."""
-        found = []
-        for value in headers.get_all("authorization"):
-            scheme, _, token = value.strip().partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                found.append(token.strip())
+        found = bearer_tokens(headers)
         for header in _CREDENTIAL_HEADERS[1:]:
             found.extend(value.strip() for value in headers.get_all(header) if value.strip())
         return list(dict.fromkeys(found))
 
     def read_call(self, endpoint: Endpoint, path: str, body: dict) -> Call:
-        if not isinstance(body, dict):
-            raise BadRequest("the request body must be a JSON object")
-        json_body.check_lowercase_names(body)
-        model = body.get("model")
-        if not isinstance(model, str) or not model.strip():
-            raise BadRequest("'model' must be a non-empty string naming the model")
+        model = json_body.model_of(body)
         api = endpoint.api
         if api == "embeddings":
             return Call(model=model, stream=False, max_output=0)
-        stream = body.get("stream")
-        if stream is not None and not isinstance(stream, bool):
-            raise BadRequest("'stream' must be true or false")
+        stream = json_body.stream_of(body)
         if api == "chat":
-            caps = [c for c in (_cap(body, "max_completion_tokens"), _cap(body, "max_tokens")) if c is not None]
+            caps = [c for c in (request.cap(body, field) for field in ("max_completion_tokens", "max_tokens")) if c]
             # Both set: OpenAI refuses the request, but compatible servers honour one or the
             # other, so the larger bounds what may be generated.
-            return Call(model, bool(stream), max(caps) if caps else None, _choices(body, "n"),
-                        unmetered_tools=_chat_unmetered_tools(body) + self.unpriced_fields(body))
+            return Call(model, stream, max(caps) if caps else None, request.choices(body, "n"),
+                        unmetered_tools=request.chat_unmetered_tools(body) + self.unpriced_fields(body))
         if api == "responses":
             stored = any(body.get(field) for field in ("previous_response_id", "conversation", "prompt"))
-            server, unmetered = _responses_tools(body)
-            return Call(model, bool(stream), _cap(body, "max_output_tokens"), hidden_input=stored,
+            server, unmetered = request.responses_tools(body)
+            return Call(model, stream, request.cap(body, "max_output_tokens"), hidden_input=stored,
                         server_tools=server, unmetered_tools=unmetered + self.unpriced_fields(body))
         if api == "completions":
-            cap = _cap(body, "max_tokens")
+            cap = request.cap(body, "max_tokens")
             # Every best_of candidate is generated and billed, not only the n returned.
-            choices = max(_choices(body, "n"), _choices(body, "best_of"))
-            return Call(model, bool(stream), _COMPLETIONS_DEFAULT_MAX_TOKENS if cap is None else cap, choices)
+            choices = max(request.choices(body, "n"), request.choices(body, "best_of"))
+            return Call(model, stream, _COMPLETIONS_DEFAULT_MAX_TOKENS if cap is None else cap, choices)
         raise ValueError(f"{endpoint.name} is not a metered {self.name} endpoint")
 
     def unpriced_fields(self, body: dict) -> tuple[str, ...]:
         """Request settings that make the provider bill above the price table (a priority
         service tier): pouch cannot price them, so they are refused unless allowed."""
         tier = body.get("service_tier")
-        return () if tier in _PRICED_TIERS else (f"service_tier {_shown(tier)}",)
+        return () if tier in _PRICED_TIERS else (f"service_tier {shown(tier)}",)
 
     def cap_output(self, endpoint: Endpoint, body: dict, max_tokens: int) -> None:
         if field := _CAP_FIELDS.get(endpoint.api):
@@ -220,94 +206,4 @@ class OpenAI:
             headers["authorization"] = f"Bearer {secret}"
 
     def mock(self, endpoint: Endpoint, call: Call, body: dict, usage: Usage, text: str) -> Reply:
-        return openai_mock.mock(endpoint.api, call, body, usage, text)
-
-
-def _cap(body: dict, field: str) -> int | None:
-    """An output cap: absent or null is None; anything but a positive int is refused."""
-    value = body.get(field)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_CAP:
-        raise BadRequest(f"'{field}' must be a positive integer (at most {_MAX_CAP:,}), got {_shown(value)}")
-    return value
-
-
-def _tool_types(body: dict, field: str = "tools") -> list[str]:
-    tools = body.get(field)
-    if tools is None:
-        return []
-    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
-        raise BadRequest(f"'{field}' must be an array of objects")
-    types = [tool.get("type", "function") for tool in tools]
-    if not all(isinstance(kind, str) for kind in types):
-        raise BadRequest(f"each of '{field}' must have a string 'type'")
-    return types
-
-
-def _chat_unmetered_tools(body: dict) -> tuple[str, ...]:
-    """Chat tools run on the client; anything else (a search model's web search) is billed apart.
-    Search models (gpt-4o-search-preview, gpt-5-search-api) bill a search on every request."""
-    unmetered = [kind for kind in _tool_types(body) if kind not in ("function", "custom")]
-    if body.get("web_search_options") is not None:
-        unmetered.append("web_search_options")
-    if "search" in body["model"].lower():
-        unmetered.append(f"the web search of {body['model']}")
-    return tuple(dict.fromkeys(unmetered))
-
-
-def _responses_tools(body: dict) -> tuple[tuple[ToolBound, ...], tuple[str, ...]]:
-    """(server tools and their shared bound, tools pouch cannot bound or price)."""
-    server, unmetered = [], []
-    kinds = _tool_types(body)
-    choice = body.get("tool_choice")
-    if isinstance(choice, dict) and choice.get("type") not in (None, "function", "custom", "allowed_tools", "mcp"):
-        kinds.append(choice["type"])  # a hosted tool named only as the choice still runs
-    for kind in kinds:
-        if kind in _CLIENT_TOOLS or (kind == "shell" and _local_shell(body)):
-            continue
-        name = next((name for prefix, name in _SERVER_TOOLS if kind.startswith(prefix)), None)
-        (server if name else unmetered).append(name or kind)
-    if body.get("prompt"):
-        # A stored prompt can carry tools pouch does not see (code interpreter containers,
-        # image generation): it cannot bound what they bill.
-        unmetered.append("stored prompt")
-    bound = _positive(body, "max_tool_calls", _MAX_TOOL_CALLS)
-    tools = (ToolBound(tuple(dict.fromkeys(server)), bound),) if server else ()
-    return tools, tuple(dict.fromkeys(unmetered))
-
-
-def _local_shell(body: dict) -> bool:
-    """The shell tool runs on the client unless it asks OpenAI for a hosted container."""
-    for tool in body.get("tools") or ():
-        if tool.get("type") == "shell":
-            environment = tool.get("environment")
-            if environment is not None and not (isinstance(environment, dict) and environment.get("type") == "local"):
-                return False
-    return True
-
-
-def _positive(body: dict, field: str, most: int) -> int | None:
-    """A bound on calls: 1 or more (0 is not sent on: a server might read it as no bound)."""
-    value = body.get(field)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
-        raise BadRequest(f"'{field}' must be an integer from 1 to {most:,} (to allow no call, send no such "
-                         f"tool), got {_shown(value)}")
-    return value
-
-
-def _choices(body: dict, field: str) -> int:
-    value = body.get(field)
-    if value is None:
-        return 1
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_CHOICES:
-        raise BadRequest(f"'{field}' must be an integer from 1 to {_MAX_CHOICES}, got {_shown(value)}")
-    return value
-
-
-def _shown(value: object) -> str:
-    """A client's value, short enough to quote back in an error message."""
-    text = json.dumps(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+        return mock.mock(endpoint.api, call, body, usage, text)

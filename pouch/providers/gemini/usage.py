@@ -15,13 +15,12 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import json
-import logging
 import re
 
 from pouch.domain.usage import Usage
+from pouch.providers.base import GuardedTracker
 from pouch.providers.sse import SSESplitter
-
-log = logging.getLogger(__name__)
+from pouch.providers.values import as_dict, count, loads_object
 
 _MAX_PENDING_ELEMENT = 16 * 1024 * 1024  # an array element larger than this is not one of Gemini's
 
@@ -34,14 +33,14 @@ def usage_from_metadata(metadata: object) -> Usage | None:
     """
     if not isinstance(metadata, dict):
         return None
-    prompt = _count(metadata.get("promptTokenCount"))
+    prompt = count(metadata.get("promptTokenCount"))
     if prompt is None:
         return None
-    thoughts = _count(metadata.get("thoughtsTokenCount")) or 0
+    thoughts = count(metadata.get("thoughtsTokenCount")) or 0
     return Usage(
-        input_tokens=prompt + (_count(metadata.get("toolUsePromptTokenCount")) or 0),
-        cached_tokens=min(_count(metadata.get("cachedContentTokenCount")) or 0, prompt),
-        output_tokens=(_count(metadata.get("candidatesTokenCount")) or 0) + thoughts,
+        input_tokens=prompt + (count(metadata.get("toolUsePromptTokenCount")) or 0),
+        cached_tokens=min(count(metadata.get("cachedContentTokenCount")) or 0, prompt),
+        output_tokens=(count(metadata.get("candidatesTokenCount")) or 0) + thoughts,
         reasoning_tokens=thoughts,
     )
 
@@ -55,10 +54,6 @@ def usage_from_body(body: object) -> tuple[Usage | None, str | None]:
     return (with_tool_calls(usage, responses) if usage else None), model
 
 
-def _dict(value: object) -> dict:
-    return value if isinstance(value, dict) else {}
-
-
 def with_tool_calls(usage: Usage, responses: list[dict]) -> Usage:
     """The calls of Google's own tools a response (or a stream's responses) shows: each code
     run, one URL retrieval, each search query (grounding, when the operator allows it)."""
@@ -68,12 +63,12 @@ def with_tool_calls(usage: Usage, responses: list[dict]) -> Usage:
         for candidate in candidates if isinstance(candidates, list) else ():
             if not isinstance(candidate, dict):
                 continue
-            parts = _dict(candidate.get("content")).get("parts")
+            parts = as_dict(candidate.get("content")).get("parts")
             calls["code_execution"] += sum(isinstance(p, dict) and "executableCode" in p
                                            for p in (parts if isinstance(parts, list) else ()))
-            if _dict(candidate.get("urlContextMetadata")).get("urlMetadata"):
+            if as_dict(candidate.get("urlContextMetadata")).get("urlMetadata"):
                 calls["url_context"] = 1
-            queries = _dict(candidate.get("groundingMetadata")).get("webSearchQueries")
+            queries = as_dict(candidate.get("groundingMetadata")).get("webSearchQueries")
             if isinstance(queries, list):
                 calls["google_search"] = max(calls["google_search"], len(queries))
     return dataclasses.replace(usage, tool_calls=Usage.tools(calls)) if any(calls.values()) else usage
@@ -99,32 +94,21 @@ def response_text(response: dict, parts: list[str]) -> None:
                 parts.append(code["code"])
 
 
-def _count(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
-
-
-def _loads(data: str) -> dict | None:
-    try:
-        parsed = json.loads(data)
-    except (ValueError, RecursionError):
-        return None
-    return parsed if isinstance(parsed, dict) else None
-
-
 # Between array elements: whitespace, the separating commas, and the opening bracket.
 _BETWEEN_ELEMENTS = re.compile(r"[\s,\[]*")
 
 
-class GeminiStreamTracker:
+class GeminiStreamTracker(GuardedTracker):
     """Follows one streamGenerateContent response, SSE or JSON array (told apart by the
     first byte that is not whitespace). Bytes are passed on untouched the moment they
     arrive. Each response's JSON text is kept; it is parsed only for the model (the first
     one), and at the end for the usage (the last ones) or, if cut short, the text.
     """
 
+    name = "gemini"
+
     def __init__(self):
+        super().__init__()
         self._format: str | None = None  # "sse" or "array", once known
         self._head = b""  # whitespace received before the format is known
         self._sse = SSESplitter()
@@ -134,39 +118,31 @@ class GeminiStreamTracker:
         self._responses: list[str] = []
         self._finished = False
         self._model: str | None = None
-        self._broken = False
-
-    def feed(self, data: bytes) -> bytes:
-        if self._broken:
-            return data
-        try:
-            self._read(data)
-        except Exception:
-            # A tracker bug must not break the client's stream: stop watching, pass bytes on.
-            log.exception("gemini stream tracker failed; passing the rest through untouched")
-            self._broken = True
-        return data
 
     def usage(self) -> Usage | None:
         """The last usage seen, once the stream finished; None if it was cut short."""
         if not self._finished:
             return None
         for data in reversed(self._responses):
-            if usage := usage_from_metadata((_loads(data) or {}).get("usageMetadata")):
-                return with_tool_calls(usage, [r for d in self._responses if (r := _loads(d))])
+            if usage := usage_from_metadata((loads_object(data) or {}).get("usageMetadata")):
+                return with_tool_calls(usage, [r for d in self._responses if (r := loads_object(d))])
         return None
 
     def output_text(self) -> str:
         parts: list[str] = []
         for data in self._responses:
-            if response := _loads(data):
+            if response := loads_object(data):
                 response_text(response, parts)
         return "".join(parts)
 
     def model(self) -> str | None:
         return self._model
 
-    def _read(self, data: bytes) -> None:
+    def _read(self, data: bytes) -> bytes:
+        self._split(data)
+        return data
+
+    def _split(self, data: bytes) -> None:
         if self._format is None:
             data = self._head + data
             start = data.lstrip()
@@ -211,7 +187,7 @@ class GeminiStreamTracker:
             return
         self._responses.append(data)
         if len(self._responses) == 1:
-            model = (_loads(data) or {}).get("modelVersion")
+            model = (loads_object(data) or {}).get("modelVersion")
             self._model = model if isinstance(model, str) and model else None
         # Plain substring tests are safe: inside JSON strings every quote is escaped.
         # A response's candidates carry finishReason once they are done; a multi-candidate

@@ -10,7 +10,9 @@ Azure serves OpenAI's API under ``/openai`` in two shapes:
 Either way a request names a *deployment*, which the operator named. ``deployments`` maps it
 to the model it runs, for pricing and key model rules; an unmapped deployment is taken to be
 named after its model (the usual practice). Responses report the real model, which the usage
-link can use when the mapped name has no price. Usage, errors and mocks are OpenAI's.
+link can use when the mapped name has no price. Everything else (usage, errors, mocks, prompt
+counting, transcripts) is OpenAI's format, from ``pouch.providers.openai``: this folder only
+says where Azure differs.
 """
 
 from __future__ import annotations
@@ -106,3 +108,6 @@ def _below_openai(path: str) -> tuple[str | None, str] | None:
         if path.startswith(prefix):
             return None, path[len(prefix) - 1 :]
     return None
+
+
+PROVIDERS = (AzureOpenAI(),)

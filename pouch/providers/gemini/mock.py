@@ -7,15 +7,12 @@ carries the running ``usageMetadata``; the last one has the ``finishReason`` and
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-import re
 import secrets
-import struct
 
 from pouch.domain.usage import Usage
 from pouch.providers.base import Call, Reply
+from pouch.providers.mocking import dumps, pieces, unit_vector
 
 _JSON = {"content-type": "application/json; charset=UTF-8", "x-pouch-mock": "true"}
 _SSE = {"content-type": "text/event-stream", "cache-control": "no-cache", "x-pouch-mock": "true"}
@@ -24,36 +21,36 @@ _DEFAULT_DIMENSIONS = 3072  # gemini-embedding-001's default; also the most a mo
 
 def generate(call: Call, usage: Usage, text: str) -> Reply:
     response = _response(call, [text], usage, final=True)
-    return Reply(200, _dumps(response), dict(_JSON))
+    return Reply(200, dumps(response), dict(_JSON))
 
 
 def stream(call: Call, usage: Usage, text: str, sse: bool) -> Reply:
-    pieces = re.findall(r"\s*\S+|\s+", text) or [""]  # word-sized, as tokens usually come
-    last = len(pieces) - 1
-    responses = [_response(call, [piece], usage, final=i == last) for i, piece in enumerate(pieces)]
+    deltas = pieces(text) or [""]
+    last = len(deltas) - 1
+    responses = [_response(call, [delta], usage, final=i == last) for i, delta in enumerate(deltas)]
     if sse:
-        return Reply(200, b"".join(b"data: " + _dumps(r) + b"\r\n\r\n" for r in responses), dict(_SSE))
-    return Reply(200, b"[" + b",\r\n".join(map(_dumps, responses)) + b"]", dict(_JSON))
+        return Reply(200, b"".join(b"data: " + dumps(r) + b"\r\n\r\n" for r in responses), dict(_SSE))
+    return Reply(200, b"[" + b",\r\n".join(map(dumps, responses)) + b"]", dict(_JSON))
 
 
 def embed(body: dict, usage: Usage) -> Reply:
     response = {"embedding": _embedding(body)}
-    return Reply(200, _dumps(response | _embed_usage(usage)), dict(_JSON))
+    return Reply(200, dumps(response | _embed_usage(usage)), dict(_JSON))
 
 
 def batch_embed(body: dict, usage: Usage) -> Reply:
     requests = body.get("requests") if isinstance(body.get("requests"), list) else []
     embeddings = [_embedding(request if isinstance(request, dict) else {}) for request in requests]
-    return Reply(200, _dumps({"embeddings": embeddings} | _embed_usage(usage)), dict(_JSON))
+    return Reply(200, dumps({"embeddings": embeddings} | _embed_usage(usage)), dict(_JSON))
 
 
-def _response(call: Call, pieces: list[str], usage: Usage, final: bool) -> dict:
+def _response(call: Call, deltas: list[str], usage: Usage, final: bool) -> dict:
     """One response with ``call.choices`` candidates; only the final one is finished and
     counts the output (earlier stream elements count the prompt, as Gemini's do)."""
     truncated = call.max_output is not None and usage.output_tokens >= call.max_output * call.choices
     candidates = []
     for index in range(call.choices):
-        candidate = {"content": {"parts": [{"text": piece} for piece in pieces], "role": "model"}}
+        candidate = {"content": {"parts": [{"text": delta} for delta in deltas], "role": "model"}}
         if final:
             candidate["finishReason"] = "MAX_TOKENS" if truncated else "STOP"
         candidates.append(candidate | {"index": index})
@@ -90,11 +87,4 @@ def _embedding(request: dict) -> dict:
         dimensions = _DEFAULT_DIMENSIONS
     dimensions = max(1, min(dimensions, _DEFAULT_DIMENSIONS))
     seed = json.dumps(request.get("content"), sort_keys=True).encode()
-    raw = struct.unpack(f"<{dimensions}H", hashlib.shake_256(seed).digest(2 * dimensions))
-    values = [v / 32767.5 - 1.0 for v in raw]
-    norm = math.sqrt(sum(v * v for v in values)) or 1.0
-    return {"values": [v / norm for v in values]}
-
-
-def _dumps(value: object) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return {"values": unit_vector(seed, dimensions)}

@@ -15,10 +15,12 @@ from urllib.parse import parse_qs
 
 from pouch.domain.errors import BadRequest, PouchError
 from pouch.domain.usage import Usage
-from pouch.providers import gemini_mock
 from pouch.providers.base import FREE, METERED, UNMETERED, Call, Endpoint, Reply, StreamTracker, ToolBound
-from pouch.providers.gemini_usage import GeminiStreamTracker, usage_from_body
+from pouch.providers.gemini import mock
+from pouch.providers.gemini.apis import APIS
+from pouch.providers.gemini.usage import GeminiStreamTracker, usage_from_body
 from pouch.providers.openai import OpenAI
+from pouch.providers.values import bearer_tokens, shown
 
 GENERATE = Endpoint("generateContent", METERED, "gemini")
 STREAM = Endpoint("streamGenerateContent", METERED, "gemini")
@@ -71,6 +73,8 @@ class Gemini:
     name = "gemini"
     hosts = ("generativelanguage.googleapis.com",)
     credential_env = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    apis = (*APIS, *OpenAI.apis)  # its own, and its OpenAI-compatible API's
+    tokenizers = ()  # Gemini's tokenizer is not public: pouch.tokens's default estimate
 
     def __init__(self):
         self._openai = OpenAI(
@@ -105,7 +109,7 @@ class Gemini:
         OpenAI-compatible API), each distinct value once."""
         found = [value.strip() for value in headers.get_all("x-goog-api-key")]
         found += [value.strip() for value in query.get_all("key")]
-        found += _bearer_tokens(headers)
+        found += bearer_tokens(headers)
         return list(dict.fromkeys(value for value in found if value))
 
     def read_call(self, endpoint: Endpoint, path: str, body: dict) -> Call:
@@ -131,7 +135,7 @@ class Gemini:
             unmetered += ("cachedContent",)
         tier = body.get("serviceTier", body.get("service_tier"))
         if tier not in (None, "standard", "flex"):
-            unmetered += (f"serviceTier {_shown(tier)}",)
+            unmetered += (f"serviceTier {shown(tier)}",)
         return Call(model, endpoint.name == STREAM.name, cap, 1 if candidates is None else candidates,
                     hidden_input=cached, server_tools=server, unmetered_tools=unmetered)
 
@@ -184,7 +188,7 @@ class Gemini:
         """The real key goes where the client put its own: Google's own API refuses a
         Bearer API key (it takes Bearer for OAuth tokens), and its OpenAI-compatible API is
         documented with Bearer, so a client that works against Google chose right."""
-        bearer = bool(_bearer_tokens(headers))
+        bearer = bool(bearer_tokens(headers))
         headers.pop("x-goog-api-key", None)
         query.pop("key", None)
         if bearer:
@@ -197,21 +201,12 @@ class Gemini:
         if endpoint.api != "gemini":
             return self._openai.mock(endpoint, call, body, usage, text)
         if endpoint == EMBED:
-            return gemini_mock.embed(body, usage)
+            return mock.embed(body, usage)
         if endpoint == BATCH_EMBED:
-            return gemini_mock.batch_embed(body, usage)
+            return mock.batch_embed(body, usage)
         if endpoint.name == STREAM.name:
-            return gemini_mock.stream(call, usage, text, sse=endpoint is not STREAM_ARRAY)
-        return gemini_mock.generate(call, usage, text)
-
-
-def _bearer_tokens(headers) -> list[str]:
-    tokens = []
-    for value in headers.get_all("authorization"):
-        scheme, _, token = value.strip().partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            tokens.append(token.strip())
-    return tokens
+            return mock.stream(call, usage, text, sse=endpoint is not STREAM_ARRAY)
+        return mock.generate(call, usage, text)
 
 
 # What Google's OpenAI-compatible API takes in its "google" extension object (the openai SDKs'
@@ -285,7 +280,7 @@ def _generation_config(body: dict) -> dict | None:
         raise BadRequest("set 'generationConfig' once, not also as 'generation_config'")
     config = body.get("generationConfig", body.get("generation_config"))
     if config is not None and not isinstance(config, dict):
-        raise BadRequest(f"'generationConfig' must be an object, got {_shown(config)}")
+        raise BadRequest(f"'generationConfig' must be an object, got {shown(config)}")
     return config
 
 
@@ -297,11 +292,5 @@ def _number(config: dict, camel: str, snake: str, most: int) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
-        raise BadRequest(f"'generationConfig.{camel}' must be an integer from 1 to {most:,}, got {_shown(value)}")
+        raise BadRequest(f"'generationConfig.{camel}' must be an integer from 1 to {most:,}, got {shown(value)}")
     return value
-
-
-def _shown(value: object) -> str:
-    """A client's value, short enough to quote back in an error message."""
-    text = json.dumps(value)
-    return text if len(text) <= 40 else text[:37] + "..."

@@ -6,9 +6,13 @@ import json
 
 from pouch.domain.errors import BadRequest, PouchError
 from pouch.domain.usage import Usage
-from pouch.providers import anthropic_mock, json_body
-from pouch.providers.anthropic_usage import MessagesStreamTracker, usage_from_dict
+from pouch.providers import json_body
+from pouch.providers.anthropic import mock
+from pouch.providers.anthropic.apis import APIS
+from pouch.providers.anthropic.tokens import TOKENIZERS
+from pouch.providers.anthropic.usage import MessagesStreamTracker, usage_from_dict
 from pouch.providers.base import FREE, METERED, UNMETERED, Call, Endpoint, Reply, StreamTracker, ToolBound
+from pouch.providers.values import bearer_tokens, shown
 
 MESSAGES = Endpoint("messages", METERED, "anthropic_messages")
 _EXACT_ROUTES = {
@@ -46,6 +50,8 @@ class Anthropic:
     name = "anthropic"
     hosts: tuple[str, ...] = ("api.anthropic.com",)
     credential_env: tuple[str, ...] = ("ANTHROPIC_API_KEY",)
+    apis = APIS
+    tokenizers = TOKENIZERS
 
     def endpoint(self, method: str, path: str) -> Endpoint | None:
         path = path.split("?", 1)[0]
@@ -64,31 +70,19 @@ class Anthropic:
         """``x-api-key`` (an API key) and ``Authorization: Bearer`` (``auth_token``, and the
         API key in newer SDKs), each distinct value once."""
         found = [value.strip() for value in headers.get_all("x-api-key") if value.strip()]
-        for value in headers.get_all("authorization"):
-            scheme, _, token = value.strip().partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                found.append(token.strip())
-        return list(dict.fromkeys(found))
+        return list(dict.fromkeys(found + bearer_tokens(headers)))
 
     def read_call(self, endpoint: Endpoint, path: str, body: dict) -> Call:
         if endpoint.api != MESSAGES.api:
             raise ValueError(f"{endpoint.name} is not a metered {self.name} endpoint")
-        if not isinstance(body, dict):
-            raise BadRequest("the request body must be a JSON object")
-        json_body.check_lowercase_names(body)
-        model = body.get("model")
-        if not isinstance(model, str) or not model.strip():
-            raise BadRequest("'model' must be a non-empty string naming the model")
-        stream = body.get("stream")
-        if stream is not None and not isinstance(stream, bool):
-            raise BadRequest("'stream' must be true or false")
+        model, stream = json_body.model_of(body), json_body.stream_of(body)
         cap = body.get("max_tokens")
         if cap is None:
             raise BadRequest("max_tokens is required by the Messages API")
         if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= _MAX_CAP:
-            raise BadRequest(f"'max_tokens' must be a positive integer (at most {_MAX_CAP:,}), got {_shown(cap)}")
+            raise BadRequest(f"'max_tokens' must be a positive integer (at most {_MAX_CAP:,}), got {shown(cap)}")
         server, unmetered = _tools(body)
-        return Call(model, bool(stream), cap, server_tools=server, unmetered_tools=unmetered + _unpriced_fields(body))
+        return Call(model, stream, cap, server_tools=server, unmetered_tools=unmetered + _unpriced_fields(body))
 
     def cap_output(self, endpoint: Endpoint, body: dict, max_tokens: int) -> None:
         body["max_tokens"] = max_tokens
@@ -116,7 +110,7 @@ class Anthropic:
         """Anthropic's error shape, with no ``details``: the SDK types those by their
         ``error_code``, and would mistype pouch's codes as one of Anthropic's."""
         kind = "api_error" if error.status >= 500 else _ERROR_TYPES.get(error.status, "invalid_request_error")
-        request_id = anthropic_mock.request_id()
+        request_id = mock.request_id()
         headers = {"content-type": "application/json", "request-id": request_id}
         if error.code == "insufficient_quota":
             headers["x-should-retry"] = "false"  # the SDK would otherwise retry a 429
@@ -137,7 +131,7 @@ class Anthropic:
     def mock(self, endpoint: Endpoint, call: Call, body: dict, usage: Usage, text: str) -> Reply:
         if endpoint.api != MESSAGES.api:
             raise ValueError(f"no Anthropic mock for {endpoint.name}")
-        return anthropic_mock.mock(call, usage, text)
+        return mock.mock(call, usage, text)
 
 
 def _server_tool(tool: dict) -> str | None:
@@ -161,7 +155,7 @@ def _tools(body: dict) -> tuple[tuple[ToolBound, ...], tuple[str, ...]]:
             uses = tool.get("max_uses")
             if uses is not None and (isinstance(uses, bool) or not isinstance(uses, int) or not 1 <= uses <= _MAX_USES):
                 raise BadRequest(f"'max_uses' must be an integer from 1 to {_MAX_USES:,} (to allow no use, send no "
-                                 f"such tool), got {_shown(uses)}")
+                                 f"such tool), got {shown(uses)}")
             server.append(ToolBound((name,), uses))
         elif kind is not None and not kind.startswith(_CLIENT_TOOLS):
             unmetered.append(kind)  # code execution (billed by container time), tool search, ...
@@ -176,16 +170,10 @@ def _unpriced_fields(body: dict) -> tuple[str, ...]:
     it), data residency (1.1x). pouch cannot price them: refused unless allowed."""
     found = []
     if body.get("speed") not in (None, "standard"):
-        found.append(f"speed {_shown(body['speed'])}")
+        found.append(f"speed {shown(body['speed'])}")
     if body.get("inference_geo") not in (None, "global"):
-        found.append(f"inference_geo {_shown(body['inference_geo'])}")
+        found.append(f"inference_geo {shown(body['inference_geo'])}")
     return tuple(found)
-
-
-def _shown(value: object) -> str:
-    """A client's value, short enough to quote back in an error message."""
-    text = json.dumps(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def long_context_beta(headers) -> bool:
