@@ -8,12 +8,12 @@ import datetime
 import functools
 import importlib.resources
 import json
-import os
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
 from pouch.domain.money import Money
+from pouch.home import home as pouch_home
 from pouch.pricing.names import OPENROUTER_PASSES_THROUGH, OPENROUTER_VENDORS, candidate_names
 from pouch.pricing.price import Price, Retirement, ToolFee
 from pouch.pricing.price_file import Entry, parse_prices, parse_tool_fees, read_document
@@ -62,7 +62,7 @@ class PriceTable:
     @classmethod
     def default(cls, home: Path | None = None) -> PriceTable:
         """The shipped table plus ``prices.json`` in ``home`` ($POUCH_HOME, default ./data), if there."""
-        home = home if home is not None else Path(os.environ.get("POUCH_HOME", "data"))
+        home = home if home is not None else pouch_home()
         override = home / "prices.json"
         return cls.load(override if override.exists() else None)
 

@@ -21,6 +21,8 @@ from pathlib import Path
 import peewee as pw
 from playhouse import db_url
 
+from pouch.home import home
+
 database = pw.DatabaseProxy()
 # peewee logs every statement at DEBUG, and mitmproxy turns each log record into an event
 # on its loop: ten per request. Its warnings and errors still come through.
@@ -32,10 +34,6 @@ SQLITE_PRAGMAS = {
     "foreign_keys": 1,
 }
 DEFAULT_TIMEOUT = 30.0  # seconds a store operation may wait for a lock (the gateway sets its own)
-
-
-def home() -> Path:
-    return Path(os.environ.get("POUCH_HOME") or "data")
 
 
 def default_url() -> str:
