@@ -11,14 +11,14 @@ import asyncio
 import logging
 import socket
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from mitmproxy import ctx, http
 from mitmproxy.proxy.mode_specs import ProxyMode
 
 from pouch.domain.errors import BudgetExhausted, StoreUnavailable
 from pouch.domain.money import Money
-from pouch.domain.periods import Period, utcnow
+from pouch.domain.periods import utcnow
 from pouch.rules import admission
 from pouch.services import chain, prompt
 from pouch.services.prices import price_table
@@ -72,6 +72,9 @@ class Budget:
                           "it refuses to start while a live gateway holds the name.")
 
     def configure(self, updated):
+        # read once here, not on every request
+        self.cap_output, self.hold = ctx.options.pouch_cap_output, timedelta(seconds=ctx.options.pouch_hold)
+        self.allow_unmetered = ctx.options.pouch_unmetered == "allow"
         if not updated & {"pouch_instance", "mode", "listen_port"}:
             return
         if self._claim is None:
@@ -150,14 +153,14 @@ class Budget:
         provider = flow.metadata[chain.PROVIDER]
         entry = chain.price_entry(flow, price_table(), call["model"], provider)
         plan = admission.plan(entry, call["model"], provider, await prompt.bounds(flow),
-                              allow_unmetered=ctx.options.pouch_unmetered == "allow")
+                              allow_unmetered=self.allow_unmetered)
         price, needed = plan.price, plan.amount
         now = utcnow()
-        window = Period.parse(key["period"]).window(now, datetime.fromisoformat(key["anchor"]))
+        window = chain.exchange(flow).key.window(now)
         result = await self._reserve(flow, key, window, needed, now)
         if isinstance(result, ledger.Refusal):
             cap = admission.capped(plan, result.budget - result.spent - result.reserved,
-                                   has_cap=bool(call["max_output"]), may_cap=ctx.options.pouch_cap_output)
+                                   has_cap=bool(call["max_output"]), may_cap=self.cap_output)
             if cap is not None:
                 chain.provider_of(flow).cap_output(chain.endpoint_of(flow), flow.metadata[chain.BODY], cap)
                 flow.metadata[chain.BODY_CHANGED] = True
@@ -176,7 +179,7 @@ class Budget:
         try:
             return await store_thread.run(
                 ledger.reserve, key["id"], window, amount, now, owner=self.owner,
-                hold=timedelta(seconds=ctx.options.pouch_hold), provider=flow.metadata[chain.PROVIDER],
+                hold=self.hold, provider=flow.metadata[chain.PROVIDER],
                 model=flow.metadata[chain.CALL]["model"], endpoint=flow.metadata[chain.ENDPOINT]["name"])
         except Exception as e:
             log.error("pouch: reservation failed: %s", e)

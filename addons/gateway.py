@@ -1,6 +1,7 @@
 """Not a link: what every link shares, owned here so that any link can be removed or
 reordered without breaking it — the store (opened from ``pouch_db``) and its thread (drained
-when the gateway stops), and the tokenizers (loaded before the first request).
+when the gateway stops), the tokenizers (loaded before the first request), and the options
+more than one link reads (``pouch_unmetered``).
 
 It comes first in the chain: its ``configure`` opens the store before any link's, and its
 ``done`` drains the store thread before a link releases what settlements still need (the
@@ -22,8 +23,13 @@ class Gateway:
         loader.add_option("pouch_store_timeout", str, "5",
                           "Seconds a request may wait for the store (a lock held elsewhere) before it is "
                           "refused with 503: the gateway fails closed rather than hanging.")
+        loader.add_option("pouch_unmetered", str, "refuse",
+                          "Paid endpoints pouch cannot price (images, audio, files, batches, fine-tuning, "
+                          "realtime...): 'refuse' (403) or 'allow' (forwarded unbudgeted).")
 
     def configure(self, updated):
+        if "pouch_unmetered" in updated and ctx.options.pouch_unmetered not in ("refuse", "allow"):
+            raise exceptions.OptionsError("pouch_unmetered must be 'refuse' or 'allow'")
         if "pouch_db" in updated or "pouch_store_timeout" in updated:
             timeout = chain.seconds("pouch_store_timeout")
             try:

@@ -53,9 +53,6 @@ class Keys:
         loader.add_option("pouch_unknown_keys", str, "reject",
                           "What to do with a credential that is not a pouch key: 'reject' (401) or 'observe' "
                           "(let it through untouched and record its usage under a fingerprint).")
-        loader.add_option("pouch_unmetered", str, "refuse",
-                          "Paid endpoints pouch cannot price (images, audio, files, batches, fine-tuning, "
-                          "realtime...): 'refuse' (403) or 'allow' (forwarded unbudgeted).")
         loader.add_option("pouch_tool_calls", int, 3,
                           "Paid server-side tool calls (web search, file search, web fetch, remote MCP) a request "
                           "may make when it sets no bound of its own: injected as max_tool_calls (OpenAI) or "
@@ -67,8 +64,6 @@ class Keys:
     def configure(self, updated):
         if "pouch_unknown_keys" in updated and ctx.options.pouch_unknown_keys not in ("reject", "observe"):
             raise exceptions.OptionsError("pouch_unknown_keys must be 'reject' or 'observe'")
-        if "pouch_unmetered" in updated and ctx.options.pouch_unmetered not in ("refuse", "allow"):
-            raise exceptions.OptionsError("pouch_unmetered must be 'refuse' or 'allow'")
         if "pouch_tool_calls" in updated and ctx.options.pouch_tool_calls < 0:
             raise exceptions.OptionsError("pouch_tool_calls must be 0 or more")
         if "pouch_key_cache" in updated:
@@ -90,6 +85,7 @@ class Keys:
         if key is not None:
             flow.metadata[chain.KEY] = key_facts(key)  # a refusal from here on is this key's
             key = await self.resolver.check(key)
+            found.key = key
             flow.metadata[chain.KEY] = key_facts(key)  # renewed, perhaps
             host = flow.request.host
             if not (key.mock or chain.OWN_CREDENTIAL in flow.metadata

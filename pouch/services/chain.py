@@ -17,6 +17,7 @@ from collections.abc import Callable
 from mitmproxy import ctx, exceptions, http
 
 from pouch.domain.errors import GatewayError, PouchError
+from pouch.domain.keys import Key
 from pouch.pricing.price import Price, Retirement
 from pouch.providers.base import Endpoint, Provider
 from pouch.providers.registry import PROVIDERS, for_host
@@ -49,6 +50,7 @@ class Exchange:
 
     provider: Provider
     endpoint: Endpoint | None = None
+    key: Key | None = None  # the pouch key the request is charged to, as checked (renewed) by the keys link
     entry: Price | Retirement | None = None
     priced: bool = False  # entry was looked up (it may be None: unpriced)
 
