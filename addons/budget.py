@@ -21,6 +21,7 @@ from pouch.domain.money import Money
 from pouch.domain.periods import utcnow
 from pouch.rules import admission
 from pouch.services import chain, prompt
+from pouch.services.exchange import Reservation
 from pouch.services.prices import price_table
 from pouch.services.store_thread import store_thread
 from pouch.store import instances, ledger
@@ -147,54 +148,50 @@ class Budget:
 
     @chain.fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not chain.metered(flow) or chain.KEY not in flow.metadata:
+        found = chain.existing(flow)
+        if flow.response or flow.error or found is None or not found.metered or found.key is None:
             return
-        key, call = flow.metadata[chain.KEY], flow.metadata[chain.CALL]
-        provider = flow.metadata[chain.PROVIDER]
-        entry = chain.price_entry(flow, price_table(), call["model"], provider)
-        plan = admission.plan(entry, call["model"], provider, await prompt.bounds(flow),
+        key, call, provider = found.key, found.call, found.provider.name
+        entry = chain.price_entry(flow, price_table(), call.model, provider)
+        plan = admission.plan(entry, call.model, provider, await prompt.bounds(flow),
                               allow_unmetered=self.allow_unmetered)
         price, needed = plan.price, plan.amount
         now = utcnow()
-        window = chain.exchange(flow).key.window(now)
-        result = await self._reserve(flow, key, window, needed, now)
+        window = key.window(now)
+        result = await self._reserve(found, window, needed, now)
         if isinstance(result, ledger.Refusal):
             cap = admission.capped(plan, result.budget - result.spent - result.reserved,
-                                   has_cap=bool(call["max_output"]), may_cap=self.cap_output)
+                                   has_cap=bool(call.max_output), may_cap=self.cap_output)
             if cap is not None:
-                chain.provider_of(flow).cap_output(chain.endpoint_of(flow), flow.metadata[chain.BODY], cap)
-                flow.metadata[chain.BODY_CHANGED] = True
-                flow.metadata[chain.CAPPED] = cap
+                found.provider.cap_output(found.endpoint, found.body, cap)
+                found.body_changed, found.output_capped = True, cap
                 needed = admission.with_cap(plan, cap).amount
-                result = await self._reserve(flow, key, window, needed, now)
+                result = await self._reserve(found, window, needed, now)
         if isinstance(result, ledger.Refusal):
-            raise BudgetExhausted(exhausted_message(key["name"], result, key["period"], needed),
+            raise BudgetExhausted(exhausted_message(key.name, result, str(key.period), needed),
                                   {"x-should-retry": "false"})
-        flow.metadata[chain.RESERVATION] = {
-            "id": result.id, "amount_usd": result.amount.json(), "price_model": price.model,
-            "remaining_usd": None if result.remaining is None else result.remaining.json(),
-        }
+        found.reservation = Reservation(result.id, result.amount, result.remaining, price.model)
 
-    async def _reserve(self, flow, key, window, amount, now):
+    async def _reserve(self, found, window, amount, now):
         try:
             return await store_thread.run(
-                ledger.reserve, key["id"], window, amount, now, owner=self.owner,
-                hold=self.hold, provider=flow.metadata[chain.PROVIDER],
-                model=flow.metadata[chain.CALL]["model"], endpoint=flow.metadata[chain.ENDPOINT]["name"])
+                ledger.reserve, found.key.id, window, amount, now, owner=self.owner, hold=self.hold,
+                provider=found.provider.name, model=found.call.model, endpoint=found.endpoint.name)
         except Exception as e:
             log.error("pouch: reservation failed: %s", e)
             raise StoreUnavailable("the gateway cannot reach its budget store; nothing was sent, "
                                    "try again shortly") from e
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        reservation = flow.metadata.get(chain.RESERVATION)
+        found = chain.existing(flow)
+        reservation = found.reservation if found else None
         if reservation and flow.response is not None:
-            if reservation["remaining_usd"] is not None:
+            if reservation.remaining is not None:
                 # Sent before the request settles: what is left while this request's worst case
                 # (x-pouch-request-reserved) is still held. The flow comment says what is left after it.
-                flow.response.headers["x-pouch-budget-remaining"] = reservation["remaining_usd"]
-                flow.response.headers["x-pouch-request-reserved"] = reservation["amount_usd"]
-            if chain.CAPPED in flow.metadata:
-                flow.response.headers["x-pouch-output-capped"] = str(flow.metadata[chain.CAPPED])
-            if chain.TOOLS_CAPPED in flow.metadata:
-                flow.response.headers["x-pouch-tool-calls-capped"] = str(flow.metadata[chain.TOOLS_CAPPED])
+                flow.response.headers["x-pouch-budget-remaining"] = reservation.remaining.json()
+                flow.response.headers["x-pouch-request-reserved"] = reservation.amount.json()
+            if found.output_capped is not None:
+                flow.response.headers["x-pouch-output-capped"] = str(found.output_capped)
+            if found.tools_capped is not None:
+                flow.response.headers["x-pouch-tool-calls-capped"] = str(found.tools_capped)

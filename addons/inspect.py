@@ -23,7 +23,7 @@ from mitmproxy.utils import human
 
 from pouch.domain.money import Money
 from pouch.domain.periods import utcnow
-from pouch.services import chain, web_redaction
+from pouch.services import chain, exchange, web_redaction
 from pouch.services import keys as key_service
 from pouch.services.explain import explain
 from pouch.services.llm_view import LLMView
@@ -73,7 +73,7 @@ class Inspect:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         # Last in the chain: the usage link's stream callable (if any) is already in place.
         stream = flow.response.stream
-        if not stream or chain.PROVIDER not in flow.metadata or not self._keeping():
+        if not stream or chain.existing(flow) is None or not self._keeping():
             return
         kept = self._kept[flow] = KeptStream(self.keep_limit)
 
@@ -117,7 +117,7 @@ class Inspect:
         if story is None:
             return
         flow.comment = story
-        refused = flow.metadata.get(chain.REFUSED)
+        refused = (exchange.snapshot(flow) or {}).get("refused")
         if refused:
             flow.marked = MARKERS.get(refused["kind"], ":x:")
 

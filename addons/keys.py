@@ -36,14 +36,6 @@ def parse_body(flow: http.HTTPFlow) -> dict:
         raise errors.BadRequest(str(e)) from None
 
 
-def key_facts(key: Key) -> dict:
-    return {
-        "id": key.id, "name": key.name, "prefix": key.prefix, "mock": key.mock,
-        "rpm": key.rpm, "tpm": key.tpm, "max_concurrent": key.max_concurrent,
-        "period": str(key.period), "anchor": key.anchor.isoformat(),
-    }
-
-
 class Keys:
     def __init__(self):
         self.resolver = key_cache.keys
@@ -76,19 +68,16 @@ class Keys:
         found = chain.exchange(flow)
         if found is None:
             return  # not an LLM host: not pouch's business
-        flow.metadata[chain.PROVIDER] = found.provider.name
         await self._admit(flow, found)
 
     async def _admit(self, flow, found: chain.Exchange) -> None:
         provider = found.provider
-        key = await self._caller(flow, provider)
+        key = await self._caller(flow, found)
         if key is not None:
-            flow.metadata[chain.KEY] = key_facts(key)  # a refusal from here on is this key's
-            key = await self.resolver.check(key)
-            found.key = key
-            flow.metadata[chain.KEY] = key_facts(key)  # renewed, perhaps
+            found.key = key  # a refusal from here on is this key's
+            key = found.key = await self.resolver.check(key)  # renewed, perhaps
             host = flow.request.host
-            if not (key.mock or chain.OWN_CREDENTIAL in flow.metadata
+            if not (key.mock or found.own_credential
                     or perimeter.credential_may_go(provider, host, flow.request.port)):
                 how = ("pouch_azure_resource or AZURE_OPENAI_ENDPOINT" if provider.name == "azure"
                        else "pouch_compatible with this port, or pouch_route")
@@ -101,7 +90,6 @@ class Keys:
             # the path without its query: a query may hold a credential (?key=), and this message is kept
             raise errors.UnknownEndpoint(f"pouch does not know {flow.request.method} {flow.request.path.split('?')[0]}")
         found.endpoint = endpoint
-        flow.metadata[chain.ENDPOINT] = {"name": endpoint.name, "metering": endpoint.metering, "api": endpoint.api}
         if endpoint.metering == UNMETERED and ctx.options.pouch_unmetered != "allow":
             raise errors.EndpointNotMetered(
                 f"{endpoint.name} costs money that pouch cannot meter yet, so it is refused "
@@ -112,10 +100,8 @@ class Keys:
             body = await asyncio.to_thread(parse_body, flow)  # reading it must not stall other flows
         else:
             body = parse_body(flow)
-        call = provider.read_call(endpoint, flow.request.path, body)
-        flow.metadata[chain.CALL] = {"model": call.model, "stream": call.stream, "max_output": call.max_output,
-                                     "choices": call.choices, "hidden_input": call.hidden_input, "tool_calls": [],
-                                     "long_context": long_context_beta(flow.request.headers)}
+        call = found.call = provider.read_call(endpoint, flow.request.path, body)
+        found.long_context = long_context_beta(flow.request.headers)
         if key is not None and not key.allows_model(call.model):
             raise errors.ModelNotAllowed(
                 f"key '{key.name}' may not use model '{call.model}' (allowed: {', '.join(key.models)})")
@@ -123,16 +109,17 @@ class Keys:
             raise errors.ToolNotMetered(
                 f"{', '.join(call.unmetered_tools)} bills in ways pouch cannot bound or price, so this request "
                 "is refused (the operator can allow it with pouch_unmetered=allow)")
-        flow.metadata[chain.BODY] = body
-        flow.metadata[chain.CALL]["tool_calls"] = self._bound_tools(flow, provider, endpoint, call, body)
+        found.body = body
+        found.tool_calls = self._bound_tools(found, body)
 
-    async def _caller(self, flow, provider) -> Key | None:
+    async def _caller(self, flow, found: chain.Exchange) -> Key | None:
         """The key this request is charged to (None: observed, a credential let through untouched).
 
         A connection that authenticated with a pouch key as its proxy password is that key's,
         whatever credential its requests carry: none or a placeholder (the real key goes
         upstream), the same pouch key, or a credential of the client's own, which is kept and
         charged to the key. Another pouch key on such a connection is refused."""
+        provider = found.provider
         credentials = set(provider.credential(flow.request.headers, flow.request.query))
         if len(credentials) > 1:
             raise errors.InvalidKey("several different credentials in one request: send only your pouch key")
@@ -153,25 +140,25 @@ class Keys:
                     "carries another pouch key: send one pouch key, or none")
             if perimeter.is_placeholder(secret):
                 return connection_key
-            flow.metadata[chain.OWN_CREDENTIAL] = True  # the client's own credential goes upstream
+            found.own_credential = True  # the client's own credential goes upstream
             return connection_key
         if not credentials:
             raise errors.InvalidKey("no API key: send your pouch key where you would send the provider's key")
         secret = credentials.pop()
         key = await self.resolver.lookup(hash_secret(secret))
         if key is None and not looks_like_pouch_key(secret) and ctx.options.pouch_unknown_keys == "observe":
-            flow.metadata[chain.OBSERVED] = hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+            found.observed = hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()[:12]
         elif key is None:
             raise errors.InvalidKey("unknown API key: use a pouch key (see `pouch keys list`)")
         return key
 
     @staticmethod
-    def _bound_tools(flow, provider, endpoint, call, body) -> list:
+    def _bound_tools(found: chain.Exchange, body: dict) -> tuple:
         """The request's server tools with a bound on their calls: pouch's default where it set none."""
-        default = ctx.options.pouch_tool_calls
+        default, call = ctx.options.pouch_tool_calls, found.call
         if any(bound.max_calls is None for bound in call.server_tools):
-            provider.bound_tools(endpoint, body, default)
-            flow.metadata[chain.BODY_CHANGED] = True
-            flow.metadata[chain.TOOLS_CAPPED] = default
-        return [[list(bound.tools), default if bound.max_calls is None else bound.max_calls]
-                for bound in call.server_tools]
+            found.provider.bound_tools(found.endpoint, body, default)
+            found.body_changed = True
+            found.tools_capped = default
+        return tuple((tuple(bound.tools), default if bound.max_calls is None else bound.max_calls)
+                     for bound in call.server_tools)

@@ -9,39 +9,10 @@ import asyncio
 from mitmproxy import ctx, exceptions, http
 
 from pouch.domain.usage import Usage
+from pouch.providers import registry
 from pouch.providers.base import Call
 from pouch.services import chain, prompt
 from pouch.tokens.count import count_text
-
-
-def _text_of(content) -> str:
-    """Text of a message's content: a string, or a list of parts with text in them."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = (part.get("text") for part in content if isinstance(part, dict))
-        return " ".join(part for part in parts if isinstance(part, str))
-    if isinstance(content, dict):
-        return _text_of(content.get("parts") or content.get("text") or "")
-    return ""
-
-
-def last_user_text(api: str, body: dict) -> str:
-    """What an echo mock answers with: the last thing the user said, in any provider's shape."""
-    if api in ("chat", "anthropic_messages"):
-        turns = body.get("messages")
-    elif api == "responses":
-        turns = body.get("input")
-    elif api == "gemini":
-        turns = body.get("contents")
-    else:  # completions, embeddings
-        turns = body.get("prompt", body.get("input"))
-    if isinstance(turns, list) and turns and all(isinstance(t, dict) for t in turns):
-        users = [t for t in turns if t.get("role", "user") == "user"]
-        turns = (users or turns)[-1].get("content", users[-1].get("parts") if users else "")
-    elif isinstance(turns, list) and turns and isinstance(turns[0], str):
-        turns = turns[-1]
-    return _text_of(turns)
 
 
 def fit(model: str, text: str, max_tokens: int | None) -> tuple[str, int]:
@@ -81,22 +52,19 @@ class Mock:
 
     @chain.fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not chain.metered(flow):
+        found = chain.existing(flow)
+        if flow.response or flow.error or found is None or not found.metered:
             return
-        key = flow.metadata.get(chain.KEY)
-        if not ((key and key["mock"]) or ctx.options.pouch_mock == "all"):
+        if not ((found.key and found.key.mock) or ctx.options.pouch_mock == "all"):
             return
-        provider, facts = chain.provider_of(flow), flow.metadata[chain.CALL]
-        endpoint = chain.endpoint_of(flow)
-        body = flow.metadata[chain.BODY]
+        provider, endpoint, body, asked = found.provider, found.endpoint, found.body, found.call
         # The cap pouch set (when the budget could not cover the model's maximum) binds like the client's.
-        cap = flow.metadata.get(chain.CAPPED) or facts["max_output"]
-        call = Call(facts["model"], facts["stream"], cap, facts["choices"])
+        call = Call(asked.model, asked.stream, found.output_cap(), asked.choices)
         input_tokens = await prompt.input_tokens(flow)
         if endpoint.api == "embeddings":
             text, output_tokens = "", 0
         else:
-            reply = ctx.options.pouch_mock_reply or last_user_text(endpoint.api, body) or "(mock reply)"
+            reply = ctx.options.pouch_mock_reply or registry.api(endpoint.api).echo_text(body) or "(mock reply)"
             text, output_tokens = fit(call.model, reply, call.max_output)
         # n choices: the mock answers n times, each reply billed
         usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens * call.choices)
@@ -104,4 +72,4 @@ class Mock:
             await asyncio.sleep(self.latency)
         made = provider.mock(endpoint, call, body, usage, text)
         flow.response = http.Response.make(made.status, made.body, made.headers)
-        flow.metadata[chain.MOCK] = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
+        found.mock = Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)

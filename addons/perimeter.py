@@ -245,7 +245,6 @@ class Perimeter:
             named.append(flow.client_conn.sni or "")  # in reverse mode it names the gateway
         others = sorted({name for name in map(host_of, named) if name and name != host})
         if others:
-            flow.metadata[chain.PROVIDER] = provider.name
             chain.refuse(flow, errors.BadRequest(
                 f"this request was sent to {host} but names {', '.join(others)} (Host, authority or TLS "
                 "server name): refused, so that no credential goes to another host"))
@@ -260,7 +259,6 @@ class Perimeter:
             return  # a server the operator configured: its scheme and port are theirs
         routed = request.host in perimeter.routed_hosts
         if request.scheme != "https" or (request.port != 443 and not routed):
-            flow.metadata[chain.PROVIDER] = provider.name
             chain.refuse(flow, errors.InsecureRequest(
                 f"pouch calls {provider.name} only over https on port 443, so that no credential travels in "
                 f"cleartext: use https://{request.host}{request.path.split('?', 1)[0]}"))

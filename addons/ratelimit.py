@@ -18,6 +18,7 @@ import weakref
 from mitmproxy import http
 
 from pouch.domain.errors import RateLimited
+from pouch.domain.keys import Key
 from pouch.domain.ratelimit import KeyLimits
 from pouch.pricing import reserve
 from pouch.pricing.price import Price
@@ -32,27 +33,27 @@ class RateLimit:
         self._slots: weakref.WeakKeyDictionary[http.HTTPFlow, tuple[KeyLimits, weakref.finalize]] = (
             weakref.WeakKeyDictionary())
 
-    def _limits_for(self, key: dict) -> KeyLimits | None:
-        if not (key["rpm"] or key["tpm"] or key["max_concurrent"]):
+    def _limits_for(self, key: Key) -> KeyLimits | None:
+        if not (key.rpm or key.tpm or key.max_concurrent):
             return None
-        limits = self.limits.get(key["id"])
+        limits = self.limits.get(key.id)
         if limits is None:
-            limits = self.limits[key["id"]] = KeyLimits(key["rpm"], key["tpm"], key["max_concurrent"])
-        elif not limits.matches(key["rpm"], key["tpm"], key["max_concurrent"]):
-            limits.reconfigure(key["rpm"], key["tpm"], key["max_concurrent"])
+            limits = self.limits[key.id] = KeyLimits(key.rpm, key.tpm, key.max_concurrent)
+        elif not limits.matches(key.rpm, key.tpm, key.max_concurrent):
+            limits.reconfigure(key.rpm, key.tpm, key.max_concurrent)
         return limits
 
     @chain.fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error:
             return
-        key = flow.metadata.get(chain.KEY)
+        found = chain.existing(flow)
+        key = found.key if found else None
         if not key or (limits := self._limits_for(key)) is None:
             return
         tokens = 0
-        if key["tpm"] and chain.metered(flow):
-            model = flow.metadata[chain.CALL]["model"]
-            entry = chain.price_entry(flow, price_table(), model, flow.metadata[chain.PROVIDER])
+        if key.tpm and found.metered:
+            entry = chain.price_entry(flow, price_table(), found.call.model, found.provider.name)
             price = entry if isinstance(entry, Price) else None
             tokens = reserve.worst_tokens(price, await prompt.bounds(flow))
         verdict = limits.admit(time.monotonic(), tokens)
@@ -64,9 +65,9 @@ class RateLimit:
             else:
                 headers["x-should-retry"] = "false"
             reason = verdict.reason
-            if math.isinf(verdict.retry_after) and tokens and flow.metadata[chain.CALL]["max_output"] is None:
+            if math.isinf(verdict.retry_after) and tokens and found.call.max_output is None:
                 reason += " (the request sets no output cap, so the model's maximum output counts: set one)"
-            chain.refuse(flow, RateLimited(f"key '{key['name']}' is rate limited: {reason}", headers))
+            chain.refuse(flow, RateLimited(f"key '{key.name}' is rate limited: {reason}", headers))
             return
         self._slots[flow] = (limits, weakref.finalize(flow, limits.release))
         if verdict.tokens_entry is not None:
@@ -85,7 +86,8 @@ class RateLimit:
         self._release(flow)
 
     def _release(self, flow: http.HTTPFlow) -> None:
-        if chain.REFUSED in flow.metadata:  # a later link refused it: nothing was billed
+        found = chain.existing(flow)
+        if found is not None and found.refusal:  # a later link refused it: nothing was billed
             chain.measured(flow, 0)
         held = self._slots.pop(flow, None)
         if held is not None:

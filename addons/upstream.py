@@ -100,27 +100,26 @@ class Upstream:
 
     @chain.fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
-        body = flow.metadata.pop(chain.BODY, None)
-        if flow.metadata.pop(chain.BODY_CHANGED, False) and not flow.response:
-            flow.request.content = json.dumps(body, ensure_ascii=False).encode()
         found = chain.exchange(flow)
         if found is None:
             return
+        body, found.body = found.body, None  # read in the chain: not kept for the flow's lifetime
+        if found.body_changed and not flow.response:
+            flow.request.content = json.dumps(body, ensure_ascii=False).encode()
         provider = found.provider
         sent = provider.credential(flow.request.headers, flow.request.query)
         replace_in_request(flow.request, {secret: placeholder(secret) for secret in sent}
                            | stray_pouch_keys(flow.request))
         if flow.response or flow.error:
             return
-        if chain.PROVIDER not in flow.metadata or not (chain.KEY in flow.metadata or chain.OBSERVED in flow.metadata):
-            flow.metadata[chain.PROVIDER] = provider.name  # so the refusal is in its shape
+        if not (found.key or found.observed):
             raise GatewayError("pouch did not account for this request, so it was not forwarded")
-        if chain.metered(flow) and chain.KEY in flow.metadata and chain.RESERVATION not in flow.metadata:
+        if found.metered and found.key and found.reservation is None:
             raise StoreUnavailable("this request holds no budget reservation, so it was not forwarded")
-        own = chain.OWN_CREDENTIAL in flow.metadata
-        if chain.KEY in flow.metadata and not own and not provider.credential_env:
+        own = found.own_credential
+        if found.key and not own and not provider.credential_env:
             provider.authorize(flow.request.headers, flow.request.query, "")  # a keyless self-hosted server
-        elif chain.KEY in flow.metadata and not own:
+        elif found.key and not own:
             if not perimeter.credential_may_go(provider, flow.request.host, flow.request.port):
                 raise GatewayError(f"{flow.request.host} is not a host this gateway sends its {provider.name} "
                                    "credential to")
@@ -129,7 +128,7 @@ class Upstream:
                 raise GatewayError(f"the gateway has no {provider.name} credential: set "
                                    f"{' or '.join(provider.credential_env)} in its environment")
             # What the UI shows instead: which real key went upstream, for which pouch key.
-            who = " ".join(map(placeholder, sent)) or f"proxy-authenticated key {flow.metadata[chain.KEY]['prefix']}"
+            who = " ".join(map(placeholder, sent)) or f"proxy-authenticated key {found.key.prefix}"
             shown = f"<{provider.credential_env[0]} for {who}>"
             provider.authorize(flow.request.headers, flow.request.query, shown)
             self.late.pending[flow] = {shown: secret}
@@ -144,7 +143,7 @@ class Upstream:
             flow.request.scheme, flow.request.port = route.scheme, route.port
             flow.request.host = route.target_host
             if route.path_prefix:
-                flow.metadata[chain.CLIENT_PATH] = flow.request.path  # credentials already hidden
+                found.client_path = flow.request.path  # credentials already hidden
                 flow.request.path = route.path_prefix + flow.request.path
         perimeter.expect(flow.client_conn, (flow.request.host, flow.request.port))
 

@@ -35,7 +35,7 @@ from pouch.domain.usage import Usage
 from pouch.pricing.price import Price, cost
 from pouch.rules import settlement
 from pouch.providers.base import StreamTracker
-from pouch.services import chain, prompt
+from pouch.services import chain, exchange, prompt
 from pouch.services.prices import price_table
 from pouch.services.refusal_log import refusal_log
 from pouch.services.store_thread import store_thread
@@ -46,13 +46,13 @@ log = logging.getLogger(__name__)
 SETTLE_RETRIES = 12  # pauses of 0.5 s doubling to 30 s: about 3.5 minutes, well inside pouch_hold
 
 
-def billed(usage: Usage, call: dict, provider: str, reported: str | None,
+def billed(usage: Usage, model: str, tool_calls: tuple, provider: str, reported: str | None,
            at: datetime | None = None) -> tuple[Usage, Money]:
     """(usage with its tool calls named as billed, what it cost) at the prices in effect at
     ``at``, the request's time. Priced as the model the provider says answered when that is
     dearer than the one requested (a fallback model, a router's choice), or when the
     requested one has no price (an observed alias)."""
-    names = [call["model"]] + ([reported] if reported and reported != call["model"] else [])
+    names = [model] + ([reported] if reported and reported != model else [])
     best: tuple[Money, Usage] | None = None
     for name in names:
         price = price_table().resolve(name, provider, at)
@@ -63,17 +63,17 @@ def billed(usage: Usage, call: dict, provider: str, reported: str | None,
                             "knows for it: charged at the table's rates, which may be the short-context ones; "
                             "check `pouch prices show %s`", provider, usage.input_tokens, name,
                             price.max_input_tokens, name)
-            named = priced_tools(usage, call, price)
+            named = priced_tools(usage, tool_calls, price)
             charge = cost(price, named)
             if best is None or charge > best[0]:
                 best = (charge, named)
     return (usage, Money(0)) if best is None else (best[1], best[0])
 
 
-def priced_tools(usage: Usage, call: dict, price: Price | None) -> Usage:
+def priced_tools(usage: Usage, tool_calls: tuple, price: Price | None) -> Usage:
     """Name each reported tool call as the request's tool it is billed as: OpenAI reports a
     ``web_search`` call for both ``web_search`` and the dearer ``web_search_preview``."""
-    requested = [tool for tools, _ in call.get("tool_calls", ()) for tool in tools]
+    requested = [tool for tools, _ in tool_calls for tool in tools]
     if not usage.tool_calls or not requested or price is None:
         return usage
     calls: dict[str, int] = {}
@@ -101,25 +101,21 @@ class UsageMeter:
 
     @chain.fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not chain.metered(flow):
+        found = chain.existing(flow)
+        if flow.response or flow.error or found is None or not found.metered:
             return
-        if chain.OBSERVED in flow.metadata:
+        if found.observed:
             await prompt.input_tokens(flow)  # no budget link counted it; a cut stream needs it
-        if not flow.metadata[chain.CALL]["stream"]:
-            return
-        provider = chain.provider_of(flow)
-        endpoint = chain.endpoint_of(flow)
-        if provider.prepare_stream(endpoint, flow.metadata[chain.BODY]):
-            flow.metadata[chain.INJECTED_USAGE] = flow.metadata[chain.BODY_CHANGED] = True
+        if found.call.stream and found.provider.prepare_stream(found.endpoint, found.body):
+            found.injected_usage = found.body_changed = True
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         # Every streamed answer is followed as it passes: SSE, or Gemini's streamed JSON array.
-        if (not chain.metered(flow) or chain.REFUSED in flow.metadata or chain.MOCK in flow.metadata
-                or flow.response.status_code >= 400 or not flow.metadata[chain.CALL]["stream"]):
+        found = chain.existing(flow)
+        if (found is None or not found.metered or found.refusal or found.mock
+                or flow.response.status_code >= 400 or not found.call.stream):
             return
-        provider = chain.provider_of(flow)
-        endpoint = chain.endpoint_of(flow)
-        followed = Followed(provider.stream_tracker(endpoint, flow.metadata.get(chain.INJECTED_USAGE, False)))
+        followed = Followed(found.provider.stream_tracker(found.endpoint, found.injected_usage))
         self._streams[flow] = followed
 
         def feed(data: bytes) -> bytes:
@@ -136,44 +132,49 @@ class UsageMeter:
 
     @chain.fail_closed
     async def response(self, flow: http.HTTPFlow) -> None:
-        refusal_log.note(flow)  # whichever link refused it: recorded for `pouch usage --refused`
-        self._close(flow)
+        self._end(flow)
 
     @chain.fail_closed
     async def error(self, flow: http.HTTPFlow) -> None:
-        refusal_log.note(flow)
-        self._close(flow)
+        self._end(flow)
+
+    def _end(self, flow: http.HTTPFlow) -> None:
+        refusal_log.note(flow)  # whichever link refused it: recorded for `pouch usage --refused`
+        try:
+            self._close(flow)
+        finally:
+            exchange.end(flow)  # the flow's JSON snapshot, for mitmweb and saved flows
 
     def _close(self, flow: http.HTTPFlow) -> None:
-        reservation = flow.metadata.get(chain.RESERVATION)
-        observed = chain.OBSERVED in flow.metadata
+        found = chain.existing(flow)
         followed = self._streams.pop(flow, None)
-        if not chain.metered(flow) or not (reservation or observed) or chain.RESULT in flow.metadata:
+        if found is None or not found.metered or not (found.reservation or found.observed) or found.result:
             return
+        reservation = found.reservation
         try:
-            measured = settlement.measure(self._ending(flow, followed))
+            measured = settlement.measure(self._ending(flow, found, followed))
         except Exception:
             log.exception("pouch: measuring usage failed; charging the full reservation")
             measured = settlement.Measured(Usage(), True, "measure_failed")
-        call, provider_name = flow.metadata[chain.CALL], flow.metadata[chain.PROVIDER]
-        reserved = Money.usd(reservation["amount_usd"]) if reservation else None
-        at = chain.requested_at(flow)
+        call, provider_name, tools = found.call, found.provider.name, found.tool_calls
+        reserved = reservation.amount if reservation else None
+        at = found.requested_at
         settled = settlement.settle(measured, reserved,
-                                    lambda usage, reported: billed(usage, call, provider_name, reported, at))
+                                    lambda usage, reported: billed(usage, call.model, tools, provider_name, reported, at))
         usage, outcome, would_cost, charge = settled.usage, settled.outcome, settled.cost, settled.charge
         if outcome == "overrun":
             log.warning("pouch: overrun: key %s was charged %s for a %s request that reserved %s (usage %s)",
-                        flow.metadata[chain.KEY]["name"], charge, call["model"], reserved, usage)
-        row = self._row(flow, followed, usage, outcome, would_cost)
+                        found.who, charge, call.model, reserved, usage)
+        row = self._row(flow, found, followed, usage, outcome, would_cost)
         row["reserved_pico"] = reserved.pico if reserved is not None else None
         if reservation:
             # Retried while the store is unavailable (finish is idempotent): a settlement given
             # up would leave the worst case held, and recovery would charge all of it.
-            store_thread.later(ledger.finish, reservation["id"], charge, row, retries=SETTLE_RETRIES)
+            store_thread.later(ledger.finish, reservation.id, charge, row, retries=SETTLE_RETRIES)
         else:
             store_thread.later(ledger.record, row)
         chain.measured(flow, settled.measured_tokens)
-        flow.metadata[chain.RESULT] = {
+        found.result = {
             **{f.name: getattr(usage, f.name) for f in dataclasses.fields(usage) if f.name != "tool_calls"},
             "tool_calls": dict(usage.tool_calls),
             "cost_usd": would_cost.json(), "charged_usd": charge.json(), "outcome": outcome,
@@ -181,20 +182,19 @@ class UsageMeter:
             "latency_ms": row["latency_ms"], "ttft_ms": row["ttft_ms"],
         }
 
-    def _ending(self, flow: http.HTTPFlow, followed: Followed | None) -> settlement.Ending:
+    def _ending(self, flow: http.HTTPFlow, found, followed: Followed | None) -> settlement.Ending:
         """How the flow ended, as ``settlement.measure`` reads it."""
-        call, response, refused = flow.metadata[chain.CALL], flow.response, flow.metadata.get(chain.REFUSED)
-        mock = flow.metadata.get(chain.MOCK)
+        call, response, refused, mock = found.call, flow.response, found.refusal, found.mock
         ending = settlement.Ending(
-            refused=refused["kind"] if refused else None, mock=Usage(**mock) if mock else None,
+            refused=refused["kind"] if refused else None, mock=mock,
             status=response.status_code if response is not None else None, followed=followed is not None,
-            error=flow.error.msg if flow.error else None, sent=sent_upstream(flow), streamed=bool(call["stream"]),
-            input_tokens=call.get("input_tokens", 0))
+            error=flow.error.msg if flow.error else None, sent=sent_upstream(flow), streamed=bool(call.stream),
+            input_tokens=found.input_tokens or 0)
         if refused or mock or (response is not None and response.status_code >= 400):
             return ending
         if followed is not None:
             usage, reported = followed.tracker.usage(), followed.tracker.model()
-            seen = count_text(call["model"], followed.tracker.output_text()) if usage is None and flow.error else 0
+            seen = count_text(call.model, followed.tracker.output_text()) if usage is None and flow.error else 0
             return dataclasses.replace(ending, usage=usage, reported=reported, seen_output=seen)
         if response is not None:
             try:
@@ -203,31 +203,32 @@ class UsageMeter:
                 body = None
             # Gemini answers a streamed request that pouch could not follow with a JSON array.
             if isinstance(body, dict | list):
-                usage, reported = chain.provider_of(flow).usage_from_body(chain.endpoint_of(flow), body)
+                usage, reported = found.provider.usage_from_body(found.endpoint, body)
                 return dataclasses.replace(ending, usage=usage, reported=reported)
         return ending
 
     @staticmethod
-    def _row(flow: http.HTTPFlow, followed: Followed | None, usage: Usage, outcome: str, would_cost: Money) -> dict:
-        key, call, response = flow.metadata.get(chain.KEY), flow.metadata[chain.CALL], flow.response
+    def _row(flow: http.HTTPFlow, found, followed: Followed | None, usage: Usage, outcome: str,
+             would_cost: Money) -> dict:
+        key, call, response = found.key, found.call, flow.response
         started = flow.request.timestamp_start
         ended = response.timestamp_end if response is not None and response.timestamp_end else time.time()
         first = followed.first_byte if followed else (response.timestamp_start if response is not None else None)
         return {
             "ts": datetime.fromtimestamp(started, UTC),
-            "key": key["id"] if key else None,
-            "key_name": key["name"] if key else f"observed:{flow.metadata[chain.OBSERVED]}",
-            "provider": flow.metadata[chain.PROVIDER],
-            "model": call["model"],
-            "endpoint": flow.metadata[chain.ENDPOINT]["name"],
+            "key": key.id if key else None,
+            "key_name": found.who,
+            "provider": found.provider.name,
+            "model": call.model,
+            "endpoint": found.endpoint.name,
             "status": response.status_code if response is not None else None,
-            "streamed": bool(call["stream"]),
+            "streamed": bool(call.stream),
             **{f.name: getattr(usage, f.name) for f in dataclasses.fields(usage) if f.name != "tool_calls"},
             "tool_calls": dict(usage.tool_calls) or None,
             "cost_pico": would_cost.pico,
             "latency_ms": round((ended - started) * 1000),
             "ttft_ms": round((first - started) * 1000) if first else None,
-            "mock": chain.MOCK in flow.metadata,
+            "mock": found.mock is not None,
             "observed": key is None,
             "request_id": (response.headers.get("x-request-id") or response.headers.get("request-id"))
             if response is not None else None,

@@ -25,6 +25,7 @@ from addons.ratelimit import RateLimit
 from addons.upstream import Upstream
 from addons.usage import UsageMeter
 from pouch.domain.periods import utcnow
+from pouch.services import exchange
 from pouch.services.store_thread import store_thread
 from pouch.store import database
 from pouch.store import keys as key_store
@@ -177,3 +178,18 @@ def sse_chunks(events, size: int = 37) -> list[bytes]:
     """A stream's bytes cut every ``size`` bytes, as the network cuts them (mid-event, mid-line)."""
     data = b"".join(events)
     return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+_NOTHING = dict.fromkeys(("provider", "endpoint", "client_path", "key", "observed", "own_credential", "call",
+                          "reservation", "output_capped", "tools_capped", "mock", "refused", "usage"))
+
+
+def facts(flow: http.HTTPFlow) -> dict:
+    """What the chain found out about ``flow``, as the JSON snapshot mitmweb and saved flows get
+    (every field None for a flow no link took up)."""
+    return exchange.snapshot(flow) or dict(_NOTHING)
+
+
+def exchange_of(flow: http.HTTPFlow) -> exchange.Exchange:
+    """The flow's live exchange (body, body_changed, injected_usage are not in the snapshot)."""
+    return exchange.existing(flow)

@@ -23,7 +23,7 @@ from pouch.pricing.price import Price, Tier
 from pouch.services import chain
 from pouch.store import ledger
 from pouch.store.database import LedgerRow, ReservationRow, UsageRow
-from tests.addon_helpers import MODEL, chat_body, create_key, error_of, gateway, openai_flow
+from tests.addon_helpers import MODEL, chat_body, create_key, error_of, exchange_of, facts, gateway, openai_flow
 
 INPUT, OUTPUT = 150_000, 600_000  # pico-dollars per token
 HELLO_TOKENS = 8
@@ -71,7 +71,7 @@ def reserve(gw, secret, body=None, **kwargs):
 
 
 def assert_no_reservation(flow):
-    assert chain.RESERVATION not in flow.metadata
+    assert facts(flow)["reservation"] is None
     assert ReservationRow.select().count() == 0
 
 
@@ -81,7 +81,7 @@ class TestReservation:
         flow = reserve(gw, secret, chat_body(max_completion_tokens=100, n=2))
         assert flow.response is None
         worst = HELLO_TOKENS * INPUT + 2 * 100 * OUTPUT  # 121,200,000 pico = $0.0001212
-        reservation = flow.metadata[chain.RESERVATION]
+        reservation = facts(flow)["reservation"]
         assert reservation["amount_usd"] == "0.0001212" == Money(worst).json()
         assert reservation["price_model"] == MODEL
         assert reservation["remaining_usd"] == Money(5 * 10**12 - worst).json()
@@ -95,8 +95,8 @@ class TestReservation:
         _, secret = create_key(budget=Money.usd("5"))
         flow = reserve(gw, secret)
         worst = HELLO_TOKENS * INPUT + MODEL_MAX_OUTPUT * OUTPUT  # $0.0098316
-        assert ReservationRow.get_by_id(flow.metadata[chain.RESERVATION]["id"]).amount_pico == worst
-        assert chain.CAPPED not in flow.metadata
+        assert ReservationRow.get_by_id(facts(flow)["reservation"]["id"]).amount_pico == worst
+        assert facts(flow)["output_capped"] is None
 
     @pytest.mark.parametrize("stored", [{"previous_response_id": "resp_1"}, {"conversation": "conv_1"},
                                         {"prompt": {"id": "pmpt_1"}}])
@@ -108,7 +108,7 @@ class TestReservation:
         body = {"model": MODEL, "input": "and then?", "max_output_tokens": 20, **stored}
         flow = reserve(gw, secret, body, path="/v1/responses")
         worst = 128_000 * INPUT + 20 * OUTPUT  # $0.019212
-        assert ReservationRow.get_by_id(flow.metadata[chain.RESERVATION]["id"]).amount_pico == worst
+        assert ReservationRow.get_by_id(facts(flow)["reservation"]["id"]).amount_pico == worst
 
     def test_a_stored_prompt_is_refused_unless_unmetered_use_is_allowed(self, gw):
         """A stored prompt can bring tools (code interpreter, image generation) pouch cannot see."""
@@ -123,13 +123,13 @@ class TestReservation:
     def test_a_key_without_a_budget_is_still_reserved(self, gw):
         key, secret = create_key()
         flow = reserve(gw, secret, chat_body(max_tokens=10))
-        assert flow.metadata[chain.RESERVATION]["remaining_usd"] is None
+        assert facts(flow)["reservation"]["remaining_usd"] is None
         assert ReservationRow.select().count() == 1
 
     def test_pouch_hold_sets_the_deadline(self, gw):
         gw.configure(pouch_hold=60)
         _, secret = create_key()
-        row = ReservationRow.get_by_id(reserve(gw, secret).metadata[chain.RESERVATION]["id"])
+        row = ReservationRow.get_by_id(facts(reserve(gw, secret))["reservation"]["id"])
         assert row.deadline - row.created_at == timedelta(seconds=60)
 
     def test_an_unpriced_model_is_refused(self, gw):
@@ -151,7 +151,7 @@ class TestReservation:
         flow = reserve(gw, secret)
         assert flow.response.status_code == 503
         assert error_of(flow)["code"] == "store_unavailable"
-        assert chain.RESERVATION not in flow.metadata
+        assert facts(flow)["reservation"] is None
 
     def test_already_handled_flows_are_left_alone(self, gw):
         _, secret = create_key(budget=Money.usd("5"))
@@ -164,7 +164,7 @@ class TestReservation:
     def test_observed_credentials_are_not_reserved(self, gw):
         gw.configure(pouch_unknown_keys="observe")
         flow = reserve(gw, "sk-proj-someone-elses")
-        assert flow.response is None and chain.OBSERVED in flow.metadata
+        assert flow.response is None and facts(flow)["observed"] is not None
         assert_no_reservation(flow)
 
     def test_free_endpoints_are_not_reserved(self, gw):
@@ -184,7 +184,7 @@ class TestExhausted:
         assert (error["code"], error["type"]) == ("insufficient_quota", "insufficient_quota")
         assert error["message"] == ("budget of key 'alice' exhausted: $0.00 spent of $0.0001 (period none); "
                                     "this request may cost up to $0.0001212")
-        assert flow.metadata[chain.REFUSED]["kind"] == "budget"
+        assert facts(flow)["refused"]["kind"] == "budget"
         assert_no_reservation(flow)
         assert ledger.window_totals(key, utcnow()) == (Money(0), Money(0))
 
@@ -204,10 +204,10 @@ class TestExhausted:
         flow = reserve(gw, secret)
         # 1e9 - 8 x 150,000 = 998,800,000 left for output: 1,664 tokens at 600,000
         assert flow.response is None
-        assert flow.metadata[chain.CAPPED] == 1664
-        assert flow.metadata[chain.BODY]["max_completion_tokens"] == 1664
-        assert flow.metadata[chain.BODY_CHANGED] is True
-        reservation = flow.metadata[chain.RESERVATION]
+        assert facts(flow)["output_capped"] == 1664
+        assert exchange_of(flow).body["max_completion_tokens"] == 1664
+        assert exchange_of(flow).body_changed is True
+        reservation = facts(flow)["reservation"]
         assert ReservationRow.get_by_id(reservation["id"]).amount_pico == HELLO_TOKENS * INPUT + 1664 * OUTPUT
         assert reservation["remaining_usd"] == Money(400_000).json()
 
@@ -218,7 +218,7 @@ class TestExhausted:
     def test_the_cap_counts_every_choice(self, gw):
         _, secret = create_key(budget=Money.usd("0.001"))
         flow = reserve(gw, secret, chat_body(n=2))
-        assert flow.metadata[chain.CAPPED] == 998_800_000 // (2 * OUTPUT)  # 832
+        assert facts(flow)["output_capped"] == 998_800_000 // (2 * OUTPUT)  # 832
         assert ReservationRow.get().amount_pico == HELLO_TOKENS * INPUT + 832 * 2 * OUTPUT
 
     def test_capping_can_be_turned_off(self, gw):
@@ -226,32 +226,32 @@ class TestExhausted:
         _, secret = create_key(budget=Money.usd("0.001"))
         flow = reserve(gw, secret)
         assert flow.response.status_code == 429 and error_of(flow)["code"] == "insufficient_quota"
-        assert chain.CAPPED not in flow.metadata and "max_completion_tokens" not in flow.metadata[chain.BODY]
+        assert facts(flow)["output_capped"] is None and "max_completion_tokens" not in exchange_of(flow).body
 
     def test_a_clients_own_cap_is_never_lowered(self, gw):
         _, secret = create_key(budget=Money.usd("0.001"))
         flow = reserve(gw, secret, chat_body(max_completion_tokens=5000))
-        assert flow.response.status_code == 429 and chain.CAPPED not in flow.metadata
+        assert flow.response.status_code == 429 and facts(flow)["output_capped"] is None
 
     def test_the_cap_is_what_is_left_after_spend_and_holds(self, gw):
         key, secret = create_key(budget=Money.usd("0.001"))  # 1,000,000,000 pico
         first = reserve(gw, secret, chat_body(max_completion_tokens=50))
-        ledger.finish(first.metadata[chain.RESERVATION]["id"], Money(100_000_000),
+        ledger.finish(facts(first)["reservation"]["id"], Money(100_000_000),
                       {"ts": utcnow(), "key": key.id, "key_name": key.name})  # spent 100,000,000
         reserve(gw, secret, chat_body(max_completion_tokens=50))  # held: 8 x 150,000 + 50 x 600,000
         flow = reserve(gw, secret)
         # 1e9 - 100,000,000 spent - 31,200,000 held - 1,200,000 input = 867,600,000: 1,446 tokens
-        assert flow.metadata[chain.CAPPED] == 1446
+        assert facts(flow)["output_capped"] == 1446
 
     def test_a_cap_of_one_token_is_still_a_cap(self, gw):
         _, secret = create_key(budget=Money(HELLO_TOKENS * INPUT + OUTPUT))
         flow = reserve(gw, secret)
-        assert flow.response is None and flow.metadata[chain.CAPPED] == 1
+        assert flow.response is None and facts(flow)["output_capped"] == 1
 
     def test_no_cap_when_not_even_one_output_token_fits(self, gw):
         _, secret = create_key(budget=Money(HELLO_TOKENS * INPUT + OUTPUT - 1))
         flow = reserve(gw, secret)
-        assert flow.response.status_code == 429 and chain.CAPPED not in flow.metadata
+        assert flow.response.status_code == 429 and facts(flow)["output_capped"] is None
         assert_no_reservation(flow)
 
 

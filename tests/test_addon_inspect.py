@@ -20,7 +20,7 @@ from pouch.services.explain import explain
 from pouch.services.store_thread import store_thread
 from pouch.services.stream_body import marker
 from pouch.store.database import UsageRow
-from tests.addon_helpers import chat_body, create_key, gateway, openai_flow, sse_chunks
+from tests.addon_helpers import chat_body, create_key, facts, gateway, openai_flow, sse_chunks
 from tests.fakes.openai_shapes import Controls, chat_completions
 
 INPUT, OUTPUT = 150_000, 600_000
@@ -128,7 +128,7 @@ class TestBudgetLeft:
         reserved = Money.usd(flow.response.headers["x-pouch-request-reserved"])
         in_flight = Money.usd(flow.response.headers["x-pouch-budget-remaining"])
         charged = Money(30 * INPUT + 5 * OUTPUT)
-        assert reserved == Money.usd(flow.metadata[chain.RESERVATION]["amount_usd"]) and reserved > charged
+        assert reserved == Money.usd(facts(flow)["reservation"]["amount_usd"]) and reserved > charged
         assert in_flight == Money.usd("5") - reserved
         after = in_flight + reserved - charged
         assert after == Money.usd("4.9999925")

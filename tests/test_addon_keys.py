@@ -14,7 +14,7 @@ from pouch.domain.periods import Period, utcnow
 from pouch.services import chain
 from pouch.services.key_cache import KeyCache
 from pouch.store import keys as key_store
-from tests.addon_helpers import MODEL, chat_body, create_key, error_of, gateway, openai_flow
+from tests.addon_helpers import MODEL, chat_body, create_key, error_of, exchange_of, facts, gateway, openai_flow
 
 
 @pytest.mark.parametrize(
@@ -61,8 +61,8 @@ def assert_refused(flow, status, code, *, message="", model=None):
     error = error_of(flow)
     assert error["code"] == code
     assert message in error["message"]
-    assert flow.metadata[chain.REFUSED]["status"] == status
-    assert (flow.metadata[chain.CALL]["model"] if model else flow.metadata.get(chain.CALL)) == model  # refusal names it
+    assert facts(flow)["refused"]["status"] == status
+    assert (facts(flow)["call"]["model"] if model else facts(flow)["call"]) == model  # refusal names it
     return error
 
 
@@ -108,25 +108,26 @@ class TestKeys:
         body = chat_body(max_completion_tokens=50, n=2, stream=True)
         flow = admit(gw, openai_flow(body=body, secret=secret))
         assert flow.response is None
-        assert flow.metadata[chain.PROVIDER] == "openai"
-        assert flow.metadata[chain.ENDPOINT] == {"name": "chat.completions", "metering": "metered", "api": "chat"}
-        facts = flow.metadata[chain.KEY]
-        assert (facts["id"], facts["name"], facts["prefix"], facts["rpm"]) == (key.id, "alice", key.prefix, 10)
-        assert secret not in repr(flow.metadata)
-        assert flow.metadata[chain.CALL] == {"model": MODEL, "stream": True, "max_output": 50, "choices": 2,
-                                             "hidden_input": False, "tool_calls": [], "long_context": False}
-        assert flow.metadata[chain.BODY] == body
+        assert facts(flow)["provider"] == "openai"
+        assert facts(flow)["endpoint"] == {"name": "chat.completions", "metering": "metered", "api": "chat"}
+        found = facts(flow)["key"]
+        assert (found["id"], found["name"], found["prefix"], found["rpm"]) == (key.id, "alice", key.prefix, 10)
+        assert secret not in repr(facts(flow))
+        assert facts(flow)["call"] == {"model": MODEL, "stream": True, "max_output": 50, "choices": 2,
+                                       "hidden_input": False, "tool_calls": [], "long_context": False,
+                                       "input_tokens": None, "exact": True}  # counted later, on first use
+        assert exchange_of(flow).body == body
 
     @pytest.mark.parametrize("header", ["x-api-key", "api-key"])
     def test_the_key_is_found_where_sdks_send_it(self, gw, header):
         _, secret = create_key()
         flow = admit(gw, openai_flow(body=chat_body(), headers={header: secret}))
-        assert flow.response is None and flow.metadata[chain.KEY]["name"] == "alice"
+        assert flow.response is None and facts(flow)["key"]["name"] == "alice"
 
     def test_the_same_key_sent_twice_is_one_credential(self, gw):
         _, secret = create_key()
         flow = admit(gw, openai_flow(body=chat_body(), secret=secret, headers={"x-api-key": secret}))
-        assert flow.response is None and chain.KEY in flow.metadata
+        assert flow.response is None and facts(flow)["key"] is not None
 
     def test_missing_credential(self, gw):
         error = assert_refused(admit(gw, openai_flow(body=chat_body())), 401, "invalid_api_key", message="no API key")
@@ -140,12 +141,12 @@ class TestKeys:
     def test_unknown_pouch_key(self, gw):
         flow = admit(gw, openai_flow(body=chat_body(), secret="pouch-" + "x" * 43))
         assert_refused(flow, 401, "invalid_api_key", message="unknown API key")
-        assert flow.metadata[chain.REFUSED]["kind"] == "auth"
+        assert facts(flow)["refused"]["kind"] == "auth"
 
     def test_a_provider_key_is_refused_by_default(self, gw):
         flow = admit(gw, openai_flow(body=chat_body(), secret="sk-proj-real-openai-key"))
         assert_refused(flow, 401, "invalid_api_key")
-        assert chain.OBSERVED not in flow.metadata
+        assert facts(flow)["observed"] is None
 
     def test_revoked_key(self, gw):
         key, secret = create_key()
@@ -167,18 +168,18 @@ class TestKeys:
         stored = key_store.get(key.id)
         assert stored.expires_at == expired + timedelta(days=1)
         assert stored.anchor == expired  # the renewal starts a fresh budget window
-        assert flow.metadata[chain.KEY]["anchor"] == expired.isoformat()
+        assert facts(flow)["key"]["anchor"] == expired.isoformat()
 
     def test_observe_mode_lets_a_provider_key_through_under_a_fingerprint(self, gw):
         gw.configure(pouch_unknown_keys="observe")
         secret = "sk-proj-real-openai-key-1234567890"
         flow = admit(gw, openai_flow(body=chat_body(), secret=secret))
         assert flow.response is None
-        fingerprint = flow.metadata[chain.OBSERVED]
+        fingerprint = facts(flow)["observed"]
         assert re.fullmatch(r"[0-9a-f]{12}", fingerprint)
         assert fingerprint == hashlib.sha256(secret.encode()).hexdigest()[:12]
-        assert chain.KEY not in flow.metadata
-        assert flow.metadata[chain.CALL]["model"] == MODEL  # still metered: usage is recorded
+        assert facts(flow)["key"] is None
+        assert facts(flow)["call"]["model"] == MODEL  # still metered: usage is recorded
         assert secret not in repr(flow.metadata)
 
     def test_observe_mode_copes_with_a_credential_that_is_not_utf8(self, gw):
@@ -191,7 +192,7 @@ class TestKeys:
         gw.configure(pouch_unknown_keys="observe")
         flow = admit(gw, openai_flow(body=chat_body(), secret="pouch-" + "y" * 43))
         assert_refused(flow, 401, "invalid_api_key")
-        assert chain.OBSERVED not in flow.metadata
+        assert facts(flow)["observed"] is None
 
     @pytest.mark.parametrize("method, path", [
         ("POST", "/v1/no/such/thing"), ("GET", "/"), ("PUT", "/v1/chat/completions"),
@@ -212,8 +213,8 @@ class TestKeys:
         flow = openai_flow("/v1/images/generations", {"model": "gpt-image-1", "prompt": "a cat"}, secret=secret)
         admit(gw, flow)
         assert flow.response is None
-        assert flow.metadata[chain.ENDPOINT]["metering"] == "unmetered"
-        assert chain.KEY in flow.metadata and chain.CALL not in flow.metadata
+        assert facts(flow)["endpoint"]["metering"] == "unmetered"
+        assert facts(flow)["key"] is not None and facts(flow)["call"] is None
 
     @pytest.mark.parametrize("method, path", [
         ("GET", "/v1/models"), ("GET", "/v1/models/gpt-4o"), ("POST", "/v1/moderations"),
@@ -222,8 +223,8 @@ class TestKeys:
         _, secret = create_key(models=("gpt-4o",))
         flow = admit(gw, openai_flow(path, method=method, secret=secret, content=b"not json"))
         assert flow.response is None
-        assert flow.metadata[chain.KEY]["name"] == "alice"
-        assert chain.CALL not in flow.metadata and chain.BODY not in flow.metadata
+        assert facts(flow)["key"]["name"] == "alice"
+        assert facts(flow)["call"] is None and exchange_of(flow).body is None
 
     @pytest.mark.parametrize("content", [b"{not json", b'["a list"]', b"\xff\xfe\xfd", b""])
     def test_unreadable_body(self, gw, content):
@@ -250,7 +251,7 @@ class TestKeys:
     def test_model_inside_the_allowlist(self, gw, model):
         _, secret = create_key(models=("gpt-4o", "o3*"))
         flow = admit(gw, openai_flow(body=chat_body(model=model), secret=secret))
-        assert flow.response is None and flow.metadata[chain.CALL]["model"] == model
+        assert flow.response is None and facts(flow)["call"]["model"] == model
 
 
 class TestKeyCache:
@@ -303,4 +304,4 @@ class TestKeyCache:
         monkeypatch.setattr(KeyCache, "load", staticmethod(broken))
         flow = admit(gw, openai_flow(body=chat_body(), secret=secret))
         assert_refused(flow, 503, "store_unavailable", message="key store")
-        assert chain.KEY not in flow.metadata
+        assert facts(flow)["key"] is None

@@ -6,34 +6,13 @@ import pytest
 from mitmproxy import exceptions, http
 
 import addons.mock
-from addons.mock import fit, last_user_text
+from addons.mock import fit
 from pouch.domain.money import Money
 from pouch.services import chain
 from pouch.tokens.count import count_prompt, count_text
-from tests.addon_helpers import MODEL, chat_body, create_key, gateway, openai_flow
+from tests.addon_helpers import MODEL, chat_body, create_key, facts, gateway, openai_flow
 
 STORY = "Tell me a story about a gateway that never overspends"
-
-
-@pytest.mark.parametrize("api, body, text", [
-    ("chat", {"messages": [
-        {"role": "system", "content": "be brief"}, {"role": "user", "content": "first"},
-        {"role": "assistant", "content": "ok"},
-        {"role": "user", "content": [{"type": "text", "text": "second"}, {"type": "image_url", "image_url": {}}]},
-    ]}, "second"),
-    ("chat", {"messages": [{"role": "system", "content": "only a system prompt"}]}, "only a system prompt"),
-    ("chat", {"messages": []}, ""),
-    ("chat", {}, ""),
-    ("responses", {"input": "just a string"}, "just a string"),
-    ("responses", {"input": [{"role": "user", "content": [{"type": "input_text", "text": "hi there"}]}]}, "hi there"),
-    ("completions", {"prompt": ["one", "two"]}, "two"),
-    ("completions", {"prompt": "once upon"}, "once upon"),
-    ("anthropic_messages", {"messages": [{"role": "user", "content": [
-        {"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]}, "a b"),
-    ("gemini", {"contents": [{"role": "user", "parts": [{"text": "ciao"}]}]}, "ciao"),
-])
-def test_last_user_text(api, body, text):
-    assert last_user_text(api, body) == text
 
 
 @pytest.mark.parametrize("max_tokens", [None, 100, 11, 5, 1])
@@ -95,15 +74,15 @@ class TestMock:
         assert completion["choices"][0]["finish_reason"] == "stop"
         prompt, reply = count_prompt(MODEL, chat_body(STORY), "chat"), count_text(MODEL, STORY)
         assert (completion["usage"]["prompt_tokens"], completion["usage"]["completion_tokens"]) == (prompt, reply)
-        assert flow.metadata[chain.MOCK] == {"input_tokens": prompt, "output_tokens": reply}
-        assert chain.REFUSED not in flow.metadata
+        assert facts(flow)["mock"] == {"input_tokens": prompt, "output_tokens": reply}
+        assert facts(flow)["refused"] is None
 
     def test_pouch_mock_all_mocks_every_key(self, gw):
         gw.configure(pouch_mock="all")
         _, secret = create_key()
         flow = through_mock(gw, secret)
         assert flow.response.headers["x-pouch-mock"] == "true"
-        assert chain.MOCK in flow.metadata
+        assert facts(flow)["mock"] is not None
 
     def test_pouch_mock_all_mocks_observed_credentials_too(self, gw):
         gw.configure(pouch_mock="all", pouch_unknown_keys="observe")
@@ -130,8 +109,8 @@ class TestMock:
         budget = count_prompt(MODEL, chat_body(STORY), "chat") * 150_000 + 3 * 600_000
         _, secret = create_key(mock=True, budget=Money(budget))
         flow = through_mock(gw, secret)
-        assert flow.metadata[chain.CAPPED] == 3
-        assert flow.metadata[chain.MOCK]["output_tokens"] <= 3
+        assert facts(flow)["output_capped"] == 3
+        assert facts(flow)["mock"]["output_tokens"] <= 3
 
     def test_a_reply_cut_at_the_cap_pouch_set_says_so(self, gw):
         budget = count_prompt(MODEL, chat_body(STORY), "chat") * 150_000 + 3 * 600_000
@@ -154,7 +133,7 @@ class TestMock:
         assert [len(item["embedding"]) for item in result["data"]] == [1536, 1536]
         prompt = count_prompt("text-embedding-3-small", body, "embeddings")
         assert result["usage"] == {"prompt_tokens": prompt, "total_tokens": prompt}
-        assert flow.metadata[chain.MOCK] == {"input_tokens": prompt, "output_tokens": 0}
+        assert facts(flow)["mock"] == {"input_tokens": prompt, "output_tokens": 0}
 
     def test_a_stream_is_mocked_as_sse(self, gw):
         _, secret = create_key(mock=True)
@@ -184,7 +163,7 @@ class TestMock:
     def test_a_key_that_is_not_a_mock_key_is_untouched(self, gw):
         _, secret = create_key()
         flow = through_mock(gw, secret)
-        assert flow.response is None and chain.MOCK not in flow.metadata
+        assert flow.response is None and facts(flow)["mock"] is None
 
     def test_free_endpoints_are_not_mocked(self, gw):
         _, secret = create_key(mock=True)
@@ -196,9 +175,9 @@ class TestMock:
         flow = gw.request(openai_flow(body=chat_body(), secret=secret), until=gw.budget)
         flow.response = http.Response.make(204)
         gw.run(gw.mock.request(flow))
-        assert flow.response.status_code == 204 and chain.MOCK not in flow.metadata
+        assert flow.response.status_code == 204 and facts(flow)["mock"] is None
 
     def test_a_refused_request_is_not_mocked(self, gw):
         _, secret = create_key(mock=True, budget=Money(0))
         flow = through_mock(gw, secret)
-        assert flow.response.status_code == 429 and chain.MOCK not in flow.metadata
+        assert flow.response.status_code == 429 and facts(flow)["mock"] is None

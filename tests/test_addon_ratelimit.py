@@ -11,7 +11,7 @@ from pouch.domain.periods import utcnow
 from pouch.services import chain
 from pouch.store import keys as key_store
 from pouch.tokens.count import count_prompt
-from tests.addon_helpers import MODEL, chat_body, create_key, error_of, gateway, openai_flow
+from tests.addon_helpers import MODEL, chat_body, create_key, error_of, facts, gateway, openai_flow
 
 PROMPT = count_prompt(MODEL, chat_body(), "chat")  # 8
 
@@ -49,7 +49,7 @@ def assert_rate_limited(flow):
     assert flow.response is not None and flow.response.status_code == 429
     error = error_of(flow)
     assert (error["code"], error["type"]) == ("rate_limit_exceeded", "requests")
-    assert flow.metadata[chain.REFUSED]["kind"] == "rate"
+    assert facts(flow)["refused"]["kind"] == "rate"
     return error
 
 
@@ -177,7 +177,7 @@ class TestRateLimit:
         answered = gw.request(openai_flow(body=chat_body(), secret=secret), until=gw.keys)
         answered.response = http.Response.make(204)
         gw.run(gw.ratelimit.request(answered))
-        assert answered.response.status_code == 204 and chain.REFUSED not in answered.metadata
+        assert answered.response.status_code == 204 and facts(answered)["refused"] is None
         assert through_ratelimit(gw, secret).response is None  # the answered flow took nothing
 
     def test_keys_without_limits_are_untouched(self, gw, clock):
@@ -257,5 +257,5 @@ class TestTokensPerMinuteWorstCase:
         payload = chat_completions(json.loads(flow.request.content), Controls(
             usage={"prompt_tokens": PROMPT, "completion_tokens": 900}))
         gw.respond(flow, http.Response.make(200, json.dumps(payload), {"content-type": "application/json"}))
-        assert flow.metadata[chain.RESULT]["outcome"] == "overrun"
+        assert facts(flow)["usage"]["outcome"] == "overrun"
         assert_rate_limited(through_ratelimit(gw, secret, chat_body(max_tokens=190)))  # 908 + 198 > 1000

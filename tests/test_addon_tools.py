@@ -20,7 +20,7 @@ from pouch.services import chain
 from pouch.services.explain import explain
 from pouch.services.store_thread import store_thread
 from pouch.store.database import LedgerRow, ReservationRow, UsageRow
-from tests.addon_helpers import MODEL, create_key, error_of, gateway, openai_flow
+from tests.addon_helpers import MODEL, create_key, error_of, facts, gateway, openai_flow
 from tests.fakes.openai_shapes import Controls, responses
 
 INPUT, OUTPUT, CONTEXT = 150_000, 600_000, 128_000
@@ -45,11 +45,11 @@ def sent(gw, secret, body, path="/v1/responses"):
 
 
 def reserved(flow) -> int:
-    return Money.usd(flow.metadata[chain.RESERVATION]["amount_usd"]).pico
+    return Money.usd(facts(flow)["reservation"]["amount_usd"]).pico
 
 
 def input_tokens(flow) -> int:
-    return flow.metadata[chain.CALL]["input_tokens"]
+    return facts(flow)["call"]["input_tokens"]
 
 
 def spent(key) -> tuple[int, int]:
@@ -75,7 +75,7 @@ class TestReservation:
         flow = sent(gw, secret, search_body(max_tool_calls=1, tools=[{"type": "web_search_preview"}]))
         assert json.loads(flow.request.content)["max_tool_calls"] == 1
         assert reserved(flow) == input_tokens(flow) * INPUT + PREVIEW + CONTEXT * INPUT + 50 * OUTPUT
-        assert chain.TOOLS_CAPPED not in flow.metadata
+        assert facts(flow)["tools_capped"] is None
 
     def test_the_operator_sets_the_default(self, gw):
         gw.configure(pouch_tool_calls=1)
@@ -162,7 +162,7 @@ class TestSettlement:
         assert spent(key) == (charged, 0)
         row = UsageRow.get()
         assert (row.outcome, row.cost_pico, row.reserved_pico) == ("overrun", charged, reserved(flow))
-        assert flow.metadata[chain.RESULT]["outcome"] == "overrun"
+        assert facts(flow)["usage"]["outcome"] == "overrun"
         assert f"OVERRUN: reserved {Money(reserved(flow))}" in explain(flow)
         refused = sent(gw, secret, {"model": MODEL, "input": "hi", "max_output_tokens": 1})
         assert refused.response.status_code == 429 and error_of(refused)["code"] == "insufficient_quota"

@@ -22,7 +22,7 @@ from pouch.store import ledger
 from pouch.store import usage as usage_store
 from pouch.store.database import LedgerRow, ReservationRow, UsageRow
 from pouch.tokens.count import count_prompt, count_text
-from tests.addon_helpers import MODEL, chat_body, create_key, gateway, openai_flow, sse_chunks
+from tests.addon_helpers import MODEL, chat_body, create_key, exchange_of, facts, gateway, openai_flow, sse_chunks
 from tests.fakes.openai_shapes import Controls, chat_completions, responses
 
 INPUT, CACHED, OUTPUT = 150_000, 75_000, 600_000
@@ -55,7 +55,7 @@ def upstream_body(flow) -> dict:
 
 
 def reserved(flow) -> int:
-    return Money.usd(flow.metadata[chain.RESERVATION]["amount_usd"]).pico
+    return Money.usd(facts(flow)["reservation"]["amount_usd"]).pico
 
 
 def settled(key=None):
@@ -90,13 +90,13 @@ class TestJSON:
             "status": 200, "streamed": False, "input_tokens": 20, "cached_tokens": 4, "cache_write_tokens": 0,
             "output_tokens": 7, "reasoning_tokens": 0, "cost_usd": "0.0000069", "mock": False, "observed": False,
             "request_id": "req_0123", "outcome": "ok", "tool_calls": {},
-            "reserved_usd": flow.metadata[chain.RESERVATION]["amount_usd"],
+            "reserved_usd": facts(flow)["reservation"]["amount_usd"],
         }
         assert row["latency_ms"] >= 0 and row["ttft_ms"] >= 0
         stored = only_row()
-        assert (stored.key_id, stored.reservation_id) == (key.id, flow.metadata[chain.RESERVATION]["id"])
-        assert flow.metadata[chain.RESULT]["charged_usd"] == "0.0000069"
-        assert flow.metadata[chain.RESULT]["outcome"] == "ok"
+        assert (stored.key_id, stored.reservation_id) == (key.id, facts(flow)["reservation"]["id"])
+        assert facts(flow)["usage"]["charged_usd"] == "0.0000069"
+        assert facts(flow)["usage"]["outcome"] == "ok"
 
     def test_a_2xx_without_usage_is_charged_the_full_reservation(self, gw, alice):
         key, secret = alice
@@ -158,7 +158,7 @@ class TestJSON:
         monkeypatch.delenv("OPENAI_API_KEY")  # the upstream link refuses
         key, secret = alice
         flow = sent(gw, secret)
-        assert flow.response.status_code == 500 and chain.RESERVATION in flow.metadata
+        assert flow.response.status_code == 500 and facts(flow)["reservation"] is not None
         gw.hook("response", flow)  # mitmproxy's only hook for an answer set in the request phase
         assert settled(key) == 0
         row = only_row()
@@ -192,7 +192,7 @@ class TestJSON:
         gw.configure(pouch_unknown_keys="observe")
         secret = "sk-proj-someone-elses-key"
         flow = sent(gw, secret)
-        assert chain.RESERVATION not in flow.metadata
+        assert facts(flow)["reservation"] is None
         payload = chat_completions(upstream_body(flow), Controls(usage={"prompt_tokens": 12, "completion_tokens": 3}))
         gw.respond(flow, http.Response.make(200, json.dumps(payload), JSON))
         settled()
@@ -229,13 +229,13 @@ class TestStreams:
         flow = gw.request(openai_flow(body=body, secret=secret), until=gw.mock)
         flow.response = http.Response.make(204)
         gw.run(gw.usage.request(flow))
-        assert flow.metadata[chain.BODY] == body
-        assert chain.INJECTED_USAGE not in flow.metadata and chain.BODY_CHANGED not in flow.metadata
+        assert exchange_of(flow).body == body
+        assert not exchange_of(flow).injected_usage and not exchange_of(flow).body_changed
 
     def test_usage_the_client_asked_for_is_kept(self, gw, alice):
         key, secret = alice
         flow = sent(gw, secret, chat_body(SAID, stream=True, stream_options={"include_usage": True}))
-        assert chain.INJECTED_USAGE not in flow.metadata
+        assert not exchange_of(flow).injected_usage
         events = stream_events(flow, usage={"prompt_tokens": 30, "completion_tokens": 5})
         received = gw.respond(flow, http.Response.make(200, b"", SSE), sse_chunks(events))
         assert received == b"".join(events)
@@ -278,7 +278,7 @@ class TestStreams:
     def test_a_responses_stream_is_charged_from_its_final_event(self, gw, alice):
         key, secret = alice
         flow = sent(gw, secret, {"model": MODEL, "input": SAID, "stream": True}, path="/v1/responses")
-        assert chain.INJECTED_USAGE not in flow.metadata  # a responses stream always ends with usage
+        assert not exchange_of(flow).injected_usage  # a responses stream always ends with usage
         controls = Controls(usage={"input_tokens": 9, "output_tokens": 2})
         events = [event.data for event in responses(upstream_body(flow), controls)]
         received = gw.respond(flow, http.Response.make(200, b"", SSE), sse_chunks(events, size=101))

@@ -1,4 +1,4 @@
-"""What the links share (pouch/services/chain.py): metadata, the one way to answer, fail_closed."""
+"""What the links share (pouch/services/chain.py): the exchange, the one way to answer, fail_closed."""
 
 import asyncio
 import contextlib
@@ -9,9 +9,10 @@ from mitmproxy import flow as mflow
 from mitmproxy import http
 
 from pouch.domain import errors
+from pouch.providers.base import Endpoint
 from pouch.providers.registry import PROVIDERS
 from pouch.services import chain
-from tests.addon_helpers import chat_body, openai_flow
+from tests.addon_helpers import chat_body, facts, openai_flow
 
 
 def run(coroutine):
@@ -19,9 +20,12 @@ def run(coroutine):
 
 
 def llm_flow():
-    flow = openai_flow(body=chat_body())
-    flow.metadata[chain.PROVIDER] = "openai"
-    return flow
+    return openai_flow(body=chat_body())
+
+
+def other_flow():
+    """A flow to a host that is not an LLM provider's."""
+    return openai_flow(body=chat_body(), host="example.com")
 
 
 @pytest.mark.parametrize("endpoint, metered", [
@@ -33,13 +37,17 @@ def llm_flow():
 def test_metered(endpoint, metered):
     flow = openai_flow()
     if endpoint:
-        flow.metadata[chain.ENDPOINT] = endpoint
+        chain.exchange(flow).endpoint = Endpoint(**endpoint)
     assert chain.metered(flow) is metered
 
 
 def test_provider_of():
-    assert chain.provider_of(openai_flow()) is None
-    assert chain.provider_of(llm_flow()) is PROVIDERS["openai"]
+    assert chain.provider_of(other_flow()) is None
+    assert chain.provider_of(llm_flow()) is PROVIDERS["openai"]  # by the host the client called, once
+    routed = llm_flow()
+    chain.provider_of(routed)
+    routed.request.host = "127.0.0.1"  # pouch_route sent it on: still the provider's flow
+    assert chain.provider_of(routed) is PROVIDERS["openai"]
 
 
 @pytest.mark.parametrize("error, status, code, kind", [
@@ -61,7 +69,7 @@ def test_refuse_answers_in_the_providers_shape(error, status, code, kind):
     assert flow.response.headers["content-type"] == "application/json"
     assert json.loads(flow.response.content) == {
         "error": {"message": error.message, "type": kind, "param": None, "code": code}}
-    assert flow.metadata[chain.REFUSED] == {"kind": error.kind, "code": code, "status": status,
+    assert facts(flow)["refused"] == {"kind": error.kind, "code": code, "status": status,
                                             "message": error.message}
 
 
@@ -80,7 +88,7 @@ def test_budget_refusals_tell_sdks_not_to_retry():
 
 def test_refuse_needs_an_llm_flow():
     with pytest.raises(RuntimeError):
-        chain.refuse(openai_flow(), errors.BadRequest("bad"))
+        chain.refuse(other_flow(), errors.BadRequest("bad"))
 
 
 class Link:
@@ -114,16 +122,16 @@ class TestFailClosed:
         error = json.loads(flow.response.content)["error"]
         assert error["code"] == "gateway_error"
         assert "Link failed" in error["message"] and "not forwarded" in error["message"]
-        assert flow.metadata[chain.REFUSED]["kind"] == "gateway"
+        assert facts(flow)["refused"]["kind"] == "gateway"
 
     def test_a_flow_without_a_provider_is_killed(self):
-        flow = openai_flow(body=chat_body())
+        flow = other_flow()
         run(Link(KeyError("boom")).request(flow))
         assert flow.response is None
         assert flow.error is not None and flow.error.msg == mflow.Error.KILLED_MESSAGE
 
     def test_a_pouch_error_on_a_flow_without_a_provider_is_not_forwarded(self):
-        flow = openai_flow(body=chat_body())
+        flow = other_flow()
         run(Link(errors.GatewayError("not accounted for")).request(flow))
         assert flow.response is not None or flow.error is not None
 
@@ -133,7 +141,7 @@ class TestFailClosed:
         answer = http.Response.make(200, b"mock")
         with contextlib.suppress(errors.PouchError):  # mitmproxy logs what escapes a hook
             run(Link(error, answer).request(flow))
-        assert flow.response is answer and chain.REFUSED not in flow.metadata
+        assert flow.response is answer and facts(flow)["refused"] is None
 
     @pytest.mark.parametrize("error", [errors.BadRequest("late"), RuntimeError("late")])
     def test_response_phase_failures_never_rewrite_the_response(self, error):
@@ -142,7 +150,7 @@ class TestFailClosed:
         with contextlib.suppress(errors.PouchError):  # mitmproxy logs what escapes a hook
             run(Link(error).response(flow))
         assert flow.response is answer and flow.response.content == b"upstream"
-        assert chain.REFUSED not in flow.metadata
+        assert facts(flow)["refused"] is None
 
     def test_the_hook_result_is_passed_through(self):
         class Answers:

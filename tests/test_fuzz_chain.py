@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pouch.domain.money import Money
 from pouch.services import chain
 from pouch.store import ledger
-from tests.addon_helpers import create_key, gateway, openai_flow
+from tests.addon_helpers import create_key, exchange_of, facts, gateway, openai_flow
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
@@ -66,7 +66,7 @@ def test_whatever_arrives_is_refused_in_shape_or_forwarded_accounted(monkeypatch
             headers = data.draw(credentials(secret))
             flow = openai_flow(path, method=method, content=body, headers=headers)
             gw.request(flow)
-            assert chain.BODY not in flow.metadata, "the parsed body never stays on the flow"
+            assert exchange_of(flow).body is None, "the parsed body never stays on the flow"
             if flow.response is not None:
                 assert 400 <= flow.response.status_code < 500, (flow.response.status_code, flow.response.content[:300])
                 error = json.loads(flow.response.content)["error"]
@@ -75,9 +75,9 @@ def test_whatever_arrives_is_refused_in_shape_or_forwarded_accounted(monkeypatch
                 gw.hook("response", flow)
                 return
             assert flow.error is None, "never killed without an answer"
-            assert chain.KEY in flow.metadata, "only requests with a resolved key are forwarded"
+            assert facts(flow)["key"] is not None, "only requests with a resolved key are forwarded"
             if chain.metered(flow):
-                assert chain.RESERVATION in flow.metadata, "a metered request is forwarded only with a reservation"
+                assert facts(flow)["reservation"] is not None, "a metered request is forwarded only with a reservation"
                 json.loads(flow.request.content)  # what goes upstream is still JSON
             sent = bytes(flow.request.headers.fields.__repr__(), "utf-8") + flow.request.path.encode()
             assert secret.encode() not in sent, "the pouch key never goes upstream"

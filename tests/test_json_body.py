@@ -16,7 +16,7 @@ from pouch.domain.money import Money
 from pouch.providers.json_body import check_headers, check_lowercase_names, parse_json_object
 from pouch.services import chain
 from pouch.store import ledger
-from tests.addon_helpers import MODEL, chat_body, create_key, gateway, openai_flow
+from tests.addon_helpers import MODEL, chat_body, create_key, exchange_of, facts, gateway, openai_flow
 
 try:
     from compression import zstd
@@ -248,8 +248,8 @@ class TestChain:
         _, secret = create_key(budget=Money.usd("10"))
         flow = gw.request(request(provider, bodies(provider)[kind], secret))
         assert REFUSALS[kind] in error_message(provider, flow)
-        assert flow.metadata[chain.REFUSED]["kind"] == "request"
-        assert chain.RESERVATION not in flow.metadata and chain.CALL not in flow.metadata
+        assert facts(flow)["refused"]["kind"] == "request"
+        assert facts(flow)["reservation"] is None and facts(flow)["call"] is None
         gw.hook("response", flow)
         assert ledger.open_reservations() == 0
 
@@ -260,7 +260,7 @@ class TestChain:
         flow = gw.request(request(provider, raw, secret, {"content-encoding": coding}))
         message = error_message(provider, flow)
         assert f"Content-Encoding '{coding}' is not supported" in message and "not valid JSON" not in message
-        assert chain.RESERVATION not in flow.metadata
+        assert facts(flow)["reservation"] is None
 
     def test_a_body_that_is_not_what_its_encoding_says_is_refused(self, gw, provider):
         _, secret = create_key(budget=Money.usd("10"))
@@ -272,8 +272,8 @@ class TestChain:
         _, secret = create_key(budget=Money.usd("10"))
         raw = bodies(provider)["valid"]
         flow = gw.request(request(provider, COMPRESS[coding](raw), secret, {"content-encoding": coding}))
-        assert flow.response is None and chain.RESERVATION in flow.metadata
-        assert flow.metadata[chain.CALL]["max_output"] == 20
+        assert flow.response is None and facts(flow)["reservation"] is not None
+        assert facts(flow)["call"]["max_output"] == 20
         assert "content-encoding" not in flow.request.headers
         assert flow.request.raw_content == raw
         assert flow.request.headers["content-length"] == str(len(raw))
@@ -297,7 +297,7 @@ def test_a_compressed_body_pouch_rewrites_goes_upstream_uncompressed(gw):
     _, secret = create_key(budget=Money.usd("10"))
     raw = gzip.compress(json.dumps(chat_body(max_tokens=20, stream=True)).encode())
     flow = gw.request(request("openai", raw, secret, {"content-encoding": "gzip"}))
-    assert flow.response is None and flow.metadata[chain.INJECTED_USAGE]
+    assert flow.response is None and exchange_of(flow).injected_usage
     assert "content-encoding" not in flow.request.headers
     assert json.loads(flow.request.raw_content) == chat_body(max_tokens=20, stream=True,
                                                              stream_options={"include_usage": True})

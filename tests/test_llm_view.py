@@ -4,7 +4,6 @@ import pytest
 from mitmproxy import contentviews, http
 from mitmproxy.test import taddons, tflow, tutils
 
-from pouch.services import chain
 from pouch.services.llm_view import PRIORITY, LLMView, api_of
 from tests.fakes import openai_shapes as shapes
 
@@ -80,18 +79,19 @@ def test_not_picked_for_a_provider_endpoint_without_a_transcript(view):
 
 
 def test_routed_flow_is_found_through_the_chain_metadata(view):
-    """pouch_route rewrote host and path; the chain's classification still names the API."""
+    """pouch_route rewrote host and path; the chain's classification (the saved snapshot of its
+    exchange, flow.metadata["pouch"]) still names the API."""
     endpoint = {"name": "chat.completions", "metering": "metered", "api": "chat"}
     f = flow(host="127.0.0.1", path="/proxy/v1/chat/completions", response={"choices": []},
-             metadata={chain.PROVIDER: "openai", chain.ENDPOINT: endpoint})  # fmt: skip
+             metadata={"pouch": {"provider": "openai", "endpoint": endpoint}})  # fmt: skip
     assert api_of(f) == "chat"
     assert shown(f.request, f).view_name == "LLM"
-    free = flow(metadata={chain.PROVIDER: "openai", chain.ENDPOINT: {"name": "x", "metering": "free", "api": ""}})
+    free = flow(metadata={"pouch": {"provider": "openai", "endpoint": {"name": "x", "metering": "free", "api": ""}}})
     assert api_of(free) is None
 
 
 def test_provider_from_metadata_when_the_endpoint_is_not_recorded(view):
-    f = flow(host="127.0.0.1", metadata={chain.PROVIDER: "openai"})
+    f = flow(host="127.0.0.1", metadata={"pouch": {"provider": "openai"}})
     assert api_of(f) == "chat"
 
 
@@ -114,7 +114,9 @@ def test_unreadable_bodies_never_raise(view):
     assert shown(f.request, f).text.startswith("(not JSON: ")
     assert shown(f.response, f).text.startswith("(not JSON: ")
     metadata = contentviews.Metadata(flow=f, http_message=f.request)
-    f.metadata[chain.ENDPOINT] = ["not", "a", "dict"]
+    f.metadata["pouch"] = {"endpoint": ["not", "a", "dict"]}
+    assert isinstance(view.prettify(b"\xff\xfe", metadata), str)
+    f.metadata["pouch"] = ["not", "a", "dict"]
     assert isinstance(view.prettify(b"\xff\xfe", metadata), str)
 
 
@@ -125,7 +127,7 @@ def test_priority(view):
     assert view.render_priority(b"", request) == 0
     assert view.render_priority(b"{}", contentviews.Metadata(flow=f)) == 0  # not an HTTP body (WebSocket, TCP)
     assert view.render_priority(b"{}", contentviews.Metadata()) == 0
-    f.metadata[chain.PROVIDER] = ["unhashable"]
+    f.metadata["pouch"] = {"provider": ["unhashable"]}
     assert view.render_priority(f.request.content, request) == PRIORITY  # found by host instead
 
 

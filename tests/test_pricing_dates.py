@@ -113,8 +113,7 @@ def test_settlement_prices_a_request_by_its_own_time(monkeypatch):
     flow = tflow.tflow()
     flow.request.timestamp_start = LAST_MINUTE.timestamp()
     usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
-    call = {"model": "argon-test", "tool_calls": []}
-    _, charged = usage_link.billed(usage, call, "gemini", None, chain.requested_at(flow))
+    _, charged = usage_link.billed(usage, "argon-test", (), "gemini", None, chain.requested_at(flow))
     assert chain.requested_at(flow) == LAST_MINUTE and charged == Money.usd("12")
     flow.request.timestamp_start = NEW_DAY.timestamp()
-    assert usage_link.billed(usage, call, "gemini", None, chain.requested_at(flow))[1] == Money.usd("24")
+    assert usage_link.billed(usage, "argon-test", (), "gemini", None, chain.requested_at(flow))[1] == Money.usd("24")

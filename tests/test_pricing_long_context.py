@@ -16,7 +16,7 @@ from pouch.pricing.price_file import parse_prices
 from pouch.pricing.reserve import Bounds, context_window, unpriced_context, worst_case
 from pouch.pricing.table import PriceTable
 from pouch.services import chain
-from tests.addon_helpers import chat_body, create_key, error_of, gateway, openai_flow
+from tests.addon_helpers import chat_body, create_key, error_of, facts, gateway, openai_flow
 
 M = Money.per_million
 SHORT = Price(model="short", provider="anthropic", mode="chat", input=M("3"), output=M("15"), source="t",
@@ -104,7 +104,7 @@ def test_the_context_1m_beta_without_a_long_context_price_is_refused(gw):
 def test_the_context_1m_beta_with_a_long_context_price_is_reserved_at_it(gw):
     _, secret = create_key(budget=Money.usd("50"))
     flow = messages(gw, secret, "long-model", beta="context-1m-2025-08-07")
-    assert flow.response is None and chain.RESERVATION in flow.metadata
+    assert flow.response is None and facts(flow)["reservation"] is not None
     plain = messages(gw, secret, "long-model")
     assert plain.response is None  # without the beta: the short context, the same model
 
@@ -125,9 +125,8 @@ def test_a_provider_billing_beyond_the_known_window_is_logged(monkeypatch, caplo
 
     prices = PriceTable(parse_prices({"models": [entry("short-model", max_input_tokens=200_000)]}, "test"))
     monkeypatch.setattr(usage_link, "price_table", lambda: prices)
-    call = {"model": "short-model", "tool_calls": []}
     with caplog.at_level(logging.WARNING):
-        usage_link.billed(Usage(input_tokens=200_000, output_tokens=1), call, "anthropic", None)
+        usage_link.billed(Usage(input_tokens=200_000, output_tokens=1), "short-model", (), "anthropic", None)
         assert not caplog.records
-        usage_link.billed(Usage(input_tokens=250_000, output_tokens=1), call, "anthropic", None)
+        usage_link.billed(Usage(input_tokens=250_000, output_tokens=1), "short-model", (), "anthropic", None)
     assert "anthropic billed 250000 input tokens of short-model, above the 200000-token window" in caplog.text

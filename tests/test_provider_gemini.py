@@ -20,7 +20,7 @@ from pouch.providers.gemini import STREAM_ARRAY, Gemini
 from pouch.services import chain
 from pouch.services.store_thread import store_thread
 from pouch.tokens.count import count_prompt
-from tests.addon_helpers import create_key, gateway, openai_flow
+from tests.addon_helpers import create_key, facts, gateway, openai_flow
 
 PROVIDER = Gemini()
 HOST = "https://generativelanguage.googleapis.com"
@@ -618,7 +618,7 @@ def test_chain_streamed_array_billed_from_its_usage(gw):
     received = gw.respond(flow, http.Response.make(200, b"", {"content-type": "application/json"}), chunks)
     assert received == array(RESPONSES)
     store_thread.drain()
-    result = flow.metadata[chain.RESULT]
+    result = facts(flow)["usage"]
     assert (result["input_tokens"], result["cached_tokens"], result["output_tokens"]) == (812, 512, 621)
     # (812 - 512) x 0.30 + 512 x 0.03 + 621 x 2.50 = 90 + 15.36 + 1552.5 micro-dollars
     assert result["charged_usd"] == Money.usd("0.00165786").json()
@@ -631,7 +631,7 @@ def test_chain_mock_embeddings(gw):
     flow = gw.request(gemini_flow("/v1beta/models/gemini-embedding-001:batchEmbedContents", body, {"x-goog-api-key": secret}))
     gw.hook("response", flow)
     assert [len(e["values"]) for e in json.loads(flow.response.content)["embeddings"]] == [3072, 3072]
-    assert flow.metadata[chain.MOCK]["input_tokens"] > 0 and flow.metadata[chain.MOCK]["output_tokens"] == 0
+    assert facts(flow)["mock"]["input_tokens"] > 0 and facts(flow)["mock"]["output_tokens"] == 0
 
 
 def test_chain_refusal_is_google_shaped(gw):

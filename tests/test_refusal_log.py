@@ -14,7 +14,7 @@ from pouch.services.secrets import redact_text
 from pouch.services.store_thread import store_thread
 from pouch.store import refusals
 from pouch.store.database import RefusalRow
-from tests.addon_helpers import MODEL, chat_body, create_key, gateway, openai_flow
+from tests.addon_helpers import MODEL, chat_body, create_key, facts, gateway, openai_flow
 
 SECRET_TAIL = "A" * 43  # the random part of a pouch key
 
@@ -49,8 +49,8 @@ class TestThroughTheChain:
         assert flow.response.status_code == 429
         [row] = refusals.rows()
         assert (row["key"], row["model"], row["endpoint"], row["status"], row["reason"]) == (
-            "alice", MODEL, flow.metadata[chain.ENDPOINT]["name"], 429, "insufficient_quota")
-        assert row["message"] == flow.metadata[chain.REFUSED]["message"]
+            "alice", MODEL, facts(flow)["endpoint"]["name"], 429, "insufficient_quota")
+        assert row["message"] == facts(flow)["refused"]["message"]
 
     def test_a_disallowed_model_is_recorded_against_the_key(self, gw):
         _, secret = create_key("bob", models=("gpt-4o-mini",))
@@ -109,10 +109,8 @@ class HeldThread:
 
 def refused_flow():
     flow = tflow.tflow()
-    flow.metadata[chain.PROVIDER] = "openai"
-    error = InvalidKey("unknown API key")
-    flow.metadata[chain.REFUSED] = {"kind": error.kind, "code": error.code, "status": error.status,
-                                    "message": error.message}
+    flow.request.host = "api.openai.com"
+    chain.refuse(flow, InvalidKey("unknown API key"))
     return flow
 
 
@@ -173,7 +171,8 @@ class TestQueue:
     def test_a_malformed_refusal_never_raises(self, store, caplog):
         log = RefusalLog(HeldThread())
         flow = tflow.tflow()
-        flow.metadata[chain.REFUSED] = {}
+        flow.request.host = "api.openai.com"
+        chain.exchange(flow).refusal = {"kind": "auth"}  # no status, no message
         with caplog.at_level(logging.ERROR):
             log.note(flow)
         assert "could not note a refusal" in caplog.text and log.queued == 0

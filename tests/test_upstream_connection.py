@@ -17,6 +17,7 @@ from mitmproxy.test import tflow
 
 from pouch.services import chain, upstream_connection
 from pouch.services.upstream_connection import explain
+from tests.addon_helpers import facts
 
 ADDRESS = ("127.0.0.1", 4431)
 
@@ -56,9 +57,11 @@ def stream_for(flow, *, body_read=True) -> HttpStream:
 
 
 def llm_flow():
+    """A chain's flow to api.openai.com, which pouch_route sent on to ADDRESS."""
     flow = tflow.tflow()
+    flow.request.host, flow.request.port = "api.openai.com", 443
+    chain.exchange(flow)  # the links took it up before the route
     flow.request.host, flow.request.port = ADDRESS
-    flow.metadata[chain.PROVIDER] = "openai"
     return flow
 
 
@@ -88,7 +91,7 @@ def test_a_connection_that_opens_is_mitmproxys_own():
     sent, ok = drive(upstream_connection.make_server_connection(stream), (server, None))
     assert ok is True and len(sent) == 1 and isinstance(sent[0], GetHttpConnection)
     assert sent[0].address == ADDRESS and stream.context.server is server and stream.flow.server_conn is server
-    assert stream.flow.response is None and chain.REFUSED not in stream.flow.metadata
+    assert stream.flow.response is None and facts(stream.flow)["refused"] is None
 
 
 @pytest.mark.parametrize("case", ["not an llm flow", "request body streamed upstream", "already answered"])
@@ -107,7 +110,7 @@ def test_other_failures_get_mitmproxys_own_handling(case):
     assert any(isinstance(c, HttpErrorHook) for c in sent)
     protocol_errors = [c.event for c in sent if isinstance(getattr(c, "event", None), ResponseProtocolError)]
     assert [e.message for e in protocol_errors] == ["[Errno 111] Connect call failed"], "mitmproxy's error page"
-    assert chain.REFUSED not in ours.flow.metadata and ours.flow.error.msg == "[Errno 111] Connect call failed"
+    assert facts(ours.flow)["refused"] is None and ours.flow.error.msg == "[Errno 111] Connect call failed"
 
 
 def test_a_failed_llm_connection_is_answered_in_the_providers_shape():
@@ -124,7 +127,7 @@ def test_a_failed_llm_connection_is_answered_in_the_providers_shape():
     error = json.loads(data.data)["error"]
     assert error["code"] == "upstream_unreachable" and error["type"] == "server_error"
     assert "connection refused" in error["message"] and "127.0.0.1:4431" in error["message"]
-    assert stream.flow.metadata[chain.REFUSED]["kind"] == "upstream" and stream.flow.error is None
+    assert facts(stream.flow)["refused"]["kind"] == "upstream" and stream.flow.error is None
 
 
 def test_install_wraps_once(monkeypatch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from mitmproxy import http
 
 from pouch.domain.money import Money
-from pouch.services import chain
+from pouch.services import exchange
 
 
 def explain(flow: http.HTTPFlow) -> str | None:
@@ -15,18 +15,19 @@ def explain(flow: http.HTTPFlow) -> str | None:
     widened: about 18 characters) shows them: ``$0.00000375 alice · gpt-4o-mini · in 9 · ...``.
     The key is named as ``pouch usage`` names it (``observed:<fingerprint>`` for observed traffic).
     """
-    if chain.PROVIDER not in flow.metadata:
+    facts = exchange.snapshot(flow)
+    if facts is None:
         return None
-    key = flow.metadata.get(chain.KEY)
-    who = key["name"] if key else f"observed:{flow.metadata.get(chain.OBSERVED, '?')}"
-    refused = flow.metadata.get(chain.REFUSED)
+    key = facts.get("key")
+    who = key["name"] if key else f"observed:{facts.get('observed') or '?'}"
+    refused = facts.get("refused")
     if refused:
         return f"refused {refused['kind']} · {who} · {refused['message']}"
-    call, result = flow.metadata.get(chain.CALL), flow.metadata.get(chain.RESULT)
+    call, result = facts.get("call"), facts.get("usage")
     if not call or not result:
-        endpoint = flow.metadata.get(chain.ENDPOINT)
+        endpoint = facts.get("endpoint")
         return f"{who} · {endpoint['name'] if endpoint else flow.request.path} · not metered"
-    mock = bool(flow.metadata.get(chain.MOCK))
+    mock = bool(facts.get("mock"))
     # A mock is charged nothing: what it would have cost, said to be a mock before the amount.
     cost = f"mock {Money.usd(result['cost_usd'])}" if mock else str(Money.usd(result["charged_usd"]))
     parts = [f"{cost} {who}", call["model"]]
@@ -41,7 +42,7 @@ def explain(flow: http.HTTPFlow) -> str | None:
     parts.append(tokens)
     if result["outcome"] == "overrun":
         parts.append(f"OVERRUN: reserved {Money.usd(result['reserved_usd'])}")
-    if (left := budget_left(flow)) is not None:
+    if (left := budget_left(facts)) is not None:
         after, in_flight = left
         parts.append(f"left {exact(after)} after settling ({exact(in_flight)} while in flight)")
     parts.append(f"{result['latency_ms']} ms")
@@ -57,7 +58,7 @@ def exact(amount: Money) -> str:
     return f"-${(Money(0) - amount).json()}" if amount.pico < 0 else f"${amount.json()}"
 
 
-def budget_left(flow: http.HTTPFlow) -> tuple[Money, Money] | None:
+def budget_left(facts: dict) -> tuple[Money, Money] | None:
     """(budget left after this request settled, budget left while it was in flight) for a
     settled request of a key with a budget; None otherwise.
 
@@ -67,7 +68,7 @@ def budget_left(flow: http.HTTPFlow) -> tuple[Money, Money] | None:
     given back and what the request was charged taken instead. Other requests of the key
     that settled meanwhile are in neither.
     """
-    reservation, result = flow.metadata.get(chain.RESERVATION), flow.metadata.get(chain.RESULT)
+    reservation, result = facts.get("reservation"), facts.get("usage")
     if not reservation or not result or reservation["remaining_usd"] is None:
         return None
     in_flight = Money.usd(reservation["remaining_usd"])

@@ -14,7 +14,7 @@ from mitmproxy import contentviews, http
 from pouch.providers import registry, transcript
 from pouch.providers.registry import PROVIDERS, for_host
 from pouch.providers.sse import SSESplitter
-from pouch.services import chain
+from pouch.services import exchange
 from pouch.services.explain import explain
 from pouch.services.stream_body import truncation
 
@@ -46,11 +46,12 @@ def api_of(flow: http.HTTPFlow) -> str | None:
     The chain's own classification comes first: once ``pouch_route`` sent a request on, its
     host (and Host header) and path are the upstream's, not the provider's.
     """
-    endpoint = flow.metadata.get(chain.ENDPOINT)
+    facts = exchange.snapshot(flow) or {}
+    endpoint = facts.get("endpoint")
     if isinstance(endpoint, dict):
         api = endpoint.get("api")
         return api if isinstance(api, str) and transcript.renderer(api) else None
-    name = flow.metadata.get(chain.PROVIDER)
+    name = facts.get("provider")
     provider = (
         (PROVIDERS.get(name) if isinstance(name, str) else None)
         or for_host(flow.request.pretty_host, flow.request.port)

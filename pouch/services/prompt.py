@@ -17,35 +17,36 @@ from pouch.tokens.count import count_prompt, count_text, input_upper_bound, is_e
 OFF_LOOP_BYTES = 32 * 1024
 
 
-def _count(call: dict, body: dict, api: str) -> tuple[int, bool]:
+def _count(model: str, body: dict, api: str) -> tuple[int, bool]:
     try:
-        counted = count_prompt(call["model"], body, api)
+        counted = count_prompt(model, body, api)
     except ValueError as e:
         raise BadRequest(f"cannot read the prompt: {e}") from None
-    exact = is_exact(call["model"])
-    return (counted if exact else input_upper_bound(call["model"], counted)), exact
+    exact = is_exact(model)
+    return (counted if exact else input_upper_bound(model, counted)), exact
 
 
 async def input_tokens(flow: http.HTTPFlow) -> int:
-    """Exact for OpenAI models, an upper bound (documented safety factor) for the others."""
-    call = flow.metadata[chain.CALL]
-    if "input_tokens" not in call:
-        body, api = flow.metadata[chain.BODY], flow.metadata[chain.ENDPOINT]["api"]
+    """Exact for OpenAI models, an upper bound (documented safety factor) for the others;
+    counted once per exchange."""
+    found = chain.existing(flow)
+    if found.input_tokens is None:
+        model, api = found.call.model, found.endpoint.api
         if len(flow.request.raw_content or b"") > OFF_LOOP_BYTES:
-            counted, exact = await asyncio.to_thread(_count, call, body, api)
+            counted, exact = await asyncio.to_thread(_count, model, found.body, api)
         else:
-            counted, exact = _count(call, body, api)
-        call["input_tokens"], call["exact"] = counted, exact
-    return call["input_tokens"]
+            counted, exact = _count(model, found.body, api)
+        found.input_tokens, found.exact = counted, exact
+    return found.input_tokens
 
 
 async def bounds(flow: http.HTTPFlow) -> Bounds:
     """What the request lets the provider bill for: the input of the worst case."""
-    call = flow.metadata[chain.CALL]
-    tools = tuple((tuple(names), calls) for names, calls in call.get("tool_calls", ()))
     counted = await input_tokens(flow)
-    return Bounds(counted, call["max_output"], call["choices"], call.get("hidden_input", False), tools,
-                  call.get("long_context", False), call["exact"])
+    found = chain.existing(flow)
+    call = found.call
+    return Bounds(counted, call.max_output, call.choices, call.hidden_input, found.tool_calls,
+                  found.long_context, found.exact)
 
 
 def warm() -> None:

@@ -30,14 +30,14 @@ BATCH = 500  # rows per transaction
 
 def refusal_row(flow: http.HTTPFlow) -> dict:
     """What is stored of a refused flow: who, what, and the error the client got."""
-    refused = flow.metadata[chain.REFUSED]
-    key = flow.metadata.get(chain.KEY)
+    found = chain.existing(flow)
+    refused = found.refusal
     return {
         "ts": datetime.fromtimestamp(flow.request.timestamp_start, UTC),
-        "key": key["id"] if key else None,
-        "provider": flow.metadata.get(chain.PROVIDER),
-        "model": (flow.metadata.get(chain.CALL) or {}).get("model"),
-        "endpoint": (flow.metadata.get(chain.ENDPOINT) or {}).get("name"),
+        "key": found.key.id if found.key else None,
+        "provider": found.provider.name,
+        "model": found.call.model if found.call else None,
+        "endpoint": found.endpoint.name if found.endpoint else None,
         "status": refused["status"],
         "reason": refused.get("code") or refused["kind"],
         # the message may quote the request's path, and so a credential in its query
@@ -59,7 +59,8 @@ class RefusalLog:
     def note(self, flow: http.HTTPFlow) -> None:
         """Queue the flow's refusal, if pouch refused it. Never raises, never waits."""
         try:
-            if chain.REFUSED not in flow.metadata or flow in self._noted:
+            found = chain.existing(flow)
+            if found is None or not found.refusal or flow in self._noted:
                 return
             self._noted.add(flow)
             row = refusal_row(flow)

@@ -80,7 +80,8 @@ def _refused(flow: http.HTTPFlow, command: GetHttpConnection, err: str) -> bool:
     except Exception:  # mitmproxy's error page then, rather than a broken connection
         log.exception("pouch: could not answer the failed connection to %s", command.address)
         flow.response = None
-        flow.metadata.pop(chain.REFUSED, None)
+        if (found := chain.existing(flow)) is not None:
+            found.refusal = None
         return False
 
 
