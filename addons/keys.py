@@ -60,6 +60,10 @@ class Keys:
             raise exceptions.OptionsError("pouch_tool_calls must be 0 or more")
         if "pouch_key_cache" in updated:
             self.cache.ttl = chain.seconds("pouch_key_cache")
+        # read once here, not on every request
+        self.observe = ctx.options.pouch_unknown_keys == "observe"
+        self.tool_calls = ctx.options.pouch_tool_calls
+        self.allow_unmetered = ctx.options.pouch_unmetered == "allow"
 
     @chain.fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -90,7 +94,7 @@ class Keys:
             # the path without its query: a query may hold a credential (?key=), and this message is kept
             raise errors.UnknownEndpoint(f"pouch does not know {flow.request.method} {flow.request.path.split('?')[0]}")
         found.endpoint = endpoint
-        if endpoint.metering == UNMETERED and ctx.options.pouch_unmetered != "allow":
+        if endpoint.metering == UNMETERED and not self.allow_unmetered:
             raise errors.EndpointNotMetered(
                 f"{endpoint.name} costs money that pouch cannot meter yet, so it is refused "
                 "(the operator can allow it with pouch_unmetered=allow)")
@@ -105,7 +109,7 @@ class Keys:
         if key is not None and not key.allows_model(call.model):
             raise errors.ModelNotAllowed(
                 f"key '{key.name}' may not use model '{call.model}' (allowed: {', '.join(key.models)})")
-        if call.unmetered_tools and ctx.options.pouch_unmetered != "allow":
+        if call.unmetered_tools and not self.allow_unmetered:
             raise errors.ToolNotMetered(
                 f"{', '.join(call.unmetered_tools)} bills in ways pouch cannot bound or price, so this request "
                 "is refused (the operator can allow it with pouch_unmetered=allow)")
@@ -146,16 +150,15 @@ class Keys:
             raise errors.InvalidKey("no API key: send your pouch key where you would send the provider's key")
         secret = credentials.pop()
         key = await self.resolver.lookup(hash_secret(secret))
-        if key is None and not looks_like_pouch_key(secret) and ctx.options.pouch_unknown_keys == "observe":
+        if key is None and not looks_like_pouch_key(secret) and self.observe:
             found.observed = hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()[:12]
         elif key is None:
             raise errors.InvalidKey("unknown API key: use a pouch key (see `pouch keys list`)")
         return key
 
-    @staticmethod
-    def _bound_tools(found: chain.Exchange, body: dict) -> tuple:
+    def _bound_tools(self, found: chain.Exchange, body: dict) -> tuple:
         """The request's server tools with a bound on their calls: pouch's default where it set none."""
-        default, call = ctx.options.pouch_tool_calls, found.call
+        default, call = self.tool_calls, found.call
         if any(bound.max_calls is None for bound in call.server_tools):
             found.provider.bound_tools(found.endpoint, body, default)
             found.body_changed = True

@@ -49,13 +49,14 @@ class Mock:
             raise exceptions.OptionsError("pouch_mock must be 'off' or 'all'")
         if "pouch_mock_latency" in updated:
             self.latency = chain.seconds("pouch_mock_latency")
+        self.everything, self.reply = ctx.options.pouch_mock == "all", ctx.options.pouch_mock_reply
 
     @chain.fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
         found = chain.existing(flow)
         if flow.response or flow.error or found is None or not found.metered:
             return
-        if not ((found.key and found.key.mock) or ctx.options.pouch_mock == "all"):
+        if not ((found.key and found.key.mock) or self.everything):
             return
         provider, endpoint, body, asked = found.provider, found.endpoint, found.body, found.call
         # The cap pouch set (when the budget could not cover the model's maximum) binds like the client's.
@@ -64,7 +65,7 @@ class Mock:
         if endpoint.api == "embeddings":
             text, output_tokens = "", 0
         else:
-            reply = ctx.options.pouch_mock_reply or registry.api(endpoint.api).echo_text(body) or "(mock reply)"
+            reply = self.reply or registry.api(endpoint.api).echo_text(body) or "(mock reply)"
             text, output_tokens = fit(call.model, reply, call.max_output)
         # n choices: the mock answers n times, each reply billed
         usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens * call.choices)
