@@ -14,7 +14,7 @@ import peewee
 import pytest
 from mitmproxy import http
 
-import addons.budget
+import addons.gateway
 from addons.budget import exhausted_message
 from pouch.domain.money import Money
 from pouch.domain.periods import Period, utcnow
@@ -314,7 +314,7 @@ class TestRecovery:
             self.stop(gw)
 
     def test_recovery_runs_periodically(self, gw, monkeypatch):
-        monkeypatch.setattr(addons.budget, "RECOVERY_INTERVAL", 0.01)
+        monkeypatch.setattr(addons.gateway, "RECOVERY_INTERVAL", 0.01)
         key, _ = create_key(budget=Money.usd("5"))
         self.start(gw)
         try:
@@ -327,8 +327,8 @@ class TestRecovery:
 
     def test_the_owner_defaults_to_host_and_port(self):
         with gateway(started=False) as gw:  # the name is fixed once running (tests/test_addon_budget_instance.py)
-            assert gw.budget.owner == f"{socket.gethostname()}:8080"
+            assert gw.shared.owner == f"{socket.gethostname()}:8080"
             gw.configure(listen_port=9090)
-            assert gw.budget.owner == f"{socket.gethostname()}:9090"
+            assert gw.shared.owner == f"{socket.gethostname()}:9090"
             gw.configure(pouch_instance="eu-1")
-            assert gw.budget.owner == "eu-1"
+            assert gw.shared.owner == "eu-1"

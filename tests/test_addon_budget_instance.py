@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from addons.budget import instance_name
+from addons.gateway import instance_name
 from pouch.domain.money import Money
 from pouch.domain.periods import utcnow
 from pouch.store import instances, ledger
@@ -39,7 +39,7 @@ def test_instance_name(modes, listen_port, name):
 class TestInstance:
     def test_the_default_name_has_every_listen_port(self):
         with gateway(started=False, mode=["regular@8081", f"{REVERSE}@8082"]) as gw:
-            assert gw.budget.owner == f"{HOST}:8081+8082"
+            assert gw.shared.owner == f"{HOST}:8081+8082"
 
     def test_running_claims_the_name_and_done_releases_it(self):
         with gateway(started=False, pouch_instance="eu-1") as gw:
@@ -52,7 +52,7 @@ class TestInstance:
     def test_the_name_is_fixed_once_claimed(self, caplog):
         with gateway(pouch_instance="eu-1") as gw:
             gw.configure(pouch_instance="eu-2", listen_port=9090)
-            assert gw.budget.owner == "eu-1"
+            assert gw.shared.owner == "eu-1"
             assert "keeps the instance name 'eu-1' until it restarts" in caplog.text
             assert instances.holder("eu-2") is None and instances.holder("eu-1") is not None
 
