@@ -1,10 +1,16 @@
-"""Store work runs here, off mitmproxy's event loop.
+"""Store work runs here, off mitmproxy's event loop, unless it is quick and cannot block.
 
 One thread for SQLite (a single writer never waits on its own file lock), a few for
 PostgreSQL. ``run`` awaits a result (admission decisions); ``later`` queues work whose
 result the response does not wait for (settlement), keeping a reference to every pending
 job so none is lost, retrying a failed one with growing pauses when asked (the store may be
 locked or unreachable for a while), and ``drain`` waits for them at shutdown.
+
+A step marked ``@quick`` (a reservation, a settlement) runs on the caller's thread instead,
+when the store is SQLite (``pouch.store.quick``): it then costs its own 0.1 ms, where the hop to
+this thread cost more than the work and queued reservations behind settlements. If another
+writer holds the store, the step is tried again on the event loop a few times (without
+blocking it), then handed to this thread, which waits.
 """
 
 from __future__ import annotations
@@ -17,9 +23,17 @@ import logging
 import threading
 import time
 
+from pouch.store import quick
+
 log = logging.getLogger(__name__)
 
 MAX_PAUSE = 30.0  # seconds between two tries of a failing job, at most
+# Pauses between tries of a quick step on the event loop while another writer holds the store
+# (about 60 ms in all, longer than any of its steps), before this thread takes it and waits.
+QUICK_PAUSES = (0.001, 0.002, 0.004, 0.008, 0.015, 0.03)
+# Quick steps between two checkpoints of the write-ahead log (each adds a few pages to it;
+# SQLite's own checkpoint, which quick steps do not run, comes every 1000 pages).
+CHECKPOINT_EVERY = 200
 
 
 @dataclasses.dataclass(eq=False)  # pending jobs are a set: compared by identity
@@ -27,6 +41,8 @@ class _Job:
     call: functools.partial
     retries: int
     tries: int = 0
+    here: bool = False  # a quick step, still tried on the caller's thread (not handed to the store thread)
+    waiting: asyncio.TimerHandle | None = None  # its next try, on the event loop
 
 
 class StoreThread:
@@ -34,8 +50,21 @@ class StoreThread:
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="pouch-store")
         self._pending: set[_Job] = set()
         self._lock = threading.Lock()
+        self._quick_writes = 0
+        self._checkpointing = False
 
     async def run(self, fn, *args, **kwargs):
+        if quick.applies(fn):
+            for pause in (*QUICK_PAUSES, None):
+                try:
+                    result = self._here(fn, *args, **kwargs)
+                except quick.Busy:
+                    if pause is None:
+                        break  # still locked: wait for it on the store thread
+                    await asyncio.sleep(pause)
+                    continue
+                self._wrote()
+                return result
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
@@ -46,11 +75,77 @@ class StoreThread:
 
     def later(self, fn, *args, retries: int = 0, **kwargs) -> None:
         """Queue ``fn(*args, **kwargs)``; if it raises, try again up to ``retries`` more times
-        (pauses of 0.5 s, 1 s, 2 s, ... up to MAX_PAUSE). Only for idempotent work."""
-        job = _Job(functools.partial(fn, *args, **kwargs), retries)
+        (pauses of 0.5 s, 1 s, 2 s, ... up to MAX_PAUSE). Only for idempotent work. A quick
+        step is done before this returns, unless another writer holds the store."""
+        job = _Job(functools.partial(fn, *args, **kwargs), retries, here=quick.applies(fn))
         with self._lock:
             self._pending.add(job)
+        if job.here:
+            self._try_here(job, 0)
+        else:
+            self._submit(job)
+
+    def _try_here(self, job: _Job, attempt: int) -> None:
+        with self._lock:
+            if not job.here:
+                return  # handed to the store thread meanwhile (drain)
+            job.waiting = None
+        try:
+            self._here(job.call)
+        except quick.Busy:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None  # not on the event loop: nothing to come back to us later
+            with self._lock:
+                if job.here and loop is not None and attempt < len(QUICK_PAUSES):
+                    job.waiting = loop.call_later(QUICK_PAUSES[attempt], self._try_here, job, attempt + 1)
+                    return
+            self._hand_over(job)
+            return
+        except Exception as e:  # it rolled back whole: the store thread tries again, with its retries
+            log.warning("store work failed (%s); trying again in the store thread", e)
+            self._hand_over(job)
+            return
+        self._wrote()
+        with self._lock:
+            self._pending.discard(job)
+
+    def _hand_over(self, job: _Job, *, if_waiting: bool = False) -> None:
+        """Give a quick step to the store thread (once); ``if_waiting``: only if it is not being
+        tried right now."""
+        with self._lock:
+            if not job.here or (if_waiting and job.waiting is None):
+                return
+            job.here = False
+            if job.waiting is not None:
+                job.waiting.cancel()
+                job.waiting = None
         self._submit(job)
+
+    def _here(self, fn, *args, **kwargs):
+        if self._checkpointing:
+            raise quick.Busy("checkpointing")
+        return quick.run_here(fn, *args, **kwargs)
+
+    def _wrote(self) -> None:
+        """Count a quick step; every CHECKPOINT_EVERY, checkpoint on this thread. Quick steps
+        wait for it (as for a locked store: on the loop, then here), so that it catches up with
+        the log: a checkpoint racing a steady stream of commits never finishes, and the log
+        is only rewound once one has, so it would grow without end."""
+        with self._lock:
+            self._quick_writes += 1
+            if self._quick_writes < CHECKPOINT_EVERY or self._checkpointing:
+                return
+            self._quick_writes = 0
+            self._checkpointing = True
+        self.later(self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        try:
+            quick.checkpoint()
+        finally:
+            self._checkpointing = False
 
     def _submit(self, job: _Job) -> None:
         self._pool.submit(job.call).add_done_callback(lambda future: self._done(job, future))
@@ -71,9 +166,15 @@ class StoreThread:
             self._pending.discard(job)
 
     def drain(self, timeout: float | None = 30) -> None:
-        """Wait until every queued job has finished (or failed for good), up to ``timeout``."""
+        """Wait until every queued job has finished (or failed for good), up to ``timeout``.
+        Quick steps waiting for their next try on the event loop go to the store thread now:
+        the loop may be the caller, waiting here."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.pending and (deadline is None or time.monotonic() < deadline):
+            with self._lock:
+                waiting = [job for job in self._pending if job.waiting is not None]
+            for job in waiting:
+                self._hand_over(job, if_waiting=True)
             time.sleep(0.01)
 
     @property

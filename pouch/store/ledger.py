@@ -8,8 +8,11 @@ key's row in the same statement, so a budget lowered by ``pouch keys update`` bi
 from __future__ import annotations
 
 import dataclasses
-import uuid
+import secrets
+import time
 from datetime import datetime, timedelta
+
+import peewee as pw
 
 from pouch.domain.keys import Key
 from pouch.domain.periods import Window
@@ -17,6 +20,7 @@ from pouch.domain.money import Money
 from pouch.store.database import InstanceRow, KeyRow, LedgerRow, ReservationRow, UsageRow, database, naive
 
 from pouch.store.instances import STALE_AFTER
+from pouch.store.quick import quick
 
 LONGEST_REQUEST = timedelta(hours=24)  # past this, even a live gateway's reservation is recovered
 
@@ -46,10 +50,10 @@ class Refusal:
 # PostgreSQL take UPDATE/DELETE ... RETURNING; "?" becomes the driver's placeholder.
 _FIND_LEDGER = "SELECT id FROM pouch_ledger WHERE key_id = ? AND window_start = ?"
 _BUDGET = "(SELECT budget_pico FROM pouch_keys WHERE pouch_keys.id = pouch_ledger.key_id)"
-_ADMIT = (
+_ADMIT = (  # finds the window's row too (its unique index): one statement for most requests
     "UPDATE pouch_ledger SET reserved_pico = reserved_pico + ? "
-    f"WHERE id = ? AND ({_BUDGET} IS NULL OR spent_pico + reserved_pico + ? <= {_BUDGET}) "
-    f"RETURNING spent_pico, reserved_pico, {_BUDGET}"
+    f"WHERE key_id = ? AND window_start = ? AND ({_BUDGET} IS NULL OR spent_pico + reserved_pico + ? <= {_BUDGET}) "
+    f"RETURNING id, spent_pico, reserved_pico, {_BUDGET}"
 )
 _HOLD = (
     "INSERT INTO pouch_reservations (id, key_id, ledger_id, amount_pico, created_at, deadline, owner, "
@@ -60,12 +64,20 @@ _SETTLE = "UPDATE pouch_ledger SET reserved_pico = reserved_pico - ?, spent_pico
 
 
 def _run(sql: str, params: tuple):
-    return database.execute_sql(sql.replace("?", database.obj.param), params)
+    param = database.obj.param
+    return database.execute_sql(sql if param == "?" else sql.replace("?", param), params)
 
 
 def _stamp(instant: datetime | None):
     """A timestamp as peewee stores it, so raw statements and models agree to the microsecond."""
     return LedgerRow.window_start.db_value(instant)
+
+
+def _reservation_id() -> str:
+    """32 hex digits, the microsecond first: ids in the order they were made, so the indexes
+    they go into (the open reservations, the usage rows' unique reservation_id) grow at one end
+    instead of touching a random page of an ever larger index per request."""
+    return f"{time.time_ns() // 1000:014x}{secrets.token_hex(9)}"
 
 
 def _ledger_id(key_id: int, window: Window) -> int:
@@ -76,6 +88,7 @@ def _ledger_id(key_id: int, window: Window) -> int:
     return _run(_FIND_LEDGER, (key_id, _stamp(window.start))).fetchone()[0]
 
 
+@quick
 def reserve(
     key_id: int,
     window: Window,
@@ -96,26 +109,30 @@ def reserve(
     if amount.pico < 0:
         raise ValueError("a reservation cannot be negative")
     with database.atomic():
-        ledger_id = _ledger_id(key_id, window)
-        admitted = _run(_ADMIT, (amount.pico, ledger_id, amount.pico)).fetchone()
-        if admitted is None:
-            row = LedgerRow.get_by_id(ledger_id)
-            budget = KeyRow.select(KeyRow.budget_pico).where(KeyRow.id == key_id).scalar()
-            return Refusal(
-                budget=Money(budget or 0),
-                spent=Money(row.spent_pico),
-                reserved=Money(row.reserved_pico),
-                window_start=row.window_start,
-                window_end=row.window_end,
-            )
-        spent, reserved, budget = admitted
-        reservation_id = uuid.uuid4().hex
+        admit = (amount.pico, key_id, _stamp(window.start), amount.pico)
+        admitted = _run(_ADMIT, admit).fetchone()
+        if admitted is None:  # refused, or the window's first request: its row does not exist yet
+            ledger_id = _ledger_id(key_id, window)
+            admitted = _run(_ADMIT, admit).fetchone()
+            if admitted is None:
+                row = LedgerRow.get_by_id(ledger_id)
+                budget = KeyRow.select(KeyRow.budget_pico).where(KeyRow.id == key_id).scalar()
+                return Refusal(
+                    budget=Money(budget or 0),
+                    spent=Money(row.spent_pico),
+                    reserved=Money(row.reserved_pico),
+                    window_start=row.window_start,
+                    window_end=row.window_end,
+                )
+        ledger_id, spent, reserved, budget = admitted
+        reservation_id = _reservation_id()
         _run(_HOLD, (reservation_id, key_id, ledger_id, amount.pico, _stamp(now), _stamp(now + hold), owner,
                      provider, model, endpoint))
     remaining = None if budget is None else Money(budget - spent - reserved)
     return Reservation(reservation_id, key_id, amount, window.start, remaining)
 
 
+@quick
 def finish(reservation_id: str, cost: Money, usage: dict) -> bool:
     """Close a reservation exactly once: charge ``cost`` (zero to release) and record usage.
 
@@ -135,13 +152,23 @@ def finish(reservation_id: str, cost: Money, usage: dict) -> bool:
     return True
 
 
+_USAGE_INSERTS: dict[tuple[str, ...], tuple[str, tuple[pw.Field, ...]]] = {}  # by the fields a row names
+
+
 def _insert_usage(values: dict) -> None:
-    fields = UsageRow._meta.fields
-    columns = [fields[name].column_name for name in values]
-    params = tuple(fields[name].db_value(value) for name, value in values.items())
-    _run(f"INSERT INTO pouch_usage ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", params)
+    names = tuple(values)
+    insert = _USAGE_INSERTS.get(names)
+    if insert is None:
+        fields = tuple(UsageRow._meta.fields[name] for name in names)
+        columns = ", ".join(field.column_name for field in fields)
+        insert = (f"INSERT INTO pouch_usage ({columns}) VALUES ({', '.join('?' * len(fields))})", fields)
+        if len(_USAGE_INSERTS) < 256:  # the links write a few shapes of row; never grows without end
+            _USAGE_INSERTS[names] = insert
+    sql, fields = insert
+    _run(sql, tuple(field.db_value(value) for field, value in zip(fields, values.values())))
 
 
+@quick
 def record(usage: dict, cost: Money = Money(0)) -> None:
     """Record usage that held no reservation (refused requests, observed credentials)."""
     _insert_usage({"cost_pico": cost.pico, **usage})

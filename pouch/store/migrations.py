@@ -1,7 +1,8 @@
 """Numbered schema migrations, recorded in ``pouch_migrations`` and applied at start-up.
 
-Each migration is SQL that SQLite and PostgreSQL both accept; ``{pk}`` stands for the
-dialect's auto-increment primary key. Never edit a released migration: add the next number.
+Each migration is SQL that SQLite and PostgreSQL both accept (``{pk}`` stands for the
+dialect's auto-increment primary key), or one text per dialect where they differ. Never edit
+a released migration: add the next number.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import peewee as pw
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS: list[tuple[int, str, str]] = [
+MIGRATIONS: list[tuple[int, str, str | dict[str, str]]] = [
     (
         1,
         "keys, ledger, reservations, usage",
@@ -128,6 +129,38 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX pouch_refusals_key_ts ON pouch_refusals (key_id, ts);
         """,
     ),
+    (
+        5,
+        "open reservations: one b-tree per write",
+        # Every request inserts and deletes one row here, and each index is one more page
+        # written per commit. The table only ever holds the requests in flight: recovery reads
+        # it whole without the deadline index, and on SQLite it is keyed by its id alone
+        # (WITHOUT ROWID: no second b-tree for the primary key).
+        {
+            "sqlite": """
+            DROP INDEX pouch_reservations_deadline;
+            CREATE TABLE pouch_reservations_new (
+                id TEXT PRIMARY KEY,
+                key_id INTEGER NOT NULL REFERENCES pouch_keys (id),
+                ledger_id INTEGER NOT NULL REFERENCES pouch_ledger (id),
+                amount_pico BIGINT NOT NULL,
+                created_at TIMESTAMP NOT NULL,
+                deadline TIMESTAMP NOT NULL,
+                owner TEXT NOT NULL,
+                provider TEXT,
+                model TEXT,
+                endpoint TEXT
+            ) WITHOUT ROWID;
+            INSERT INTO pouch_reservations_new (id, key_id, ledger_id, amount_pico, created_at, deadline, owner,
+                                                provider, model, endpoint)
+                SELECT id, key_id, ledger_id, amount_pico, created_at, deadline, owner, provider, model, endpoint
+                FROM pouch_reservations;
+            DROP TABLE pouch_reservations;
+            ALTER TABLE pouch_reservations_new RENAME TO pouch_reservations;
+            """,
+            "postgresql": "DROP INDEX pouch_reservations_deadline;",
+        },
+    ),
 ]
 
 
@@ -135,6 +168,12 @@ def _primary_key(db: pw.Database) -> str:
     if isinstance(db, pw.PostgresqlDatabase):
         return "SERIAL PRIMARY KEY"
     return "INTEGER PRIMARY KEY AUTOINCREMENT"
+
+
+def _sql(db: pw.Database, sql: str | dict[str, str]) -> str:
+    if isinstance(sql, dict):
+        sql = sql["postgresql" if isinstance(db, pw.PostgresqlDatabase) else "sqlite"]
+    return sql.format(pk=_primary_key(db))
 
 
 def migrate(db: pw.Database) -> list[int]:
@@ -154,7 +193,7 @@ def migrate(db: pw.Database) -> list[int]:
             continue
         try:
             with db.atomic():
-                for statement in sql.format(pk=_primary_key(db)).split(";"):
+                for statement in _sql(db, sql).split(";"):
                     if statement.strip():
                         db.execute_sql(statement)
                 db.execute_sql(
