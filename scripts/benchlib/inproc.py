@@ -89,8 +89,8 @@ def tracker_us_per_chunk(injected_usage: bool, chunks: int = 200, repeats: int =
 
 def store_us(n: int = 300) -> dict[str, float]:
     """Microseconds of one ``ledger.reserve`` and one ``ledger.finish`` on a fresh SQLite store:
-    the store work of every metered request (it runs on the gateway's store thread, and holds
-    the GIL that the event loop needs for as long as it is Python)."""
+    the store work of every metered request (on SQLite the gateway runs both on its event loop:
+    ``pouch.store.quick``)."""
     with tempfile.TemporaryDirectory() as tmp:
         database.open_store(f"sqlite:///{Path(tmp) / 'store.db'}")
         try:

@@ -31,6 +31,42 @@ function done(summary, latency, requests)
 end
 """
 
+# With a timeline: responses counted per second of wall-clock time (the thread's Lua state keeps
+# them; done() runs in another state and reads them through the thread objects).
+_TIMELINE = r"""
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+per_second = {}
+function response(status, headers, body)
+  local now = os.time()
+  per_second[now] = (per_second[now] or 0) + 1
+end
+function timeline()
+  local merged, first, last = {}, nil, nil
+  for _, thread in ipairs(threads) do
+    for second, n in pairs(thread:get("per_second")) do
+      merged[second] = (merged[second] or 0) + n
+      if first == nil or second < first then first = second end
+      if last == nil or second > last then last = second end
+    end
+  end
+  local out = {}
+  if first then for second = first, last do table.insert(out, tostring(merged[second] or 0)) end end
+  return "[" .. table.concat(out, ",") .. "]"
+end
+"""
+_DONE_TIMELINE = r"""
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '%s{"requests":%d,"duration_us":%d,"non_2xx":%d,"socket_errors":%d,' ..
+    '"p50_us":%d,"p90_us":%d,"p99_us":%d,"mean_us":%.1f,"max_us":%d,"per_second":%s}\n',
+    "BENCH-RESULT ", summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean, latency.max, timeline()))
+end
+"""
+
+
 @dataclass(frozen=True)
 class Request:
     path: str
@@ -50,9 +86,19 @@ class WrkResult:
     max_ms: float
     non_2xx: int
     socket_errors: int
+    per_second: tuple[int, ...] = ()  # responses in each wall-clock second (a timeline run only)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def sustained(self) -> float:
+        """Requests per second over the run's second half, whole seconds only (its first and
+        last second are partial): what the configuration keeps up under load."""
+        whole = self.per_second[1:-1]
+        if len(whole) < 2:
+            return self.rps
+        tail = whole[len(whole) // 2:]
+        return sum(tail) / len(tail)
 
 
 def _lua_string(value: str) -> str:
@@ -62,10 +108,12 @@ def _lua_string(value: str) -> str:
     return f"[{'=' * level}[{value}]{'=' * level}]"
 
 
-def write_script(path: Path, request: Request) -> Path:
+def write_script(path: Path, request: Request, *, timeline: bool = False) -> Path:
+    """A wrk script sending ``request``; ``timeline``: also count responses per second (wrk
+    then hands every response to Lua, a little more work on its side)."""
     lines = ['wrk.method = "POST"', f"wrk.body = {_lua_string(request.body.decode())}"]
     lines += [f"wrk.headers[ {_lua_string(k)} ] = {_lua_string(v)}" for k, v in request.headers.items()]
-    path.write_text("\n".join(lines) + "\n" + _DONE)
+    path.write_text("\n".join(lines) + "\n" + (_TIMELINE + _DONE_TIMELINE if timeline else _DONE))
     return path
 
 
@@ -82,7 +130,7 @@ def wrk(url: str, script: Path, *, connections: int, seconds: float, threads: in
         requests=raw["requests"], seconds=round(elapsed, 3), rps=raw["requests"] / elapsed,
         p50_ms=raw["p50_us"] / 1000, p90_ms=raw["p90_us"] / 1000, p99_ms=raw["p99_us"] / 1000,
         mean_ms=raw["mean_us"] / 1000, max_ms=raw["max_us"] / 1000,
-        non_2xx=raw["non_2xx"], socket_errors=raw["socket_errors"],
+        non_2xx=raw["non_2xx"], socket_errors=raw["socket_errors"], per_second=tuple(raw.get("per_second", ())),
     )
 
 

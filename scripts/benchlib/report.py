@@ -10,13 +10,15 @@ LABELS = {"direct": "direct (fake)", "bare": "bare mitmdump", "bare_sse": "bare 
           "chain": "pouch chain"}
 METRICS = ("rps", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "requests", "non_2xx", "socket_errors")
 
-# From the performance issues; reported, never asserted.
+# From the performance issues (issue 12's round; the long-term goals in LONG_TERM); reported,
+# never asserted.
 TARGETS = {
-    "throughput_ratio": 0.85,  # chain req/s / bare req/s at c=32, with SQLite persistence
-    "added_p50_ms": 0.3,  # chain p50 - bare p50 at c=1
+    "throughput_ratio": 0.70,  # chain req/s / bare req/s at c=32 sustained, with SQLite persistence
+    "added_p50_ms": 1.0,  # chain p50 - bare p50 at c=1
     "per_chunk_us": 20.0,  # per extra SSE event, chain vs mitmdump that streams SSE too
     "rss_growth_mb_per_50k": 20.0,
 }
+LONG_TERM = {"throughput_ratio": 0.90, "added_p50_ms": 0.3}
 
 
 def medians(runs: list[dict]) -> dict:
@@ -39,7 +41,7 @@ def per_round_ratios(runs: list[dict], scenario: str) -> list[float]:
     return [rps[(n, "chain")] / rps[(n, "bare")] for n in sorted({n for n, _ in rps})]
 
 
-def derive(med: dict, events: dict[str, int], runs: list[dict]) -> dict:
+def derive(med: dict, events: dict[str, int], runs: list[dict], sustained: dict) -> dict:
     json1, json32, stream1, short1 = med["json_c1"], med["json_c32"], med["stream_c1"], med["short_stream_c1"]
     stream_events, extra_events = events["stream"], events["stream"] - events["short_stream"]
 
@@ -47,6 +49,8 @@ def derive(med: dict, events: dict[str, int], runs: list[dict]) -> dict:
         return (stream1[config]["p50_ms"] - short1[config]["p50_ms"]) * 1000 / extra_events
 
     return {
+        # What the target is judged on: the second half of one long run of each, back to back.
+        "throughput_ratio_sustained": sustained["ratio"],
         "throughput_ratio_c32": json32["chain"]["rps"] / json32["bare"]["rps"],
         "throughput_ratio_c32_per_round": per_round_ratios(runs, "json_c32"),
         "throughput_ratio_c1": json1["chain"]["rps"] / json1["bare"]["rps"],
@@ -72,11 +76,15 @@ def derive(med: dict, events: dict[str, int], runs: list[dict]) -> dict:
 
 
 def targets(derived: dict, soak: dict | None) -> list[dict]:
+    ratio, added = derived["throughput_ratio_sustained"], derived["added_p50_ms_c1"]
     rows = [
-        ("chain req/s >= 85% of bare (c=32)", derived["throughput_ratio_c32"], TARGETS["throughput_ratio"],
-         f"{derived['throughput_ratio_c32']:.0%}", True),
-        ("added median latency at c=1 < 0.3 ms", derived["added_p50_ms_c1"], TARGETS["added_p50_ms"],
-         f"{derived['added_p50_ms_c1']:+.2f} ms", False),
+        (f"chain req/s >= {TARGETS['throughput_ratio']:.0%} of bare (c=32, sustained)", ratio,
+         TARGETS["throughput_ratio"],
+         f"{ratio:.0%} (long-term goal {LONG_TERM['throughput_ratio']:.0%}: "
+         f"{'met' if ratio >= LONG_TERM['throughput_ratio'] else 'not yet'})", True),
+        (f"added median latency at c=1 < {TARGETS['added_p50_ms']:g} ms", added, TARGETS["added_p50_ms"],
+         f"{added:+.2f} ms (long-term goal < {LONG_TERM['added_p50_ms']:g} ms: "
+         f"{'met' if added < LONG_TERM['added_p50_ms'] else 'not yet'})", False),
         ("added per streamed chunk < 20 us", derived["per_chunk_us"], TARGETS["per_chunk_us"],
          f"{derived['per_chunk_us']:+.1f} us", False),
     ]
@@ -128,6 +136,10 @@ def render(result: dict) -> str:
                f"{derived['throughput_ratio_c1']:.2f} at c=1; added median latency at c=1: "
                f"{derived['added_p50_ms_c1']:+.2f} ms "
                f"(bare mitmdump itself adds {derived['bare_added_p50_ms_c1']:+.2f} ms)")
+    sus = result["sustained"]
+    out.append(f"  sustained, c=32 for {s['sustain']:g} s each, back to back: bare {sus['bare']['sustained_rps']:.0f}, "
+               f"chain {sus['chain']['sustained_rps']:.0f} req/s over the second half: "
+               f"chain/bare {derived['throughput_ratio_sustained']:.2f} (the figure the target is judged on)")
     headroom = derived["fake_headroom_c32"]
     verdict = "not the bottleneck" if headroom >= 2 else "WARNING: the Python fake may be limiting the proxies"
     out.append(f"  fake upstream: {headroom:.1f}x bare mitmdump's req/s ({verdict})")
@@ -162,7 +174,22 @@ def render(result: dict) -> str:
                f"{ip['big_prompt_tokens'] // 1000}k-token request (max_tokens 16) is sent every "
                f"{s['stall_big_every']:g} s:")
     out.append(_table(["", "alone p50", "p99", "with big p50", "p99", "big sent (p50)"], rows))
-    out += ["", "4. memory"]
+    out += ["", f"4. sustained load: c=32 for {s['sustain']:g} s, bare mitmdump then the chain; "
+                "responses per second (first and last second partial)"]
+    for config in ("bare", "chain"):
+        run = sus[config]
+        out.append(f"  {LABELS[config]:<14} {' '.join(str(n) for n in run['per_second'])}")
+        whole = run["per_second"][1:-1]
+        half = len(whole) // 2
+        if half:
+            first, second = sum(whole[:half]) / half, sum(whole[half:]) / len(whole[half:])
+            out.append(f"  {'':<14} first half {first:.0f}, second half {second:.0f} req/s ({second / first - 1:+.0%})")
+    store = sus["chain"]["store"]
+    b, a = store["before"], store["after"]
+    out.append(f"  chain during it: usage rows {b['usage_rows']} -> {a['usage_rows']}, write-ahead log "
+               f"{b['wal_mb']:.1f} -> {a['wal_mb']:.1f} MB, RSS {b['rss_mb']:.1f} -> {a['rss_mb']:.1f} MB, "
+               f"open reservations after it settled: {a['open_reservations']}")
+    out += ["", "5. memory"]
     soak = result.get("soak")
     if soak:
         out.append(f"  chain RSS {soak['rss_before_mb']:.1f} MB before the soak, {soak['rss_after_mb']:.1f} MB after "
@@ -170,11 +197,11 @@ def render(result: dict) -> str:
     else:
         out.append(f"  chain RSS {result['rss_mb']['warm']:.1f} MB after warm-up, {result['rss_mb']['end']:.1f} MB "
                    "at the end (soak not run: --soak 50000)")
-    out += ["", "in-process store work per metered request (SQLite, off the event loop but under the GIL): "
+    out += ["", "in-process store work per metered request (SQLite; the gateway runs it on its event loop): "
                 f"ledger.reserve {ip['store']['reserve_us']:.0f} us + ledger.finish {ip['store']['finish_us']:.0f} us",
             "", "targets"]
     for t in result["targets"]:
         verdict = {True: "met", False: "MISSED", None: "-"}[t["met"]]
-        out.append(f"  {t['target']:<42} {t['shown']:<40} {verdict}")
+        out.append(f"  {t['target']:<46} {t['shown']:<52} {verdict}")
     out += ["", "sanity"] + [f"  {line}" for line in result["sanity"]["lines"]]
     return "\n".join(out)

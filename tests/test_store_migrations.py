@@ -1,0 +1,50 @@
+"""Migrations on a store that is in use: what was open before one still settles after it."""
+
+from datetime import UTC, datetime, timedelta
+
+from pouch.domain.money import Money
+from pouch.store import database, keys, ledger, migrations
+from pouch.store.database import ReservationRow, UsageRow
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+HOLD = timedelta(minutes=10)
+
+
+def test_every_migration_applies_once_and_is_recorded(store_url):
+    db = database.connect(store_url)
+    try:
+        assert migrations.migrate(db) == [number for number, _, _ in migrations.MIGRATIONS]
+        assert migrations.migrate(db) == []
+    finally:
+        db.close()
+
+
+def test_reservations_open_across_migration_5_settle_after_it(store_url, monkeypatch):
+    db = database.connect(store_url)
+    try:
+        monkeypatch.setattr(migrations, "MIGRATIONS", [m for m in migrations.MIGRATIONS if m[0] < 5])
+        migrations.migrate(db)
+        key, _ = keys.create("alice", NOW, budget=Money(100))
+        held = [ledger.reserve(key.id, key.window(NOW), Money(n), NOW, owner="gw", hold=HOLD, model="m")
+                for n in (10, 20)]
+        monkeypatch.undo()
+
+        assert migrations.migrate(db) == [5]
+        assert ReservationRow.select().count() == 2
+        assert {row.model for row in ReservationRow.select()} == {"m"}
+        assert ledger.finish(held[0].id, Money(4), {"ts": NOW, "key": key.id, "key_name": key.name})
+        assert ledger.recover(NOW, owner="gw") == 1  # the other one, charged in full
+        assert ledger.window_totals(key, NOW) == (Money(24), Money(0))
+        assert UsageRow.select().count() == 2
+        later = ledger.reserve(key.id, key.window(NOW), Money(76), NOW, owner="gw", hold=HOLD)
+        assert isinstance(later, ledger.Reservation)
+        assert not ledger.finish(held[0].id, Money(4), {"ts": NOW, "key": key.id, "key_name": key.name})
+    finally:
+        db.close()
+
+
+def test_on_sqlite_open_reservations_are_one_b_tree(store):
+    schema = store.execute_sql(
+        "SELECT sql FROM sqlite_master WHERE tbl_name = 'pouch_reservations'").fetchall()
+    assert len(schema) == 1, "no index beside the table"
+    assert schema[0][0].rstrip().endswith("WITHOUT ROWID")
