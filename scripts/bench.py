@@ -59,15 +59,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="seconds per wrk run (default 5)")
     parser.add_argument("--sustain", type=float, metavar="S",
                         help="seconds of the sustained c=32 run of bare mitmdump and of the chain (default 20; "
-                             "--quick: 6); its second half is the throughput the target is judged on")
-    parser.add_argument("--quick", action="store_true", help="smoke check: 1 run, 2 s per wrk run, 6 s sustained")
+                             "--quick: 5); its second half is the throughput the target is judged on")
+    parser.add_argument("--quick", action="store_true", help="smoke check: 1 run, 2 s per wrk run, 5 s sustained")
     parser.add_argument("--soak", type=int, default=0, metavar="N",
                         help="also send N more requests to the chain and report its RSS growth (e.g. 50000)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every measurement to FILE")
     args = parser.parse_args(argv)
     args.runs = args.runs or (1 if args.quick else 3)
     args.duration = args.duration or (2.0 if args.quick else 5.0)
-    args.sustain = args.sustain or (6.0 if args.quick else 20.0)
+    args.sustain = args.sustain or (5.0 if args.quick else 20.0)
+    # A smoke check keeps to about a minute: the big-prompt test as long as one wrk run, not two.
+    args.stall_seconds = args.duration if args.quick else 2 * args.duration
     if args.runs < 1 or args.duration <= 0 or args.soak < 0 or args.sustain < 4:
         parser.error("--runs and --duration must be positive, --sustain at least 4, --soak at least 0")
     return args
@@ -270,7 +272,7 @@ def measure(args, meta: dict, workdir: Path, servers: Servers) -> dict:
     sustain = sustained(urls, scripts, args.sustain, chain, home, tally)
 
     progress("big prompts in flight")
-    stall = stall_test(urls, requests, big_bytes, 2 * args.duration, tally)
+    stall = stall_test(urls, requests, big_bytes, args.stall_seconds, tally)
 
     medians = report.medians(runs)
     soaked = None
@@ -289,7 +291,7 @@ def measure(args, meta: dict, workdir: Path, servers: Servers) -> dict:
         "settings": {"runs": args.runs, "duration": args.duration, "connections": CONNECTIONS, "model": MODEL,
                      "max_tokens": MAX_TOKENS, "json_body_bytes": len(requests["chain"]["json"].body),
                      "stream_chunks": STREAM_CHUNKS, "short_stream_chunks": SHORT_STREAM_CHUNKS,
-                     "stall_rate": STALL_RATE, "stall_seconds": 2 * args.duration,
+                     "stall_rate": STALL_RATE, "stall_seconds": args.stall_seconds,
                      "stall_big_every": STALL_BIG_EVERY, "soak": args.soak, "sustain": args.sustain},
         "runs": runs, "medians": medians, "derived": derived, "inproc": ip, "stall": stall, "sustained": sustain,
         "rss_mb": rss, "soak": soaked, "sanity": sanity, "targets": report.targets(derived, soaked),

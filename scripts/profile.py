@@ -7,8 +7,9 @@ chain with wrk at ``--connections`` for the whole profile and records, one after
 per-thread CPU per request (from /proc, over the CPU profile's window), a py-spy CPU profile of
 every active thread, ``py-spy dump``, and a py-spy profile of whichever thread holds the GIL
 (what the event loop waits for). Then bare mitmdump's CPU per request under the same load, for
-the difference. Writes into ``--out``: ``cpu.txt`` and ``gil.txt`` (py-spy raw stacks: feed
-them to flamegraph.pl or speedscope), ``dump.txt``, and ``profile.md`` (the tables, also printed).
+the difference, with a CPU profile of it too. Writes into ``--out``: ``cpu.txt``, ``gil.txt`` and
+``bare-cpu.txt`` (py-spy raw stacks: feed them to flamegraph.pl or speedscope), ``dump.txt``, and
+``profile.md`` (the tables, also printed).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second (default 200)")
     parser.add_argument("--out", type=Path, help="directory for the results (default: a new one under /tmp)")
-    parser.add_argument("--no-bare", action="store_true", help="skip bare mitmdump's CPU per request")
+    parser.add_argument("--no-bare", action="store_true", help="skip bare mitmdump's CPU per request and profile")
     return parser.parse_args(argv)
 
 
@@ -68,12 +69,17 @@ def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
 
 
 def thread_names(pid: int) -> dict[int, str]:
-    """Python thread names by thread id, from ``py-spy dump`` (the OS names are all 'mitmdump')."""
-    done = subprocess.run([PY_SPY, "dump", "--nonblocking", "-p", str(pid)], capture_output=True, text=True)
-    names = {}
-    for line in done.stdout.splitlines():
-        if line.startswith("Thread "):  # Thread 123 (active+gil): "MainThread"
-            names[int(line.split()[1])] = line.rsplit('"', 2)[-2] if line.endswith('"') else "?"
+    """Python thread names by thread id, from ``py-spy dump`` (the OS names are all 'mitmdump');
+    a dump of a running process may fail now and then: a few tries."""
+    names: dict[int, str] = {}
+    for _ in range(5):
+        done = subprocess.run([PY_SPY, "dump", "--nonblocking", "-p", str(pid)], capture_output=True, text=True)
+        for line in done.stdout.splitlines():
+            if line.startswith("Thread ") and line.endswith('"'):  # Thread 123 (active+gil): "MainThread"
+                names[int(line.split()[1])] = line.rsplit('"', 2)[-2]
+        if names:
+            break
+        time.sleep(0.2)
     return names
 
 
@@ -140,6 +146,17 @@ def render(meta: dict, chain_cpu: dict, bare_cpu: dict | None, wrk: load.WrkResu
         out.append(f"| bare mitmdump, all threads ({bare_cpu['rps']:.0f} req/s) | {bare_cpu['ms_per_request']:.2f} | |")
         out.append(f"| **pouch's own (chain - bare)** | **{chain_cpu['ms_per_request'] - bare_cpu['ms_per_request']:.2f}**"
                    " | |")
+    if bare_cpu:
+        out += ["", "CPU per request by group: each thread's CPU per request spread over the groups of its samples in "
+                "the CPU profile (bare mitmdump profiled the same way):", "",
+                "| group | chain us/request | bare us/request | chain - bare |", "|---|---:|---:|---:|"]
+        chain_us = profile_report.per_request_us(cpu, chain_cpu["ms_per_request"],
+                                                 {name: t["ms_per_request"] for name, t in chain_cpu["threads"].items()})
+        bare_us = profile_report.per_request_us(bare_cpu["profile"], bare_cpu["ms_per_request"])
+        for group in profile_report.GROUPS:
+            c, b = chain_us.get(group, 0.0), bare_us.get(group, 0.0)
+            if c or b:
+                out.append(f"| {group} | {c:.0f} | {b:.0f} | {c - b:+.0f} |")
     out += ["", profile_report.render("CPU: every thread running Python or native code (py-spy default)", cpu), "",
             profile_report.render("GIL: the thread holding the interpreter lock (py-spy --gil)", gil)]
     return "\n".join(out) + "\n"
@@ -195,13 +212,18 @@ def main(argv: list[str]) -> int:
             bare_load = Load(bare.url + PATH, bare_script, args.connections, args.duration + 2)
             bare_load.start()
             time.sleep(1)
+            spy = threading.Thread(target=record,
+                                   args=(bare.pid, out / "bare-cpu.txt", args.duration, args.rate, False))
             before, began = thread_cpu(bare.pid), time.monotonic()
+            spy.start()
             time.sleep(args.duration)
             after, elapsed = thread_cpu(bare.pid), time.monotonic() - began
+            spy.join()
             result = bare_load.finish()
             requests = result.rps * elapsed
             cpu_s = sum(cpu for _, cpu in after.values()) - sum(cpu for _, cpu in before.values())
-            bare_cpu = {"rps": result.rps, "ms_per_request": cpu_s * 1000 / requests}
+            bare_cpu = {"rps": result.rps, "ms_per_request": cpu_s * 1000 / requests,
+                        "profile": profile_report.summarise(profile_report.parse(out / "bare-cpu.txt"))}
     finally:
         servers.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)

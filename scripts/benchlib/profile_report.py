@@ -86,10 +86,12 @@ def summarise(stacks: list[Stack], top: int = 25) -> dict:
     self_time: Counter[str] = Counter()
     pouch_total: Counter[str] = Counter()
     groups_of: dict[str, Counter[str]] = {}
+    thread_groups: dict[str, Counter[str]] = {}
     for stack in stacks:
         g = group(stack)
         by_group[g] += stack.count
         by_thread[stack.thread or "?"] += stack.count
+        thread_groups.setdefault(stack.thread or "?", Counter())[g] += stack.count
         if stack.frames:
             self_time[stack.frames[-1]] += stack.count
             groups_of.setdefault(stack.frames[-1], Counter())[g] += stack.count
@@ -100,9 +102,28 @@ def summarise(stacks: list[Stack], top: int = 25) -> dict:
         "samples": total,
         "groups": [(g, by_group[g]) for g in GROUPS if by_group[g]],
         "threads": by_thread.most_common(),
+        "thread_groups": thread_groups,
         "self": [(frame, groups_of[frame].most_common(1)[0][0], n) for frame, n in self_time.most_common(top)],
         "pouch_total": pouch_total.most_common(top),
     }
+
+
+def per_request_us(summary: dict, ms_total: float, ms_by_thread: dict[str, float] | None = None) -> dict[str, float]:
+    """Microseconds of CPU per request in each group: each thread's CPU per request (from /proc)
+    spread over the groups of its samples. Per thread, because py-spy counts a thread waiting for
+    the interpreter lock as active; threads without a figure of their own share what is left."""
+    matched = {t: ms for t, ms in (ms_by_thread or {}).items() if t in summary["thread_groups"]}
+    rest_ms = max(0.0, ms_total - sum(matched.values()))
+    rest_samples = sum(sum(c.values()) for t, c in summary["thread_groups"].items() if t not in matched)
+    out: Counter[str] = Counter()
+    for thread, groups in summary["thread_groups"].items():
+        samples = sum(groups.values())
+        for g, n in groups.items():
+            if thread in matched:
+                out[g] += matched[thread] * n / samples * 1000
+            elif rest_samples:
+                out[g] += rest_ms * n / rest_samples * 1000
+    return dict(out)
 
 
 def _pct(n: int, total: int) -> str:
