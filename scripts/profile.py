@@ -232,7 +232,7 @@ def main(argv: list[str]) -> int:
     text = render(meta, meta["chain_cpu"], bare_cpu, wrk, cpu, gil)
     (out / "profile.md").write_text(text)
     print(text)
-    progress(f"wrote {out}/profile.md, cpu.txt, gil.txt (py-spy raw), dump.txt")
+    progress(f"wrote {out}/profile.md, cpu.txt, gil.txt, bare-cpu.txt (py-spy raw), dump.txt")
     return 0
 
 
