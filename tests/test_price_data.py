@@ -287,7 +287,6 @@ def test_claude_sonnet_4_5_costs_its_price_the_day_before_it_retires(table):
         ("x-ai/grok-4.20", "openrouter", "xai", "grok-4.20"),
         ("openai/gpt-6.2-sol", "openrouter", "openai", "gpt-6.2-sol"),
         ("google/gemini-4-neon", "openrouter", "gemini", "gemini-4-neon"),
-        ("mistralai/mistral-large-2512", "openrouter", "mistral", "mistral-large-latest"),
     ],
 )
 def test_a_name_form_resolves_to_its_entry(table, name, provider, entry_provider, entry_model):

@@ -223,7 +223,7 @@ def test_merge_keeps_other_models_and_dates_a_changed_price(source, tmp_path):
     table = PriceTable.load(dest)
     assert table.resolve("gpt-4o", "openai", datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)).input == \
         Money.per_million("9")
-    assert table.resolve("gpt-4o", "openai").input == Money.per_million("2.50")
+    assert table.resolve("gpt-4o", "openai", datetime.datetime.now(datetime.UTC)).input == Money.per_million("2.50")
 
 
 def test_reimporting_an_unchanged_map_adds_nothing_and_a_changed_price_gets_its_date(source, tmp_path):

@@ -24,7 +24,8 @@ def table():
         entry("claude-sonnet-4-5", "anthropic", input="3"), entry("gemini-2.5-flash", "gemini"),
         entry("mistral-large-latest", "mistral", input="0.5", aliases=["mistral-large-2512"]),
         entry("mistral-medium-latest", "mistral", input="1.5"),
-        entry("openai/gpt-oss-120b", "groq", input="0.15"),
+        entry("openai/gpt-oss-120b", "groq", input="0.15"), entry("gpt-oss-120b", "openai", input="0.01"),
+        entry("gemma-3-27b-it", "gemini", input="0"),
         entry("own-model", "openrouter", input="7"),
     ]}, "test"))
 
@@ -52,6 +53,8 @@ def test_a_name_resolves_to_its_model(table, name, provider, model):
     ("gemini-2.5-flash-preview-09-2025", "gemini"),
     ("grok-4.20-1399", "xai"),  # not a date
     ("openai/gpt-oss-120b", "openrouter"),  # open weights: OpenRouter routes them to hosts priced apart
+    ("google/gemma-3-27b-it", "openrouter"),  # even where the vendor itself prices them (here at $0)
+    ("mistralai/mistral-large-2512", "openrouter"),  # Mistral's models are open weights too
     ("deepseek/deepseek-chat", "openrouter"),
     ("gpt-4o", "openrouter"),  # OpenRouter names carry their vendor
     ("claude-sonnet-4.5", "openai"),  # the dotted form is OpenRouter's, but no openai entry: by name...

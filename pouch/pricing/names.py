@@ -3,7 +3,9 @@
 A name resolves to an entry by exact match first, then with what sellers and SDKs add around
 a model's name taken away — never by prefix, so ``gpt-4`` is not ``gpt-4o``:
 
-- provider prefixes: ``openai/``, ``models/`` (Gemini), ``publishers/google/models/`` (Vertex).
+- provider prefixes: ``openai/``, ``models/`` (Gemini), ``publishers/google/models/`` (Vertex);
+  on OpenRouter, ``anthropic/``, ``openai/``, ``google/``, ``x-ai/`` name the vendor's own entry
+  (``OPENROUTER_VENDORS``).
   Not ``openrouter/``: that names a seller, priced on its own;
 - OpenRouter's dotted Claude versions: ``claude-sonnet-4.5`` is ``claude-sonnet-4-5``;
 - snapshot suffixes, which name a dated copy of the same model at the same price:
@@ -19,11 +21,12 @@ from __future__ import annotations
 import re
 
 PREFIXES = frozenset({"openai", "anthropic", "gemini", "google", "vertex_ai", "models", "publishers"})
-# OpenRouter's slugs for the vendors that serve their own models there, at their own prices
-# ("OpenRouter passes through the pricing of the underlying providers"). Not open-weight
-# vendors (deepseek/, meta-llama/, qwen/): OpenRouter routes those to other hosts, priced apart.
-OPENROUTER_VENDORS = {"anthropic": "anthropic", "openai": "openai", "google": "gemini", "x-ai": "xai",
-                      "mistralai": "mistral"}
+# OpenRouter's slugs for the vendors that serve their own closed models there, at their own
+# prices ("OpenRouter passes through the pricing of the underlying providers"). Not open-weight
+# models, which OpenRouter routes to other hosts priced apart: neither their vendors (deepseek/,
+# meta-llama/, qwen/, mistralai/) nor the open models of these (openai/gpt-oss-*, google/gemma-*).
+OPENROUTER_VENDORS = {"anthropic": "anthropic", "openai": "openai", "google": "gemini", "x-ai": "xai"}
+OPEN_WEIGHTS = re.compile(r"^(gpt-oss|gemma)\b")
 OPENROUTER_PASSES_THROUGH = ("OpenRouter passes the vendor's own price through "
                              "(https://openrouter.ai/docs/faq, read 2026-11-27)")
 _SNAPSHOT = re.compile(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pouch.domain.money import Money
 from pouch.home import home as pouch_home
-from pouch.pricing.names import OPENROUTER_PASSES_THROUGH, OPENROUTER_VENDORS, candidate_names
+from pouch.pricing.names import OPEN_WEIGHTS, OPENROUTER_PASSES_THROUGH, OPENROUTER_VENDORS, candidate_names
 from pouch.pricing.price import Price, Retirement, ToolFee
 from pouch.pricing.price_file import Entry, parse_prices, parse_tool_fees, read_document
 
@@ -102,7 +102,7 @@ class PriceTable:
         """``anthropic/claude-sonnet-4.5`` on OpenRouter: the vendor's own entry, never another host's."""
         vendor, _, name = model.strip().lower().partition("/")
         provider = OPENROUTER_VENDORS.get(vendor)
-        if not provider or not name:
+        if not provider or not name or OPEN_WEIGHTS.match(name):
             return None
         for candidate in candidate_names(name):
             if found := self._by_key.get((provider, candidate)):

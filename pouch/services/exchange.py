@@ -28,7 +28,7 @@ SNAPSHOT = "pouch"  # flow.metadata[SNAPSHOT]: the exchange as JSON, once the fl
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Reservation:
-    id: int
+    id: str
     amount: Money  # the worst case held
     remaining: Money | None  # the budget left while it is held (None: the key has no budget)
     price_model: str  # the entry it was priced by

@@ -20,12 +20,14 @@ so that running it again elsewhere is safe.
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import peewee as pw
 
 from pouch.store.database import database
 
+log = logging.getLogger(__name__)
 _here = threading.local()  # per thread: the sqlite3 connection prepared, its own busy timeout
 
 
@@ -60,7 +62,12 @@ def run_here(fn, *args, **kwargs):
             raise Busy(str(e)) from e
         raise
     finally:
-        connection.execute(f"PRAGMA busy_timeout = {int(_here.timeout)}")
+        # Never raises: the step may have committed, and an error here would have it run again
+        # elsewhere (a usage row recorded twice).
+        try:
+            connection.execute(f"PRAGMA busy_timeout = {int(_here.timeout)}")
+        except Exception:
+            log.exception("pouch: restoring the store's busy timeout failed")
 
 
 def checkpoint() -> tuple[int, int]:
