@@ -219,7 +219,7 @@ def test_merge_keeps_other_models_and_dates_a_changed_price(source, tmp_path):
     assert {provider for provider, _ in models} == {"openai", "vllm"}
     # the old price still prices what came before the import; the new one applies from today
     gpt = [m for m in json.loads(dest.read_text())["models"] if m["model"] == "gpt-4o"]
-    assert [(m["input"], m.get("from")) for m in gpt] == [("9", None), ("2.50", datetime.date.today().isoformat())]
+    assert [(m["input"], m.get("from")) for m in gpt] == [("9", None), ("2.50", datetime.datetime.now(datetime.UTC).date().isoformat())]
     table = PriceTable.load(dest)
     assert table.resolve("gpt-4o", "openai", datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)).input == \
         Money.per_million("9")
