@@ -9,25 +9,17 @@ import click
 from pouch.cli.common import emit_json, table
 from pouch.pricing import check as map_check
 from pouch.pricing.litellm_import import TODAY, import_litellm
-from pouch.pricing.price import PRICE_FIELDS, Price, Retirement
+from pouch.pricing.price import PRICE_FIELDS, Price, Retirement, per_million_text, tier_json
 from pouch.pricing.price_file import parse_instant
 from pouch.pricing.table import PriceTable
 from pouch.store.database import home
 
 
-def per_million(money) -> str | None:
-    return None if money is None else format((money.as_usd * 10**6).normalize(), "f")
-
-
 def describe(price: Price) -> dict:
     """A price as JSON: USD per 1M tokens as exact decimal strings."""
     described = {"model": price.model, "provider": price.provider, "mode": price.mode}
-    described.update({field: per_million(getattr(price, field)) for field in PRICE_FIELDS})
-    described["tiers"] = [
-        {"above_input_tokens": tier.above_input_tokens,
-         **{f: per_million(getattr(tier, f)) for f in PRICE_FIELDS if getattr(tier, f) is not None}}
-        for tier in price.tiers
-    ]
+    described.update({field: per_million_text(getattr(price, field)) for field in PRICE_FIELDS})
+    described["tiers"] = [tier_json(tier) for tier in price.tiers]
     described.update(max_input_tokens=price.max_input_tokens, max_output_tokens=price.max_output_tokens,
                      per_request_usd=None if price.per_request is None else format(price.per_request.as_usd, "f"),
                      aliases=list(price.aliases), source=price.source, as_of=price.as_of.isoformat(),

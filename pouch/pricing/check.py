@@ -20,9 +20,10 @@ from decimal import Decimal
 from pathlib import Path
 
 from pouch.domain.errors import InvalidInput
-from pouch.pricing.litellm_import import _MODES, convert_entry, provider_name
-from pouch.pricing.price import PRICE_FIELDS, Price, Retirement
+from pouch.pricing.litellm_import import MODES, convert_entry, provider_name
+from pouch.pricing.price import PRICE_FIELDS, Price, Retirement, per_million_text, tier_json
 from pouch.pricing.price_file import Entry
+from pouch.pricing.table import effective_from
 
 REFERENCE = "litellm-model-prices-1.110.2.json.gz"
 
@@ -76,7 +77,7 @@ def index_map(litellm: dict) -> dict[tuple[str, str], dict]:
     retirement date. An entry keyed without its provider prefix wins over a prefixed copy."""
     index: dict[tuple[str, str], dict] = {}
     for key, entry in litellm.items():
-        if not isinstance(entry, dict) or entry.get("mode") not in _MODES:
+        if not isinstance(entry, dict) or entry.get("mode") not in MODES:
             continue
         provider = provider_name(str(entry.get("litellm_provider", "")))
         if not provider:
@@ -101,6 +102,11 @@ def compare(entries: Iterable[Entry], litellm: dict) -> Report:
     for entry in entries:
         for name in (entry.model, *entry.aliases):
             reasons.setdefault((entry.provider, name.lower()), {}).update(entry.differs_from_map)
+    latest: dict[tuple[str, str], Entry] = {}  # each model's last dated entry: its retirement date is compared there
+    for entry in entries:
+        name = (entry.provider, entry.model.lower())
+        if name not in latest or effective_from(entry) >= effective_from(latest[name]):
+            latest[name] = entry
     differences, missing, compared = [], [], 0
     for entry in entries:
         for name in (entry.model, *entry.aliases):
@@ -112,7 +118,7 @@ def compare(entries: Iterable[Entry], litellm: dict) -> Report:
             compared += 1
             why = dict(entry.differs_from_map)
             fields = _fields(entry, theirs) if isinstance(entry, Price) else []
-            if entry is _latest(entries, entry):  # the retirement date is compared once per model
+            if entry is latest[(entry.provider, entry.model.lower())]:  # once per model
                 ours_retired = retired.get((entry.provider, name.lower()))
                 fields.append(("retired", ours_retired, theirs.get("retired")))
             for field, ours, their_value in fields:
@@ -124,35 +130,18 @@ def compare(entries: Iterable[Entry], litellm: dict) -> Report:
     return Report(differences, sorted(set(missing)), compared)
 
 
-def _latest(entries: list[Entry], entry: Entry) -> Entry:
-    same = [e for e in entries if (e.provider, e.model.lower()) == (entry.provider, entry.model.lower())]
-    return max(same, key=lambda e: e.effective or datetime.datetime.min.replace(tzinfo=datetime.UTC))
-
-
 def _fields(price: Price, theirs: dict) -> list[tuple[str, object, object]]:
-    rows = [(f, _amount(getattr(price, f)), _decimal(theirs.get(f))) for f in PRICE_FIELDS]
-    rows.append(("tiers", [_tier(t) for t in price.tiers], [_their_tier(t) for t in theirs.get("tiers", [])]))
+    rows = [(f, per_million_text(getattr(price, f)), _decimal(theirs.get(f))) for f in PRICE_FIELDS]
+    rows.append(("tiers", [tier_json(t) for t in price.tiers], [_their_tier(t) for t in theirs.get("tiers", [])]))
     rows += [(f, getattr(price, f), theirs.get(f)) for f in ("max_input_tokens", "max_output_tokens")]
     if price.mode == "embedding":
         rows = [r for r in rows if r[0] != "output"]
     return rows
 
 
-def _amount(money) -> str | None:
-    return None if money is None else _text((money.as_usd * 10**6))
-
-
 def _decimal(text: object) -> str | None:
-    return None if text is None else _text(Decimal(str(text)))
-
-
-def _text(value: Decimal) -> str:
-    return format(value.normalize(), "f")
-
-
-def _tier(tier) -> dict:
-    return {"above_input_tokens": tier.above_input_tokens,
-            **{f: _amount(getattr(tier, f)) for f in PRICE_FIELDS if getattr(tier, f) is not None}}
+    """The map's per-1M string ("2.50") as ``per_million_text`` writes ours ("2.5")."""
+    return None if text is None else format(Decimal(str(text)).normalize(), "f")
 
 
 def _their_tier(tier: dict) -> dict:

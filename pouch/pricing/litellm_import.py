@@ -35,7 +35,7 @@ _FIELDS = {
     "output_cost_per_token": "output",
     "output_cost_per_reasoning_token": "reasoning",
 }
-_MODES = {"chat": "chat", "responses": "chat", "embedding": "embedding"}
+MODES = {"chat": "chat", "responses": "chat", "embedding": "embedding"}
 _PROVIDERS = {"text-completion-openai": "openai", "bedrock_converse": "bedrock", "fireworks_ai": "fireworks",
               "together_ai": "together"}
 
@@ -64,7 +64,7 @@ def import_litellm(source: Path, dest: Path, providers: set[str] | None = None, 
     today = datetime.date.today().isoformat()
     imported, unpriced = {}, []
     for key, entry in litellm.items():
-        if key == "sample_spec" or not isinstance(entry, dict) or entry.get("mode") not in _MODES:
+        if key == "sample_spec" or not isinstance(entry, dict) or entry.get("mode") not in MODES:
             continue
         provider = provider_name(str(entry.get("litellm_provider", "")))
         if not provider or (providers is not None and provider not in providers):
@@ -104,7 +104,7 @@ def provider_name(litellm_provider: str) -> str:
 
 def convert_entry(key: str, entry: dict, provider: str) -> dict | None:
     """One LiteLLM entry in our format (without source and as_of), or None if it has no price."""
-    mode = _MODES[entry["mode"]]
+    mode = MODES[entry["mode"]]
     prices, tiers = {}, {}
     for theirs, ours in _FIELDS.items():
         above = re.compile(re.escape(theirs) + r"_above_(\d+)k_tokens")

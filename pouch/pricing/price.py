@@ -126,6 +126,17 @@ class ToolFee:
     as_of: datetime.date
 
 
+def per_million_text(price: Money | None) -> str | None:
+    """A price as USD per 1M tokens, an exact decimal string ("2.5", "0.075"); None: no price."""
+    return None if price is None else format((price.as_usd * 10**6).normalize(), "f")
+
+
+def tier_json(tier: Tier) -> dict:
+    """A tier as JSON, in the price file's names, with only the prices it sets."""
+    return {"above_input_tokens": tier.above_input_tokens,
+            **{f: per_million_text(getattr(tier, f)) for f in PRICE_FIELDS if getattr(tier, f) is not None}}
+
+
 def cost(price: Price, usage: Usage) -> Money:
     """What a request cost, exactly, in the tier its total input tokens select."""
     p = price.for_input(usage.input_tokens)

@@ -32,10 +32,10 @@ class PriceTable:
         self.tool_fees = {provider: dict(by_tool) for provider, by_tool in fees.items()}
         versions = _by_name(prices, self.tool_fees)
         for key, replacing in _by_name(overrides, self.tool_fees).items():
-            start = min(map(_effective, replacing))  # an override holds from its first date on
-            versions[key] = [e for e in versions.get(key, []) if _effective(e) < start] + replacing
+            start = min(map(effective_from, replacing))  # an override holds from its first date on
+            versions[key] = [e for e in versions.get(key, []) if effective_from(e) < start] + replacing
         self._by_key: dict[tuple[str, str], Versions] = {
-            key: tuple(sorted(found, key=_effective)) for key, found in versions.items()}
+            key: tuple(sorted(found, key=effective_from)) for key, found in versions.items()}
         # A name several providers price resolves, without a provider, to the dearest:
         # reserving too much is safe, billing too little is not.
         self._by_name: dict[str, Versions] = {}
@@ -120,7 +120,7 @@ class PriceTable:
         seen: dict[int, Entry] = {}
         for found in self._by_key.values():
             seen.update((id(e), e) for e in found)
-        return iter(sorted(seen.values(), key=lambda e: (e.provider, e.model.lower(), _effective(e))))
+        return iter(sorted(seen.values(), key=lambda e: (e.provider, e.model.lower(), effective_from(e))))
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
@@ -133,7 +133,7 @@ def in_effect(versions: Versions, at: datetime.datetime | None = None) -> Entry 
     at = at or _now()
     chosen = None
     for entry in versions:
-        if _effective(entry) <= at:
+        if effective_from(entry) <= at:
             chosen = entry
     if chosen is None and isinstance(versions[0], Price):
         chosen = versions[0]
@@ -144,7 +144,8 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _effective(entry: Entry) -> datetime.datetime:
+def effective_from(entry: Entry) -> datetime.datetime:
+    """When ``entry`` starts to apply; an undated entry, always."""
     return entry.effective or _ALWAYS
 
 
