@@ -47,15 +47,16 @@ SETTLE_RETRIES = 12  # pauses of 0.5 s doubling to 30 s: about 3.5 minutes, well
 
 
 def billed(usage: Usage, model: str, tool_calls: tuple, provider: str, reported: str | None,
-           at: datetime | None = None) -> tuple[Usage, Money]:
+           at: datetime | None = None, known: Price | None = None) -> tuple[Usage, Money]:
     """(usage with its tool calls named as billed, what it cost) at the prices in effect at
     ``at``, the request's time. Priced as the model the provider says answered when that is
     dearer than the one requested (a fallback model, a router's choice), or when the
-    requested one has no price (an observed alias)."""
+    requested one has no price (an observed alias). ``known``: the requested model's price,
+    as admission already resolved it."""
     names = [model] + ([reported] if reported and reported != model else [])
     best: tuple[Money, Usage] | None = None
     for name in names:
-        price = price_table().resolve(name, provider, at)
+        price = known if name == model and known is not None else price_table().resolve(name, provider, at)
         if price is not None:
             price = price.of_provider(provider)
             if not price.prices_beyond(usage.input_tokens):
@@ -158,9 +159,9 @@ class UsageMeter:
             measured = settlement.Measured(Usage(), True, "measure_failed")
         call, provider_name, tools = found.call, found.provider.name, found.tool_calls
         reserved = reservation.amount if reservation else None
-        at = found.requested_at
-        settled = settlement.settle(measured, reserved,
-                                    lambda usage, reported: billed(usage, call.model, tools, provider_name, reported, at))
+        at, known = found.requested_at, found.entry if isinstance(found.entry, Price) else None
+        settled = settlement.settle(measured, reserved, lambda usage, reported: billed(
+            usage, call.model, tools, provider_name, reported, at, known))
         usage, outcome, would_cost, charge = settled.usage, settled.outcome, settled.cost, settled.charge
         if outcome == "overrun":
             log.warning("pouch: overrun: key %s was charged %s for a %s request that reserved %s (usage %s)",
