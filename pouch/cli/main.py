@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pouch.cli import keys, prices, run, usage
+from pouch.cli import env, keys, prices, run, usage
 from pouch.domain.errors import InvalidInput
 
 
@@ -43,3 +43,4 @@ cli.add_command(run.addon_path)
 cli.add_command(keys.keys)
 cli.add_command(usage.usage)
 cli.add_command(prices.prices)
+cli.add_command(env.env)

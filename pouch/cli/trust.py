@@ -29,7 +29,10 @@ def ensure_ca(confdir: Path) -> Path:
     return confdir / CA_NAME
 
 
-def usual_cas() -> list[Path]:
+def usual_cas(bundle: Path | None = None) -> list[Path]:
+    """The system's CAs (``SSL_CERT_FILE`` counts: a corporate bundle stays trusted) and certifi's,
+    but never ``bundle`` itself: a shell that evaluated ``pouch env`` has ``SSL_CERT_FILE`` on it,
+    and reading it back would keep a replaced pouch CA in the bundle for ever."""
     paths = ssl.get_default_verify_paths()
     found = [Path(p) for p in (paths.cafile, paths.openssl_cafile) if p]
     try:
@@ -38,23 +41,32 @@ def usual_cas() -> list[Path]:
         found.append(Path(certifi.where()))
     except ImportError:
         pass
-    return [p for p in dict.fromkeys(found) if p.is_file()]
+    itself = bundle.resolve() if bundle else None
+    return [p for p in dict.fromkeys(found) if p.is_file() and p.resolve() != itself]
 
 
-def write_bundle(ca: Path) -> Path:
-    """``<confdir>/ca-bundle.pem``: the usual CAs and pouch's, rewritten whenever that would
-    change it (a new pouch CA, updated system CAs)."""
+def write_bundle(ca: Path, bundle: Path | None = None) -> Path:
+    """``bundle`` (default ``ca-bundle.pem`` beside the CA): the usual CAs and pouch's. Written
+    only when that would change it (a new pouch CA, updated system CAs), so the shells and
+    processes pointed at it keep reading the same file, and atomically, so none of them ever
+    reads half of one."""
+    bundle = bundle or ca.with_name(BUNDLE_NAME)
     certificates: dict[str, None] = {}
-    for source in usual_cas():
+    for source in usual_cas(bundle):
         for pem in _PEM.findall(source.read_text(errors="replace")):
             certificates[pem] = None
     for pem in _PEM.findall(ca.read_text()):
         certificates[pem] = None
     text = "".join(f"{pem}\n" for pem in certificates)
-    bundle = ca.with_name(BUNDLE_NAME)
-    if not bundle.exists() or bundle.read_text() != text:
-        with tempfile.NamedTemporaryFile("w", dir=bundle.parent, delete=False, prefix=".ca-bundle-") as out:
-            out.write(text)
-        os.chmod(out.name, 0o644)
-        os.replace(out.name, bundle)
+    if not bundle.exists() or bundle.read_text(errors="replace") != text:
+        bundle.parent.mkdir(parents=True, exist_ok=True)
+        out = tempfile.NamedTemporaryFile("w", dir=bundle.parent, delete=False, prefix=".ca-bundle-")
+        try:
+            with out:
+                out.write(text)
+            os.chmod(out.name, 0o644)
+            os.replace(out.name, bundle)
+        finally:
+            if os.path.exists(out.name):
+                os.unlink(out.name)
     return bundle
