@@ -3,7 +3,8 @@
     mitmdump -s addons/pouch.py      (headless)
     mitmweb  -s addons/pouch.py      (with the traffic inspector)
 
-or `pouch run` / `pouch web`, which add sensible defaults.
+or `pouch run` / `pouch web`, which add sensible defaults. mitmproxy sees one addon, the
+chain (addons/chain.py), which calls the links below in this order.
 """
 
 import importlib
@@ -23,6 +24,7 @@ else:
     sys.path.insert(0, str(_here.parent))
 
 from addons.budget import Budget  # noqa: E402
+from addons.chain import Chain  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
 from addons.inspect import Inspect  # noqa: E402
 from addons.keys import Keys  # noqa: E402
@@ -35,8 +37,8 @@ from addons.ratelimit import RateLimit  # noqa: E402
 from addons.upstream import Upstream  # noqa: E402
 from addons.usage import UsageMeter  # noqa: E402
 
-addons = [
-    Gateway(),  # not a link: the store and its thread, the tokenizers: what every link shares
+addons = [Chain(
+    Gateway(freeze_heap=True),  # not a link: the store and its thread, the tokenizers: what every link shares
     ProxyCredentials(),  # not a link: Proxy-Authorization off every request, kept for the perimeter only
     Perimeter(),  # not a link: who may use the proxy, where it may connect, LLM hosts only over https
     Providers(),  # not a link: which APIs are metered, and only their hosts are decrypted
@@ -48,4 +50,4 @@ addons = [
     UsageMeter(),
     Upstream(),
     Inspect(),  # not a link: explains each flow in mitmweb (comments, markers, LLM view, commands)
-]
+)]

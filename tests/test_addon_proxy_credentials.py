@@ -73,5 +73,5 @@ def test_an_answered_connect_loses_it(addon):
 def test_it_runs_right_before_the_perimeter():
     from addons.pouch import addons
 
-    kinds = [type(a) for a in addons]
+    kinds = [type(a) for a in addons[0].links]
     assert kinds.index(ProxyCredentials) + 1 == kinds.index(Perimeter)
