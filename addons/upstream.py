@@ -11,6 +11,7 @@ update and interception of the request.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import typing
@@ -56,7 +57,12 @@ class LateCredential:
         swaps = self.pending.get(flow)
         if not swaps:
             return None
-        sent = flow.request.copy()
+        # A shallow copy with headers of its own is all replace_in_request needs (it sets the
+        # headers' fields and the path, never changes a shared value in place); Request.copy
+        # rebuilds the whole message through its serialised state, ~20 us per request.
+        sent = copy.copy(flow.request)
+        sent.data = copy.copy(flow.request.data)
+        sent.data.headers = http.Headers(flow.request.headers.fields)
         replace_in_request(sent, swaps)
         return sent
 

@@ -29,12 +29,14 @@ def placeholder(secret: str) -> str:
 def replace_in_request(request: http.Request, swaps: dict[str, str]) -> None:
     """Replace each credential text in the request's headers and URL by its substitute."""
     encoded = {old.encode(): new.encode() for old, new in swaps.items() if old}
-    fields = []
-    for name, value in request.headers.fields:
-        for old, new in encoded.items():
-            value = value.replace(old, new)
-        fields.append((name, value))
-    request.headers.fields = tuple(fields)
+    fields = request.headers.fields
+    if any(old in value for _, value in fields for old in encoded):  # else the headers stay as they are
+        changed = []
+        for name, value in fields:
+            for old, new in encoded.items():
+                value = value.replace(old, new)
+            changed.append((name, value))
+        request.headers.fields = tuple(changed)
     path = request.path
     for old, new in swaps.items():
         if old and old in path:
