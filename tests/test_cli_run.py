@@ -124,11 +124,14 @@ def run_as_printed(lines: str) -> str:
     return done.stdout
 
 
+EVAL_TITLE = "Or point this shell at the gateway (proxy, CA trust, the key for every SDK and CLI), then run any client:\n"
+
+
 def assert_try_it_lines_work(output: str) -> None:
     answer = json.loads(run_as_printed(printed_block(output, "Try it with curl:\n")))
     assert answer["object"] == "chat.completion" and answer["choices"][0]["message"]["content"]
-    python = printed_block(output, "Or with the openai SDK (any client works the same way):\n")
-    assert run_as_printed(python).strip(), "the openai line printed no answer"
+    python = printed_block(output, EVAL_TITLE)
+    assert run_as_printed(python).strip(), "the openai line printed no answer, after eval of pouch env"
 
 
 # -- end to end ------------------------------------------------------------------------------
@@ -145,8 +148,9 @@ def test_run_listens_on_loopback_only_and_its_lines_work_as_printed(start):
             socket.create_connection((outside, port), timeout=5)
 
     assert_try_it_lines_work(gateway.output)
-    python_line = printed_block(gateway.output, "Or with the openai SDK (any client works the same way):\n")
-    assert f"{trust.BUNDLE_NAME} REQUESTS_CA_BUNDLE=" in python_line, "the bundle, not pouch's CA alone"
+    python_line = printed_block(gateway.output, EVAL_TITLE)
+    assert f" env --key demo --port {port}" in python_line, "pouch env, with the arguments pouch run got"
+    assert f"{trust.BUNDLE_NAME} REQUESTS_CA_BUNDLE=" in gateway.output, "by hand: the bundle, not pouch's CA alone"
     printed_python = shlex.split(python_line.splitlines()[-1])[0]
     assert os.path.samefile(printed_python, sys.executable), "the Python that has openai"
 
@@ -170,7 +174,9 @@ def test_a_port_the_user_gives_wins_over_port(start, form):
     gateway = start("--port", str(ignored), *form.format(port).split(), ports=(port,))
     assert listening(port) == {"127.0.0.1"} and listening(ignored) == set()
     assert f"proxy on http://127.0.0.1:{port}, this host only" in gateway.output
-    assert f"--proxy http://127.0.0.1:{port} " in gateway.output and str(ignored) not in gateway.output
+    assert f"--proxy http://127.0.0.1:{port} " in gateway.output and f":{ignored}" not in gateway.output, \
+        "no address names the ignored port (pouch env is given the arguments as typed, and reads them as pouch run)"
+    assert_try_it_lines_work(gateway.output)
 
 
 def test_listen_host_everywhere_binds_everywhere_with_proxy_auth_and_its_lines_work(start):

@@ -155,12 +155,12 @@ def header(tool: str, opts, found: list[Listener], proxy: Listener | None, auth:
     return lines
 
 
-def try_it(secret: str, url: str, ca: Path, trust_env: str, home: str) -> str:
+def try_it(secret: str, url: str, ca: Path, home: str, env_args: str) -> str:
     """Lines that work exactly as printed, from a shell with nothing else set."""
     q = shlex.quote
     python, get_openai = openai_python()
     body = '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello, pouch!"}]}'
-    client = (f'import openai; print(openai.OpenAI(api_key="{secret}").chat.completions.create(model="gpt-4o-mini", '
+    client = ('import openai; print(openai.OpenAI().chat.completions.create(model="gpt-4o-mini", '
               'messages=[{"role": "user", "content": "Hello"}]).choices[0].message.content)')
     pouch = q(str(Path(sys.executable).with_name("pouch")))
     return f"""
@@ -171,16 +171,18 @@ Try it with curl:
     -H "Authorization: Bearer {secret}" -H "Content-Type: application/json" \\
     -d '{body}'
 
-Or with the openai SDK (any client works the same way):
-{get_openai}  export HTTPS_PROXY={url} {trust_env}
+Or point this shell at the gateway (proxy, CA trust, the key for every SDK and CLI), then run any client:
+{get_openai}  eval "$({home}{pouch} env --key demo{env_args})"
   {q(python)} -c '{client}'
+
+(fish: `{home}{pouch} env --key demo{env_args} | source`; the README's "Clients" has Claude Code, Codex, Node, ...)
 
 Then `{home}{pouch} usage` shows what was recorded; `{home}{pouch} keys create --name NAME --budget 5` makes a
 real key (the gateway needs OPENAI_API_KEY / ANTHROPIC_API_KEY / GEMINI_API_KEY in its environment for real keys).
 """
 
 
-def banner(tool: str, opts, secret: str | None, ca: Path, bundle: Path, home: str) -> str:
+def banner(tool: str, opts, secret: str | None, ca: Path, bundle: Path, home: str, env_args: str = "") -> str:
     found = listeners(opts)
     proxy = next((l for l in found if isinstance(l.mode, PROXY_MODES) and l.port), None)
     auth = proxy_auth(opts, found)
@@ -192,12 +194,14 @@ def banner(tool: str, opts, secret: str | None, ca: Path, bundle: Path, home: st
     trust_env = f"SSL_CERT_FILE={shlex.quote(str(bundle))} REQUESTS_CA_BUNDLE={shlex.quote(str(bundle))}"
     lines += [
         "",
-        f"Clients: export HTTPS_PROXY={shown_url} {trust_env}",
+        f"Clients: eval \"$({home}{shlex.quote(str(Path(sys.executable).with_name('pouch')))} env --key <pouch-key>"
+        f"{env_args})\" sets all of it (bash, zsh), or by hand:",
+        f"  export HTTPS_PROXY={shown_url} {trust_env}",
         f"  ({bundle.name}: the usual CAs plus pouch's, so a client's other HTTPS keeps working; "
         f"Node: NODE_EXTRA_CA_CERTS={shlex.quote(str(ca))}, and NODE_USE_ENV_PROXY=1 on Node 24+)",
     ]
     text = "\n".join(lines) + "\n"
-    return text + try_it(secret, url, ca, trust_env, home) if secret else text
+    return text + try_it(secret, url, ca, home, env_args) if secret else text
 
 
 def command(tool: str, port: int, db: str | None, extra: tuple[str, ...]):
@@ -228,7 +232,8 @@ def launch(ctx: click.Context, tool: str, port: int, demo: bool, extra: tuple[st
     if opts is not None:
         ca = trust.ensure_ca(Path(opts.confdir).expanduser())
         home = "" if db or os.environ.get("POUCH_DB") else f"POUCH_HOME={shlex.quote(str(database.home().absolute()))} "
-        click.echo(banner(tool, opts, demo_secret() if demo else None, ca, trust.write_bundle(ca), home))
+        env_args = "".join(" " + shlex.quote(a) for a in ("--port", str(port), *extra))  # pouch env reads them as we do
+        click.echo(banner(tool, opts, demo_secret() if demo else None, ca, trust.write_bundle(ca), home, env_args))
     sys.stdout.flush()
     os.execv(args[0], args)
 
