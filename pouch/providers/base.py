@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 METERED, FREE, UNMETERED = "metered", "free", "unmetered"
+# A WebSocket whose messages are metered one by one (the Responses API over WebSocket): the
+# connection is admitted like a free endpoint; addons/websocket.py admits and meters each message.
+WEBSOCKET = "websocket"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -16,13 +16,15 @@ import time
 
 from .controls import Controls, parse_controls
 from .openai_shapes import ROUTES, error_body
+from .openai_websocket import ResponsesSocket
 from .server import JSON, FakeServer, RecordedRequest, Request, Stream, run_cli
 
 __all__ = ["FakeOpenAI", "RecordedRequest", "main", "parse_controls"]  # importable from here, as before
 
 
-class FakeOpenAI(FakeServer):
-    """A threaded HTTP/1.1 fake of api.openai.com; HTTPS with its own CA unless ``plain``."""
+class FakeOpenAI(ResponsesSocket, FakeServer):
+    """A threaded HTTP/1.1 fake of api.openai.com; HTTPS with its own CA unless ``plain``; the
+    Responses API over WebSocket too (``openai_websocket``)."""
 
     name = "openai"
     plays = "api.openai.com"

@@ -199,6 +199,19 @@ def _tool_items(tool: dict | None, calls: int) -> list[dict]:
 
 
 def responses(body, controls: Controls):
+    answer = _responses(body, controls)
+    if isinstance(answer, dict):
+        return answer
+    return [Event(sse(event, event["type"]), content) for event, content in answer]
+
+
+def response_events(body, controls: Controls) -> list[tuple[dict, bool]]:
+    """A response's stream events, each with whether it is a content chunk (what a Responses
+    WebSocket sends, one message each, for a ``response.create`` with ``body``)."""
+    return _responses({**_object(body), "stream": True}, controls)
+
+
+def _responses(body, controls: Controls) -> dict | list[tuple[dict, bool]]:
     body = _object(body)
     model = body["model"]
     said = last_user_text(body.get("input"))
@@ -258,8 +271,7 @@ def responses(body, controls: Controls):
         # A reply cut by max_output_tokens ends with response.incomplete, as OpenAI's does.
         ("response.incomplete" if reply.truncated else "response.completed", {"response": response}, False),
     ]
-    return [Event(sse({"type": kind, "sequence_number": n, **data}, kind), content)
-            for n, (kind, data, content) in enumerate(events)]
+    return [({"type": kind, "sequence_number": n, **data}, content) for n, (kind, data, content) in enumerate(events)]
 
 
 def embeddings(body, controls: Controls):

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Self
 
+from . import websocket
 from .controls import Controls, parse_controls
 from .tls import PROVIDER_HOSTS, write_tls_files
 
@@ -97,6 +98,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if controls.status and controls.status >= 400:
             message = f"fake: HTTP {controls.status} as requested by x-fake-status"
             return self._send(fake.error(request, controls.status, message), request, started)
+        if websocket.is_upgrade(self.command, headers) and fake.serves_websocket(path):
+            self.close_connection = True  # the connection is the socket's until it closes
+            return fake.websocket(websocket.Session(self, headers, fake.response_headers(request, started)), request)
         try:
             answer = fake.answer(request, controls)
         except ValueError as e:  # what the provider would refuse: a malformed body
@@ -229,6 +233,14 @@ class FakeServer:
     def response_headers(self, request: Request, started: float) -> dict[str, str]:
         """Headers the provider adds to every answer (``started``: ``time.monotonic()``)."""
         return {}
+
+    def serves_websocket(self, path: str) -> bool:
+        """Whether an upgrade to WebSocket at ``path`` is accepted (``websocket`` serves it)."""
+        return False
+
+    def websocket(self, session: websocket.Session, request: Request) -> None:
+        """Serve an accepted WebSocket until the client closes it (on the connection's thread)."""
+        raise NotImplementedError
 
     @property
     def requests(self) -> list[RecordedRequest]:

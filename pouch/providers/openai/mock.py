@@ -112,7 +112,13 @@ def _response(call: Call, body: dict, usage: Usage, text: str, truncated: bool) 
 
 
 def _response_stream(call: Call, body: dict, usage: Usage, text: str, truncated: bool) -> Reply:
-    """The full event sequence OpenAI sends for a one-message text response."""
+    return _sse_reply([_sse_event(event, event["type"]) for event in response_events(call, body, usage, text)])
+
+
+def response_events(call: Call, body: dict, usage: Usage, text: str) -> list[dict]:
+    """The full event sequence OpenAI sends for a one-message text response: an SSE stream's
+    events, or the messages of the Responses API over WebSocket."""
+    truncated = call.max_output is not None and usage.output_tokens >= call.max_output
     ids = _id("resp_mock"), _id("msg_mock")
     status = "incomplete" if truncated else "completed"
     in_progress = _response_object(call, body, ids, "in_progress", None, None)
@@ -132,8 +138,7 @@ def _response_stream(call: Call, body: dict, usage: Usage, text: str, truncated:
         # A response cut at max_output_tokens ends in response.incomplete, as OpenAI's does.
         {"type": f"response.{status}", "response": _response_object(call, body, ids, status, message, usage)},
     ]
-    numbered = ({"type": e["type"], "sequence_number": n} | e for n, e in enumerate(events))
-    return _sse_reply([_sse_event(event, event["type"]) for event in numbered])
+    return [{"type": e["type"], "sequence_number": n} | e for n, e in enumerate(events)]
 
 
 def _response_object(

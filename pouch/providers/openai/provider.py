@@ -13,7 +13,7 @@ import re
 from pouch.domain.errors import PouchError
 from pouch.domain.usage import Usage
 from pouch.providers import json_body
-from pouch.providers.base import FREE, METERED, UNMETERED, Call, Endpoint, Reply, StreamTracker
+from pouch.providers.base import FREE, METERED, UNMETERED, WEBSOCKET, Call, Endpoint, Reply, StreamTracker
 from pouch.providers.openai import mock, request
 from pouch.providers.openai.apis import APIS
 from pouch.providers.openai.streams import ChatStreamTracker, ResponsesStreamTracker
@@ -25,6 +25,9 @@ from pouch.providers.values import bearer_tokens, shown
 _ROUTES = (
     ("POST", "/chat/completions", Endpoint("chat.completions", METERED, "chat")),
     ("POST", "/responses", Endpoint("responses", METERED, "responses")),
+    # The Responses API over WebSocket (a GET with Upgrade: websocket): each response.create
+    # message is a Responses request (pouch.providers.openai.websocket).
+    ("GET", "/responses", Endpoint("responses.websocket", WEBSOCKET, "responses")),
     ("POST", "/completions", Endpoint("completions", METERED, "completions")),
     ("POST", "/embeddings", Endpoint("embeddings", METERED, "embeddings")),
     ("POST", "/moderations", Endpoint("moderations", FREE)),

@@ -160,6 +160,10 @@ class ResponsesStreamTracker(_Tracker):
         self._deltas: list[str] = []
         self._read_usage = read_usage
 
+    def event(self, data: str) -> None:
+        """Watch one event that arrived whole, not in an SSE stream: a WebSocket message."""
+        self._observe(SSEEvent(None, data, b""))
+
     def _observe(self, event: SSEEvent) -> bool:
         kind = event.name or event_type(event.data)
         if kind in _TEXT_EVENTS:
