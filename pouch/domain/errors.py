@@ -139,6 +139,33 @@ class UnknownEndpoint(PouchError):
     kind = "endpoint"
 
 
+class ModelNotFound(PouchError):
+    """Seen by a client asking pouch's own answer (a mock key's) for a model the price table
+    does not know: the provider's 404, as it answers for a model it does not serve."""
+
+    status = 404
+    code = "model_not_found"
+    kind = "model"
+
+
+class NoLocalAnswer(PouchError):
+    """Seen by a client whose request pouch must answer itself (a mock key's, or every request
+    under pouch_mock=all: they never reach the provider) but cannot: nothing was forwarded."""
+
+    status = 403
+    code = "mock_not_available"
+    kind = "endpoint"
+
+
+class SidePathRefused(PouchError):
+    """Seen by a client calling a side path (not the model API) whose family pouch does not
+    forward for a pouch key (docs/side-paths.md), such as Claude.ai's account endpoints."""
+
+    status = 403
+    code = "side_path_refused"
+    kind = "endpoint"
+
+
 class GatewayError(PouchError):
     """Seen by a client when a link of the chain failed: the request is not forwarded."""
 

@@ -23,12 +23,16 @@ from pouch.domain.errors import PouchError
 from pouch.domain.usage import Usage
 
 if TYPE_CHECKING:
+    from pouch.providers.local import Local
     from pouch.providers.transcript_format import Renderer
     from pouch.tokens.pieces import Prompt
 
 log = logging.getLogger(__name__)
 
 METERED, FREE, UNMETERED = "metered", "free", "unmetered"
+# What an official client calls besides the model API (settings, telemetry): its family's policy
+# decides (pouch.providers.side_paths); never a usage row.
+SIDE = "side"
 # A WebSocket whose messages are metered one by one (the Responses API over WebSocket): the
 # connection is admitted like a free endpoint; addons/websocket.py admits and meters each message.
 WEBSOCKET = "websocket"
@@ -40,8 +44,9 @@ class Endpoint:
 
     ``metering``: METERED (priced and budgeted), FREE (no cost: passes with the real
     credential, no usage row), UNMETERED (costs money pouch cannot price: refused unless
-    the operator opts in). ``api`` names the request shape of a metered endpoint, an ``Api``
-    of the provider's (chat, responses, completions, embeddings, anthropic_messages, gemini).
+    the operator opts in), SIDE (what official clients call besides the model API:
+    ``pouch.providers.side_paths``). ``api`` names the request shape of a metered endpoint,
+    an ``Api`` of the provider's (chat, responses, completions, embeddings, anthropic_messages, gemini).
     ``name`` is what usage rows record (``chat.completions``).
     """
 
@@ -224,7 +229,12 @@ class Provider(Protocol):
         """The error in this provider's own shape (status, JSON body, headers)."""
 
     def authorize(self, headers, query, secret: str) -> None:
-        """Remove every client credential and set the real one."""
+        """Remove every client credential and set the real one (an empty ``secret``: set none)."""
 
     def mock(self, endpoint: Endpoint, call: Call, body: dict, usage: Usage, text: str) -> Reply:
         """A fabricated response (JSON, or the full SSE sequence when ``call.stream``)."""
+
+    def answer(self, endpoint: Endpoint, local: Local) -> Reply | None:
+        """A free endpoint answered by pouch itself, in this provider's shape (a mock key's
+        request never leaves): token counts from pouch's count, model lists and model lookups
+        from the price table (``pouch.providers.local``). None: pouch cannot answer it."""

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import json
 
-from pouch.domain.errors import BadRequest, PouchError
+from pouch.domain.errors import BadRequest, ModelNotFound, PouchError
 from pouch.domain.usage import Usage
 from pouch.providers import json_body
-from pouch.providers.anthropic import mock
+from pouch.providers.anthropic import answers, mock
 from pouch.providers.anthropic.apis import APIS
+from pouch.providers.anthropic.side_paths import SIDE_PATHS
 from pouch.providers.anthropic.tokens import TOKENIZERS
 from pouch.providers.anthropic.usage import MessagesStreamTracker, usage_from_dict
 from pouch.providers.base import FREE, METERED, UNMETERED, Call, Endpoint, Reply, StreamTracker, ToolBound
+from pouch.providers.local import Local
 from pouch.providers.values import bearer_tokens, shown
 
 MESSAGES = Endpoint("messages", METERED, "anthropic_messages")
+# Counting tokens is free at Anthropic: it passes with the real key, unmetered.
+COUNT_TOKENS = Endpoint("messages.count_tokens", FREE)
+MODELS_LIST, MODEL = Endpoint("models.list", FREE), Endpoint("models.retrieve", FREE)
 _EXACT_ROUTES = {
     ("POST", "/v1/messages"): MESSAGES,
-    # Counting tokens is free at Anthropic: it passes with the real key, unmetered.
-    ("POST", "/v1/messages/count_tokens"): Endpoint("messages.count_tokens", FREE),
-    ("GET", "/v1/models"): Endpoint("models.list", FREE),
+    ("POST", "/v1/messages/count_tokens"): COUNT_TOKENS,
+    ("GET", "/v1/models"): MODELS_LIST,
 }
 _MODEL_PREFIX = "/v1/models/"
 # Paid APIs pouch cannot price yet (batches are billed later, at a discount), whatever the method.
@@ -52,6 +56,7 @@ class Anthropic:
     credential_env: tuple[str, ...] = ("ANTHROPIC_API_KEY",)
     apis = APIS
     tokenizers = TOKENIZERS
+    side_paths = SIDE_PATHS  # what Claude Code calls besides the Messages API, and what pouch does with it
 
     def endpoint(self, method: str, path: str) -> Endpoint | None:
         path = path.split("?", 1)[0]
@@ -60,7 +65,7 @@ class Anthropic:
             return found
         if method == "GET" and path.startswith(_MODEL_PREFIX):
             model_id = path[len(_MODEL_PREFIX) :]
-            return Endpoint("models.retrieve", FREE) if model_id and "/" not in model_id else None
+            return MODEL if model_id and "/" not in model_id else None
         for prefix, endpoint in _UNMETERED:
             if path == prefix or path.startswith(prefix + "/"):
                 return endpoint
@@ -124,7 +129,8 @@ class Anthropic:
     def authorize(self, headers, query, secret: str) -> None:
         headers.pop("authorization", None)
         headers.pop("x-api-key", None)
-        headers["x-api-key"] = secret
+        if secret:
+            headers["x-api-key"] = secret
         if "anthropic-version" not in headers:
             headers["anthropic-version"] = _API_VERSION
 
@@ -132,6 +138,15 @@ class Anthropic:
         if endpoint.api != MESSAGES.api:
             raise ValueError(f"no Anthropic mock for {endpoint.name}")
         return mock.mock(call, usage, text)
+
+    def answer(self, endpoint: Endpoint, local: Local) -> Reply | None:
+        if endpoint is COUNT_TOKENS:
+            return answers.count_tokens(local)
+        if endpoint is MODELS_LIST:
+            return answers.models_list(local)
+        if endpoint is MODEL:
+            return answers.model(local, lambda message: self.error(ModelNotFound(message)))
+        return None
 
 
 def _server_tool(tool: dict) -> str | None:

@@ -13,13 +13,15 @@ import json
 import re
 from urllib.parse import parse_qs
 
-from pouch.domain.errors import BadRequest, PouchError
+from pouch.domain.errors import BadRequest, ModelNotFound, PouchError
 from pouch.domain.usage import Usage
 from pouch.providers.base import FREE, METERED, UNMETERED, Call, Endpoint, Reply, StreamTracker, ToolBound
-from pouch.providers.gemini import mock
+from pouch.providers.gemini import answers, mock
 from pouch.providers.gemini.apis import APIS
 from pouch.providers.gemini.usage import GeminiStreamTracker, usage_from_body
+from pouch.providers.local import Local
 from pouch.providers.openai import OpenAI
+from pouch.providers.openai import answers as openai_answers
 from pouch.providers.values import bearer_tokens, shown
 
 GENERATE = Endpoint("generateContent", METERED, "gemini")
@@ -207,6 +209,14 @@ class Gemini:
         if endpoint.name == STREAM.name:
             return mock.stream(call, usage, text, sse=endpoint is not STREAM_ARRAY)
         return mock.generate(call, usage, text)
+
+    def answer(self, endpoint: Endpoint, local: Local) -> Reply | None:
+        if local.path.startswith(self._openai.base_path + "/"):  # its OpenAI-compatible API
+            return openai_answers.answer(endpoint, local, "google", self._not_found, id_prefix="models/")
+        return answers.answer(endpoint, local, self._not_found)
+
+    def _not_found(self, message: str) -> Reply:
+        return self.error(ModelNotFound(message))
 
 
 # What Google's OpenAI-compatible API takes in its "google" extension object (the openai SDKs'

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import re
 
-from pouch.domain.errors import PouchError
+from pouch.domain.errors import ModelNotFound, PouchError
 from pouch.domain.usage import Usage
 from pouch.providers import json_body
 from pouch.providers.base import FREE, METERED, UNMETERED, WEBSOCKET, Call, Endpoint, Reply, StreamTracker
-from pouch.providers.openai import mock, request
+from pouch.providers.local import Local
+from pouch.providers.openai import answers, mock, request
 from pouch.providers.openai.apis import APIS
 from pouch.providers.openai.streams import ChatStreamTracker, ResponsesStreamTracker
 from pouch.providers.openai.tokens import TOKENIZERS
@@ -210,3 +211,6 @@ class OpenAI:
 
     def mock(self, endpoint: Endpoint, call: Call, body: dict, usage: Usage, text: str) -> Reply:
         return mock.mock(endpoint.api, call, body, usage, text)
+
+    def answer(self, endpoint: Endpoint, local: Local) -> Reply | None:
+        return answers.answer(endpoint, local, self.name, lambda message: self.error(ModelNotFound(message)))
