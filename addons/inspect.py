@@ -4,11 +4,16 @@ Every LLM flow gets a comment saying what it cost, whose key, what was called an
 is left; cost and key first, so that mitmweb's narrow comment column shows them, e.g.
 ``$0.00000375 alice · gpt-4o-mini · in 9 · out 4 · left $4.99999625 after settling
 ($4.99016825 while in flight) · 370 ms · ttft 120 ms`` (``pouch.services.explain``); flows pouch
-refused get a marker by reason and a comment starting with ``refused <reason>``.
+refused get a marker by reason and a comment starting with ``refused <reason>``. Side paths
+(what official clients call besides the model API) say what they are and what pouch did, and
+get no marker: ``side path · claude_code settings · passed (alice)``, ``telemetry ·
+event_logging · blocked locally (alice)``; requests pouch answered itself say so:
+``alice · models.list · answered locally (mock key)``.
 Streamed LLM responses keep their body (bounded: ``pouch_stream_bodies``) for the LLM view.
 Find them in mitmweb with filter expressions: ``~comment " alice · "`` (one key's flows),
 ``~comment "^refused"`` or ``~marked`` (refusals), ``~comment "refused budget"``,
-``~comment "^mock "``, ``~comment "observed:"``.
+``~comment "^mock "``, ``~comment "observed:"``, ``~comment "^side path"``, ``~comment "^telemetry"``,
+``~comment "answered locally"``.
 Commands for mitmweb's / mitmproxy's command bar: ``pouch.keys``, ``pouch.usage``,
 ``pouch.budget KEY``.
 """

@@ -1,6 +1,8 @@
 """Chain link 1: who is calling. Finds the pouch key where the provider's SDKs send it,
 resolves it by hash (cached), and refuses missing, unknown, revoked or expired keys, unknown
-or unpriceable endpoints, unreadable bodies and models the key may not use."""
+or unpriceable endpoints, unreadable bodies and models the key may not use. Side paths (what
+official clients call besides the model API, ``pouch.providers.side_paths``) are classified
+here too; a public one may come without any key."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from mitmproxy import ctx, exceptions, http
 
 from pouch.domain import errors
 from pouch.domain.keys import Key, hash_secret, looks_like_pouch_key, same_hash
-from pouch.providers import json_body
+from pouch.providers import json_body, side_paths
 from pouch.providers.anthropic import long_context_beta
 from pouch.providers.base import METERED, UNMETERED
 from pouch.services import chain, prompt
@@ -75,8 +77,11 @@ class Keys:
         await self._admit(flow, found)
 
     async def _admit(self, flow, found: chain.Exchange) -> None:
-        provider = found.provider
-        key = await self._caller(flow, found)
+        provider, method, path = found.provider, flow.request.method, flow.request.path
+        endpoint = provider.endpoint(method, path)
+        side = None if endpoint else side_paths.find(provider, method, path)  # what clients call besides the API
+        # A public side path (the MCP registry) is called without a key, and no credential goes upstream.
+        key = await self._caller(flow, found, keyless=side is not None and not side.credential)
         if key is not None:
             found.key = key  # a refusal from here on is this key's
             key = found.key = await self.resolver.check(key)  # renewed, perhaps
@@ -89,11 +94,11 @@ class Keys:
                     f"{host}:{flow.request.port} is not a {provider.name} host this gateway is configured for, "
                     f"so its credential does not go there (the operator names them with {how})")
 
-        endpoint = provider.endpoint(flow.request.method, flow.request.path)
+        endpoint = endpoint or (side.endpoint if side else None)
         if endpoint is None:
             # the path without its query: a query may hold a credential (?key=), and this message is kept
-            raise errors.UnknownEndpoint(f"pouch does not know {flow.request.method} {flow.request.path.split('?')[0]}")
-        found.endpoint = endpoint
+            raise errors.UnknownEndpoint(f"pouch does not know {method} {path.split('?')[0]}")
+        found.endpoint = endpoint  # a side path's policy is the mock link's: it answers what pouch answers itself
         if endpoint.metering == UNMETERED and not self.allow_unmetered:
             raise errors.EndpointNotMetered(
                 f"{endpoint.name} costs money that pouch cannot meter yet, so it is refused "
@@ -116,8 +121,9 @@ class Keys:
         found.body = body
         found.tool_calls = self._bound_tools(found, body)
 
-    async def _caller(self, flow, found: chain.Exchange) -> Key | None:
-        """The key this request is charged to (None: observed, a credential let through untouched).
+    async def _caller(self, flow, found: chain.Exchange, keyless: bool = False) -> Key | None:
+        """The key this request is charged to (None: observed, a credential let through untouched;
+        or, when ``keyless`` (a public side path), a request that carries no credential at all).
 
         A connection that authenticated with a pouch key as its proxy password is that key's,
         whatever credential its requests carry: none or a placeholder (the real key goes
@@ -146,6 +152,8 @@ class Keys:
                 return connection_key
             found.own_credential = True  # the client's own credential goes upstream
             return connection_key
+        if not credentials and keyless:
+            return None
         if not credentials:
             raise errors.InvalidKey("no API key: send your pouch key where you would send the provider's key")
         secret = credentials.pop()

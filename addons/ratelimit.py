@@ -22,6 +22,7 @@ from pouch.domain.keys import Key
 from pouch.domain.ratelimit import KeyLimits
 from pouch.pricing import reserve
 from pouch.pricing.price import Price
+from pouch.providers.base import SIDE
 from pouch.services import chain, prompt
 from pouch.services.prices import price_table
 
@@ -49,7 +50,10 @@ class RateLimit:
             return
         found = chain.existing(flow)
         key = found.key if found else None
-        if not key or (limits := self._limits_for(key)) is None:
+        # Side paths (settings, telemetry) are the client's housekeeping, not the key's traffic: they
+        # cost nothing, and counting them would spend a small requests/min on a client's start-up
+        # calls, or refuse its settings (pouch.providers.side_paths).
+        if not key or (found.endpoint and found.endpoint.metering == SIDE) or (limits := self._limits_for(key)) is None:
             return
         tokens = 0
         if key.tpm and found.metered:

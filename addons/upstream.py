@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from mitmproxy import ctx, exceptions, http
 
 from pouch.domain.errors import GatewayError, StoreUnavailable
+from pouch.providers import side_paths
 from pouch.services import chain, perimeter, upstream_connection
 from pouch.services.secrets import placeholder, replace_in_request, stray_pouch_keys
 
@@ -118,12 +119,15 @@ class Upstream:
                            | stray_pouch_keys(flow.request))
         if flow.response or flow.error:
             return
-        if not (found.key or found.observed):
+        public = side_paths.public(provider, found.endpoint)  # goes with no credential, perhaps without a key
+        if not (found.key or found.observed or public):
             raise GatewayError("pouch did not account for this request, so it was not forwarded")
         if found.metered and found.key and found.reservation is None:
             raise StoreUnavailable("this request holds no budget reservation, so it was not forwarded")
         own = found.own_credential
-        if found.key and not own and not provider.credential_env:
+        if public and found.key and not own:
+            provider.authorize(flow.request.headers, flow.request.query, "")  # neither the pouch key nor the real one
+        elif found.key and not own and not provider.credential_env:
             provider.authorize(flow.request.headers, flow.request.query, "")  # a keyless self-hosted server
         elif found.key and not own:
             if not perimeter.credential_may_go(provider, flow.request.host, flow.request.port):

@@ -181,7 +181,7 @@ def sse_chunks(events, size: int = 37) -> list[bytes]:
 
 
 _NOTHING = dict.fromkeys(("provider", "endpoint", "client_path", "key", "observed", "own_credential", "call",
-                          "reservation", "output_capped", "tools_capped", "mock", "refused", "usage"))
+                          "reservation", "output_capped", "tools_capped", "mock", "local", "refused", "usage"))
 
 
 def facts(flow: http.HTTPFlow) -> dict:

@@ -165,10 +165,17 @@ class TestMock:
         flow = through_mock(gw, secret)
         assert flow.response is None and facts(flow)["mock"] is None
 
-    def test_free_endpoints_are_not_mocked(self, gw):
+    def test_free_endpoints_of_a_mock_key_are_answered_here(self, gw):
+        # more in tests/test_addon_mock_local.py
         _, secret = create_key(mock=True)
         flow = gw.request(openai_flow("/v1/models", method="GET", secret=secret), until=gw.mock)
-        assert flow.response is None
+        assert flow.response.status_code == 200 and json.loads(flow.response.content)["object"] == "list"
+        assert facts(flow)["local"] == "mock key" and facts(flow)["mock"] is None
+
+    def test_free_endpoints_of_other_keys_are_left_alone(self, gw):
+        _, secret = create_key()
+        flow = gw.request(openai_flow("/v1/models", method="GET", secret=secret), until=gw.mock)
+        assert flow.response is None and facts(flow)["local"] is None
 
     def test_already_handled_flows_are_left_alone(self, gw):
         _, secret = create_key(mock=True)

@@ -57,6 +57,7 @@ class Exchange:
     output_capped: int | None = None  # the output cap pouch set on a request that had none
     tools_capped: int | None = None  # the bound on server tool calls pouch set
     mock: Usage | None = None  # a mock answer was served, with this usage
+    local: str | None = None  # pouch answered it itself, never forwarded: why ("mock key", "telemetry blocked")
     refusal: dict | None = None  # {"kind", "code", "status", "message"}: pouch answered with an error
     result: dict | None = None  # what was recorded when it settled
 
@@ -96,6 +97,7 @@ class Exchange:
             "tools_capped": self.tools_capped,
             "mock": {"input_tokens": self.mock.input_tokens, "output_tokens": self.mock.output_tokens}
             if self.mock else None,
+            "local": self.local,
             "refused": self.refusal,
             "usage": self.result,
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from mitmproxy import http
 
 from pouch.domain.money import Money
+from pouch.providers.base import SIDE
 from pouch.services import exchange
 
 
@@ -15,18 +16,25 @@ def explain(flow: http.HTTPFlow) -> str | None:
     widened: about 18 characters) shows them: ``$0.00000375 alice · gpt-4o-mini · in 9 · ...``.
     The key is named as ``pouch usage`` names it (``observed:<fingerprint>`` for observed traffic).
     """
+    if isinstance(socket := flow.metadata.get("pouch_websocket"), dict):
+        return socket.get("story")  # a Responses WebSocket: the story of its responses (addons/websocket.py)
     facts = exchange.snapshot(flow)
     if facts is None:
         return None
-    key = facts.get("key")
-    who = key["name"] if key else f"observed:{facts.get('observed') or '?'}"
+    key, endpoint = facts.get("key"), facts.get("endpoint")
+    who = key["name"] if key else f"observed:{facts['observed']}" if facts.get("observed") else "no key"
     refused = facts.get("refused")
     if refused:
         return f"refused {refused['kind']} · {who} · {refused['message']}"
+    if endpoint and endpoint["metering"] == SIDE:
+        return side_path(endpoint["name"], facts.get("local"), who)
     call, result = facts.get("call"), facts.get("usage")
     if not call or not result:
-        endpoint = facts.get("endpoint")
-        return f"{who} · {endpoint['name'] if endpoint else flow.request.path} · not metered"
+        name = endpoint["name"] if endpoint else flow.request.path
+        if local := facts.get("local"):
+            status = flow.response.status_code if flow.response else None
+            return f"{who} · {name} · answered locally ({local})" + (f" · {status}" if status and status >= 400 else "")
+        return f"{who} · {name} · not metered"
     mock = bool(facts.get("mock"))
     # A mock is charged nothing: what it would have cost, said to be a mock before the amount.
     cost = f"mock {Money.usd(result['cost_usd'])}" if mock else str(Money.usd(result["charged_usd"]))
@@ -51,6 +59,20 @@ def explain(flow: http.HTTPFlow) -> str | None:
     if result["outcome"] not in ("ok", "mock"):
         parts.append(result["outcome"].replace("_", " "))
     return " · ".join(parts)
+
+
+def side_path(name: str, local: str | None, who: str) -> str:
+    """What happened to a side path (``pouch.providers.side_paths``): "side path · claude_code
+    settings · passed (alice)", "telemetry · event_logging · blocked locally (alice)"."""
+    kind, family = ("telemetry", name.removeprefix("telemetry.")) if name.startswith("telemetry.") \
+        else ("side path", name)
+    if local is None:
+        done = "passed"
+    elif local == "telemetry blocked":
+        done = "blocked locally"
+    else:
+        done = f"answered locally: {local}"
+    return f"{kind} · {family.replace('.', ' ')} · {done} ({who})"
 
 
 def exact(amount: Money) -> str:
