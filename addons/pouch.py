@@ -36,6 +36,7 @@ from addons.proxy_credentials import ProxyCredentials  # noqa: E402
 from addons.ratelimit import RateLimit  # noqa: E402
 from addons.upstream import Upstream  # noqa: E402
 from addons.usage import UsageMeter  # noqa: E402
+from addons.websocket import ResponsesWebSocket  # noqa: E402
 
 addons = [Chain(
     Gateway(freeze_heap=True),  # not a link: the store and its thread, the tokenizers: what every link shares
@@ -48,6 +49,7 @@ addons = [Chain(
     Budget(),
     Mock(),
     UsageMeter(),
+    ResponsesWebSocket(),  # per message of a socket the links above admitted; settles before Inspect tells it
     Upstream(),
     Inspect(),  # not a link: explains each flow in mitmweb (comments, markers, LLM view, commands)
 )]

@@ -22,8 +22,10 @@ from urllib.parse import urlsplit
 from mitmproxy import ctx, exceptions, http
 
 from pouch.domain.errors import GatewayError, StoreUnavailable
+from pouch.providers.base import WEBSOCKET
 from pouch.providers import side_paths
 from pouch.services import chain, perimeter, upstream_connection
+from pouch.services.local_websocket import answerer
 from pouch.services.secrets import placeholder, replace_in_request, stray_pouch_keys
 
 
@@ -82,6 +84,7 @@ class Upstream:
     def __init__(self):
         self.routes: dict[str, Route] = {}
         self.late = LateCredential()
+        self.mock_all = False
 
     def load(self, loader):
         # a failed upstream connection: a 502 in the provider's shape, not mitmproxy's page;
@@ -94,6 +97,8 @@ class Upstream:
                           "(a local vLLM, a test fake).")
 
     def configure(self, updated):
+        # the mock link's option, read here too: a mock socket never reaches the provider
+        self.mock_all = "pouch_mock" in ctx.options and ctx.options.pouch_mock == "all"
         if "pouch_route" in updated:
             try:
                 self.routes = {r.host: r for r in map(parse_route, ctx.options.pouch_route)}
@@ -104,6 +109,7 @@ class Upstream:
     def done(self):
         # Before mitmproxy's Save, whose done() writes the flows still in flight.
         self.late.done()
+        answerer.close()
 
     @chain.fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -124,6 +130,9 @@ class Upstream:
             raise GatewayError("pouch did not account for this request, so it was not forwarded")
         if found.metered and found.key and found.reservation is None:
             raise StoreUnavailable("this request holds no budget reservation, so it was not forwarded")
+        if found.endpoint and found.endpoint.metering == WEBSOCKET and (found.key and found.key.mock or self.mock_all):
+            await self._answer_locally(flow, found)
+            return
         own = found.own_credential
         if public and found.key and not own:
             provider.authorize(flow.request.headers, flow.request.query, "")  # neither the pouch key nor the real one
@@ -156,6 +165,16 @@ class Upstream:
                 found.client_path = flow.request.path  # credentials already hidden
                 flow.request.path = route.path_prefix + flow.request.path
         perimeter.expect(flow.client_conn, (flow.request.host, flow.request.port))
+
+    async def _answer_locally(self, flow: http.HTTPFlow, found) -> None:
+        """A mock socket's handshake goes to pouch's own silent WebSocket server, without any
+        credential; the websocket link answers its messages (``pouch.services.local_websocket``)."""
+        found.provider.authorize(flow.request.headers, flow.request.query, "")
+        for name in [n for n in flow.request.headers if n.lower().startswith("x-pouch-")]:
+            del flow.request.headers[name]
+        host, port = await answerer.take(flow)
+        flow.request.scheme, flow.request.host, flow.request.port = "http", host, port
+        perimeter.expect(flow.client_conn, (host, port))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         self.late.hide(flow)

@@ -1,0 +1,200 @@
+"""One Responses WebSocket as pouch follows it (``addons/websocket.py``).
+
+One socket carries many responses, so the flow's ``Exchange`` (one request, one reservation)
+does not fit: each ``response.create`` pouch admits becomes a ``Response`` with its own
+reservation, queued in its lane (the server answers a lane's creates one after another, in
+order: the front of each lane is the one its events belong to), followed through the server's
+events and ended exactly once with a ``settlement.Ending``, as the usage link ends an SSE stream:
+
+- ``response.completed`` / ``incomplete`` / ``failed``: the provider's usage (none: ``no_usage``)
+- an ``error`` event with a status, before ``response.created``: the server refused the request
+  (``upstream_error``, not billed); after it: a stream cut short
+- another ``response.created`` on a lane whose front had started: the front ended unreported
+- the socket closing: every response still open is a stream cut short (the cut-short rules)
+
+Plain Python: no mitmproxy, no store.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+from collections.abc import Callable
+
+from pouch.domain.keys import Key
+from pouch.domain.money import Money
+from pouch.domain.usage import Usage
+from pouch.pricing.price import Price, Retirement
+from pouch.providers.base import Call, Endpoint, Provider
+from pouch.providers.openai import websocket
+from pouch.providers.openai.streams import ResponsesStreamTracker
+from pouch.rules.settlement import Ending
+from pouch.services.exchange import Reservation
+from pouch.tokens.count import count_text
+
+MAX_STORIES = 50  # settled responses a socket keeps for mitmweb (the counts cover all of them)
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Response:
+    """One ``response.create`` pouch admitted, from admission to its settlement."""
+
+    index: int  # its place among the socket's creates: 1, 2, ...
+    lane: str | None  # its stream_id; None: the default lane
+    call: Call
+    requested_at: datetime.datetime  # when the client sent it: the prices in effect then
+    sent_at: float  # time.time(), for latency
+    input_tokens: int = 0  # counted at admission (exact, or an upper bound)
+    exact: bool = True
+    tool_calls: tuple[tuple[tuple[str, ...], int], ...] = ()
+    entry: Price | Retirement | None = None
+    reservation: Reservation | None = None
+    output_capped: int | None = None
+    tools_capped: int | None = None
+    mock: Usage | None = None  # answered by pouch with this usage
+    # Given back when it ends: the rate limiter's slot, and its tokens/min to the tokens billed.
+    release: Callable[[], None] | None = None
+    measured: Callable[[int | None], None] | None = None
+    tracker: ResponsesStreamTracker = dataclasses.field(default_factory=ResponsesStreamTracker)
+    response_id: str | None = None  # the server's id, from response.created
+    first_event: float | None = None  # time.time() of its first event, for time to first token
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Socket:
+    """One WebSocket to a Responses API, and whose it is (the handshake's exchange)."""
+
+    provider: Provider
+    endpoint: Endpoint  # the handshake's: what a create is read as (its api) and recorded under
+    key: Key | None  # None: an observed credential
+    observed: str | None = None
+    own_credential: bool = False
+    mock: bool = False  # pouch answers every create itself (a mock key, or pouch_mock=all)
+    lanes: dict[str | None, collections.deque[Response]] = dataclasses.field(default_factory=dict)
+    creates: int = 0  # response.create messages the client sent
+    refused: int = 0
+    last_refusal: dict | None = None  # {"kind", "code", "status", "message"}
+    stories: collections.deque[dict] = dataclasses.field(default_factory=lambda: collections.deque(maxlen=MAX_STORIES))
+    cost_pico: int = 0  # what the settled responses cost (a mock's included)
+    charged_pico: int = 0  # what the key was charged for them
+    settled: int = 0
+
+    @property
+    def who(self) -> str:
+        return self.key.name if self.key else f"observed:{self.observed or '?'}"
+
+    def admitted(self, response: Response) -> None:
+        self.lanes.setdefault(response.lane, collections.deque()).append(response)
+
+    def open(self) -> list[Response]:
+        return [response for lane in self.lanes.values() for response in lane]
+
+    def follow(self, text: str, now: float) -> list[tuple[Response, Ending]]:
+        """Feed one server event; the responses it ended, each with how it ended."""
+        event = websocket.read_server_event(text)
+        lane = self.lanes.get(event.lane)
+        if not lane:
+            return self._unsolicited(event, text, now)
+        front, ended = lane[0], []
+        if event.kind == websocket.STARTED:
+            response_id = _response_id(event.event)
+            if front.response_id is not None and response_id != front.response_id:
+                # The front's own end never came (a steered response's successor starts, say).
+                ended.append(self._end(lane, _cut(front, "it ended without response.completed")))
+                if not lane:
+                    return ended
+                front = lane[0]
+            front.response_id = response_id
+        if front.first_event is None:
+            front.first_event = now
+        if event.kind == websocket.ERROR:
+            status = websocket.error_status(event.event or {})
+            if status is None:
+                return ended  # not an error that ends a request (Codex goes on too)
+            if front.response_id is None and status >= 400:
+                return [*ended, self._end(lane, Ending(status=status, streamed=True, input_tokens=front.input_tokens))]
+            return [*ended, self._end(lane, _cut(front, f"error event (status {status})"))]
+        front.tracker.event(text)
+        if event.kind in websocket.FINAL:
+            ending = Ending(status=200, followed=True, usage=front.tracker.usage(), reported=front.tracker.model(),
+                            streamed=True, input_tokens=front.input_tokens)
+            ended.append(self._end(lane, ending))
+        return ended
+
+    def close(self, reason: str) -> list[tuple[Response, Ending]]:
+        """The socket closed: every response still open ends, cut short."""
+        ended = [(response, _cut(response, reason)) for response in self.open()]
+        self.lanes.clear()
+        return ended
+
+    @staticmethod
+    def _end(lane: collections.deque[Response], ending: Ending) -> tuple[Response, Ending]:
+        return lane.popleft(), ending
+
+    @staticmethod
+    def _unsolicited(event: websocket.ServerEvent, text: str, now: float) -> list[tuple[Response, Ending]]:
+        """A response no create of the client's asked for (only steering, which pouch refuses
+        unless the operator allows unmetered use, makes them): nothing was reserved for it, but
+        what the provider reports it used is recorded and charged all the same."""
+        if event.kind not in websocket.FINAL or event.event is None:
+            return []
+        reported = event.event.get("response")
+        model = reported.get("model") if isinstance(reported, dict) else None
+        at = datetime.datetime.fromtimestamp(now, datetime.UTC)
+        response = Response(0, event.lane, Call(model if isinstance(model, str) else "unknown", True, None), at, now)
+        response.tracker.event(text)
+        usage = response.tracker.usage()
+        return [(response, Ending(status=200, followed=True, usage=usage, reported=response.tracker.model(),
+                                  streamed=True))]
+
+
+def _response_id(event: dict | None) -> str | None:
+    response = (event or {}).get("response")
+    found = response.get("id") if isinstance(response, dict) else None
+    return found if isinstance(found, str) else None
+
+
+def _cut(response: Response, why: str) -> Ending:
+    """A response that ended before its final event: what the cut-short rules need. Started,
+    it is a stream cut short (output seen so far counted); not started, a request the server
+    had and never answered."""
+    if response.response_id is None:
+        return Ending(status=None, error=why, sent=True, streamed=True, input_tokens=response.input_tokens)
+    tracker = response.tracker
+    usage = tracker.usage()
+    seen = count_text(response.call.model, tracker.output_text()) if usage is None else 0
+    return Ending(status=200, followed=True, usage=usage, reported=tracker.model(), error=why, streamed=True,
+                  input_tokens=response.input_tokens, seen_output=seen)
+
+
+def story(socket: Socket) -> str:
+    """The socket's line in mitmweb's flow list, what it cost and whose first (as for an HTTP
+    flow): ``$0.0012 alice · WebSocket · 3 responses · last gpt-4o-mini · in 9 · out 4 · 370 ms``."""
+    cost = f"mock {Money(socket.cost_pico)}" if socket.mock else str(Money(socket.charged_pico))
+    parts = [f"{cost} {socket.who}", "WebSocket", f"{socket.settled} response{'s' * (socket.settled != 1)}"]
+    if open_ := len(socket.open()):
+        parts.append(f"{open_} open")
+    if socket.refused:
+        refusal = socket.last_refusal or {}
+        parts.append(f"{socket.refused} refused (last: {refusal.get('kind')}: {refusal.get('message')})")
+    if socket.stories:
+        last = socket.stories[-1]
+        line = f"last {last['model']} · in {last['input_tokens']} · out {last['output_tokens']}"
+        if last["reasoning_tokens"]:
+            line += f" (reasoning {last['reasoning_tokens']})"
+        line += f" · {last['latency_ms']} ms"
+        if last["outcome"] not in ("ok", "mock"):
+            line += " · " + last["outcome"].replace("_", " ")
+        parts.append(line)
+    return " · ".join(parts)
+
+
+def snapshot(socket: Socket) -> dict:
+    """The socket as JSON, for ``flow.metadata`` (mitmweb, saved flows)."""
+    return {
+        "key": socket.who, "mock": socket.mock, "creates": socket.creates, "settled": socket.settled,
+        "open": len(socket.open()), "refused": socket.refused, "last_refusal": socket.last_refusal,
+        "cost_usd": Money(socket.cost_pico).json(), "charged_usd": Money(socket.charged_pico).json(),
+        "responses": list(socket.stories), "story": story(socket),
+    }

@@ -1,0 +1,192 @@
+"""Admitting one ``response.create`` of a Responses WebSocket before it is forwarded.
+
+The same checks, in the same order and by the same rules, as the chain's links make for
+``POST /v1/responses`` (keys, ratelimit, budget): the key is still usable (a key revoked while
+its socket is open stops at its next create), the body reads, the model is allowed, every paid
+tool is bounded, the rate limits admit it (the ratelimit link's own state), the model is priced,
+and its worst case is reserved (``pouch.rules.admission``: capping the output when the budget
+cannot cover the model's maximum). Whatever refuses it raises the ``PouchError`` the client
+gets as an error event; nothing is held after a refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import math
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+from pouch.domain import errors
+from pouch.domain.keys import Key
+from pouch.domain.periods import utcnow
+from pouch.domain.ratelimit import KeyLimits
+from pouch.pricing import reserve
+from pouch.pricing.price import Price
+from pouch.pricing.reserve import Bounds
+from pouch.providers.base import Endpoint
+from pouch.rules import admission
+from pouch.services import key_cache, prompt
+from pouch.services.exchange import Reservation
+from pouch.services.instance import instance
+from pouch.services.prices import price_table
+from pouch.services.response_socket import Response, Socket
+from pouch.services.store_thread import store_thread
+from pouch.store import ledger
+from pouch.tokens.count import count_prompt, input_upper_bound, is_exact
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """The options admission reads (declared by the links that own them)."""
+
+    tool_calls: int = 3  # pouch_tool_calls
+    allow_unmetered: bool = False  # pouch_unmetered == "allow"
+    cap_output: bool = True  # pouch_cap_output
+    hold: timedelta = timedelta(seconds=900)  # pouch_hold
+
+
+async def admit(socket: Socket, endpoint: Endpoint, body: dict, sent_at: float, settings: Settings,
+                limits_for: Callable[[Key], KeyLimits | None]) -> tuple[Response, bool]:
+    """The admitted response (its reservation held, its rate-limit slot taken) and whether
+    ``body`` changed (an output cap, a bound on tool calls: forward it re-serialised)."""
+    provider, requested_at = socket.provider, datetime.datetime.fromtimestamp(sent_at, datetime.UTC)
+    socket.creates += 1
+    index = socket.creates
+    if socket.key is not None:
+        socket.key = await _usable(socket.key)
+    key = socket.key
+    call = dataclasses.replace(provider.read_call(endpoint, "", body), stream=True)  # a socket always streams
+    if key is not None and not key.allows_model(call.model):
+        raise errors.ModelNotAllowed(
+            f"key '{key.name}' may not use model '{call.model}' (allowed: {', '.join(key.models)})")
+    if call.unmetered_tools and not settings.allow_unmetered:
+        raise errors.ToolNotMetered(
+            f"{', '.join(call.unmetered_tools)} bills in ways pouch cannot bound or price, so this request "
+            "is refused (the operator can allow it with pouch_unmetered=allow)")
+    response = Response(index, _lane(body), call, requested_at, sent_at)
+    changed = _bound_tools(response, endpoint, provider, body, settings.tool_calls)
+    response.input_tokens, response.exact = await _count(call.model, body)
+    if key is None:
+        return response, changed  # observed: measured and recorded, nothing to admit against
+    response.entry = price_table().lookup(call.model, provider.name, requested_at)
+    bounds = Bounds(response.input_tokens, call.max_output, call.choices, call.hidden_input, response.tool_calls,
+                    False, response.exact)
+    _take_slot(response, key, bounds, limits_for(key))
+    try:
+        changed |= await _reserve(response, key, endpoint, provider, body, bounds, settings)
+    except BaseException:
+        given_back(response, 0)
+        raise
+    return response, changed
+
+
+def given_back(response: Response, tokens: int | None) -> None:
+    """A response that was refused, or is over: its tokens/min settled to ``tokens``, what the
+    provider billed (0: nothing; None: unknown, the worst case stands), its slot free again."""
+    measured, release = response.measured, response.release
+    response.measured = response.release = None
+    if measured is not None:
+        measured(tokens)
+    if release is not None:
+        release()
+
+
+async def _usable(key: Key) -> Key:
+    found = await key_cache.keys.lookup(key.secret_hash)
+    if found is None:
+        raise errors.InvalidKey(f"key '{key.name}' no longer exists")
+    return await key_cache.keys.check(found)
+
+
+def _lane(body: dict) -> str | None:
+    lane = body.get("stream_id")
+    return lane if isinstance(lane, str) else None
+
+
+def _bound_tools(response: Response, endpoint, provider, body: dict, default: int) -> bool:
+    """The request's paid server tools with their bound: pouch's default where it set none."""
+    changed = False
+    if any(bound.max_calls is None for bound in response.call.server_tools):
+        provider.bound_tools(endpoint, body, default)
+        response.tools_capped, changed = default, True
+    response.tool_calls = tuple((tuple(bound.tools), default if bound.max_calls is None else bound.max_calls)
+                                for bound in response.call.server_tools)
+    return changed
+
+
+async def _count(model: str, body: dict) -> tuple[int, bool]:
+    """The prompt's tokens: exact for OpenAI's models, an upper bound for others."""
+    def count() -> int:
+        try:
+            return count_prompt(model, body, "responses")
+        except ValueError as e:
+            raise errors.BadRequest(f"cannot read the prompt: {e}") from None
+    # a big prompt is tokenized off the event loop, which every other flow shares
+    big = sum(len(str(value)) for value in (body.get("input"), body.get("instructions"), body.get("tools")))
+    counted = await asyncio.to_thread(count) if big > prompt.OFF_LOOP_BYTES else count()
+    exact = is_exact(model)
+    return (counted if exact else input_upper_bound(model, counted)), exact
+
+
+def _take_slot(response: Response, key: Key, bounds: Bounds, limits: KeyLimits | None) -> None:
+    """Requests/min, tokens/min (the same worst case the budget reserves) and requests in
+    flight, as the ratelimit link counts an HTTP request."""
+    if limits is None:
+        return
+    price = response.entry if isinstance(response.entry, Price) else None
+    tokens = reserve.worst_tokens(price, bounds) if key.tpm else 0
+    verdict = limits.admit(time.monotonic(), tokens)
+    if verdict.retry_after:
+        headers = dict(verdict.headers)
+        reason = verdict.reason
+        if math.isinf(verdict.retry_after):
+            headers["x-should-retry"] = "false"
+            if tokens and response.call.max_output is None:
+                reason += " (the request sets no output cap, so the model's maximum output counts: set one)"
+        else:
+            headers["retry-after"] = str(math.ceil(verdict.retry_after))
+            headers["retry-after-ms"] = str(math.ceil(verdict.retry_after * 1000))
+        raise errors.RateLimited(f"key '{key.name}' is rate limited: {reason}", headers)
+    response.release = limits.release
+    entry = verdict.tokens_entry
+    if entry is not None:
+        response.measured = lambda used: used is None or limits.settle_tokens(entry, used)
+
+
+async def _reserve(response: Response, key: Key, endpoint: Endpoint, provider, body: dict, bounds: Bounds,
+                   settings: Settings) -> bool:
+    """Reserve the worst case (``budget``'s rules); True if it capped the output to fit."""
+    call = response.call
+    plan = admission.plan(response.entry, call.model, provider.name, bounds, allow_unmetered=settings.allow_unmetered)
+    now = utcnow()
+    window, needed = key.window(now), plan.amount
+
+    async def hold(amount):
+        try:
+            return await store_thread.run(ledger.reserve, key.id, window, amount, now, owner=instance.name,
+                                          hold=settings.hold, provider=provider.name, model=call.model,
+                                          endpoint=endpoint.name)
+        except Exception as e:
+            raise errors.StoreUnavailable("the gateway cannot reach its budget store; nothing was sent, "
+                                          "try again shortly") from e
+
+    result, capped = await hold(needed), False
+    if isinstance(result, ledger.Refusal):
+        cap = admission.capped(plan, result.budget - result.spent - result.reserved,
+                               has_cap=bool(call.max_output), may_cap=settings.cap_output)
+        if cap is not None:
+            provider.cap_output(endpoint, body, cap)
+            response.output_capped, capped = cap, True
+            response.call = dataclasses.replace(call, max_output=cap)
+            needed = admission.with_cap(plan, cap).amount
+            result = await hold(needed)
+    if isinstance(result, ledger.Refusal):
+        resets = f"{result.window_end:%Y-%m-%d %H:%M}" if result.window_end else None
+        raise errors.BudgetExhausted(admission.exhausted_message(
+            key.name, result.spent, result.reserved, result.budget, str(key.period), resets, needed),
+            {"x-should-retry": "false"})
+    response.reservation = Reservation(result.id, result.amount, result.remaining, plan.price.model)
+    return capped
