@@ -3,6 +3,9 @@
 changed. The last line of defence: a flow to an LLM host that no earlier link accounted
 for is refused, never forwarded.
 
+A mock key's Responses WebSocket goes to pouch's own silent WebSocket server instead, with no
+credential at all (``pouch.services.local_websocket``): its messages are the websocket link's.
+
 Credentials never sit in a flow that anything can see: the client's credential is replaced
 by a placeholder here, and the one to send upstream goes only into the request mitmproxy
 sends once the upstream connection is open (``LateCredential``), after every hook, mitmweb
@@ -22,8 +25,8 @@ from urllib.parse import urlsplit
 from mitmproxy import ctx, exceptions, http
 
 from pouch.domain.errors import GatewayError, StoreUnavailable
-from pouch.providers.base import WEBSOCKET
 from pouch.providers import side_paths
+from pouch.providers.base import WEBSOCKET
 from pouch.services import chain, perimeter, upstream_connection
 from pouch.services.local_websocket import answerer
 from pouch.services.secrets import placeholder, replace_in_request, stray_pouch_keys

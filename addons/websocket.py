@@ -19,6 +19,7 @@ own silent server, ``pouch.services.local_websocket``). Then, message by message
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import weakref
@@ -54,7 +55,7 @@ class ResponsesWebSocket:
         self._inject = inject
         self._sockets: weakref.WeakKeyDictionary[http.HTTPFlow, Socket] = weakref.WeakKeyDictionary()
         self.settings = socket_admission.Settings()
-        self.mock_reply = ""
+        self.mock_reply, self.mock_latency = "", 0.0
 
     def configure(self, updated):
         # The options of the links whose rules a socket's messages follow, read once here.
@@ -65,6 +66,7 @@ class ResponsesWebSocket:
             cap_output=getattr(options, "pouch_cap_output", True),
             hold=timedelta(seconds=getattr(options, "pouch_hold", 900)))
         self.mock_reply = getattr(options, "pouch_mock_reply", "")
+        self.mock_latency = chain.seconds("pouch_mock_latency") if "pouch_mock_latency" in options else 0.0
 
     def websocket_start(self, flow: http.HTTPFlow) -> None:
         found = chain.existing(flow)
@@ -111,6 +113,8 @@ class ResponsesWebSocket:
             return
         if socket.mock:
             message.drop()
+            if self.mock_latency > 0:
+                await asyncio.sleep(self.mock_latency)
             self._answer(flow, socket, response, body)
             return
         if changed:

@@ -189,3 +189,13 @@ def test_a_mock_socket_is_answered_by_pouch(ws):
     [row] = settled_rows(key)
     assert row.mock and row.outcome == "mock" and row.cost_pico > 0
     assert ws.client(flow, {"type": "response.processed", "response_id": "x"}).dropped
+
+
+def test_pouch_mock_all_mocks_every_socket(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-real-provider-key")
+    with gateway(pouch_mock="all") as gw:
+        ws = Link(gw)
+        key, secret = create_key()
+        flow = ws.open(secret)
+        assert flow.request.host == "127.0.0.1"
+        assert ws.client(flow, create()).dropped and ws.injected[-1]["type"] == "response.completed"

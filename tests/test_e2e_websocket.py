@@ -275,6 +275,7 @@ def test_no_secret_reaches_the_client_the_flows_or_the_log(tmp_path):
     seen_by_client = json.dumps(received) + json.dumps(dict(handshake.headers.raw_items()))
     saved, logs = flows_file.read_bytes(), gateway.log_path.read_bytes()
     assert b"response.completed" in saved and b"responses.websocket" in saved, "the socket was saved"
+    assert b"pouch_websocket" in saved and b"WebSocket \xc2\xb7 1 response" in saved, "with its story"
     assert b"/v1/responses" in logs
     for text in (REAL_OPENAI_KEY, secret):
         assert text not in seen_by_client

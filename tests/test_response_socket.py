@@ -80,13 +80,33 @@ def test_an_error_without_a_status_ends_nothing():
     assert sock.open() == [first]
 
 
-def test_an_error_after_the_response_started_is_a_stream_cut_short():
+def test_an_error_after_the_response_started_leaves_its_end_to_what_follows():
+    sock, first = socket(), response(1)
+    sock.admitted(first)
+    stream = events("one two three four")
+    follow(sock, stream[:6])
+    assert sock.follow(json.dumps({"type": "error", "status": 500, "error": {}}), 1001.0) == []
+    failed = json.loads(stream[-1]) | {"type": "response.failed"}
+    [(ended, ending)] = sock.follow(json.dumps(failed), 1001.0)
+    assert ended is first and settlement.measure(ending).outcome == "ok"  # what response.failed reports
+    assert sock.follow(stream[-1], 1001.0) == [], "a late final event of a settled response is nobody's"
+
+
+def test_an_error_then_the_close_is_a_stream_cut_short():
     sock, first = socket(), response(1)
     sock.admitted(first)
     follow(sock, events("one two three four")[:6])
-    [(_, ending)] = sock.follow(json.dumps({"type": "error", "status": 500, "error": {}}), 1001.0)
+    sock.follow(json.dumps({"type": "error", "status": 500, "error": {}}), 1001.0)
+    [(_, ending)] = sock.close("closed by the server")
     measured = settlement.measure(ending)
     assert measured.outcome == "cut_short" and measured.billed  # the reservation is charged
+
+
+def test_a_server_that_does_not_echo_the_lane_speaks_for_the_only_one_open():
+    sock, first = socket(), response(1, "a")
+    sock.admitted(first)
+    [(ended, _)] = follow(sock, events())
+    assert ended is first and sock.lanes == {}
 
 
 def test_closing_mid_response_cuts_it_short_with_what_was_seen():

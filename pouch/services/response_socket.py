@@ -79,6 +79,8 @@ class Socket:
     cost_pico: int = 0  # what the settled responses cost (a mock's included)
     charged_pico: int = 0  # what the key was charged for them
     settled: int = 0
+    # The server's ids of the responses that ended last: a late final event of one is not another's.
+    ended_ids: collections.deque[str] = dataclasses.field(default_factory=lambda: collections.deque(maxlen=64))
 
     @property
     def who(self) -> str:
@@ -93,14 +95,14 @@ class Socket:
     def follow(self, text: str, now: float) -> list[tuple[Response, Ending]]:
         """Feed one server event; the responses it ended, each with how it ended."""
         event = websocket.read_server_event(text)
-        lane = self.lanes.get(event.lane)
+        lane = self._lane(event.lane)
         if not lane:
             return self._unsolicited(event, text, now)
         front, ended = lane[0], []
         if event.kind == websocket.STARTED:
             response_id = _response_id(event.event)
             if front.response_id is not None and response_id != front.response_id:
-                # The front's own end never came (a steered response's successor starts, say).
+                # The front's own end never came (an error ended it, a steered one's successor starts).
                 ended.append(self._end(lane, _cut(front, "it ended without response.completed")))
                 if not lane:
                     return ended
@@ -110,11 +112,13 @@ class Socket:
             front.first_event = now
         if event.kind == websocket.ERROR:
             status = websocket.error_status(event.event or {})
-            if status is None:
-                return ended  # not an error that ends a request (Codex goes on too)
-            if front.response_id is None and status >= 400:
-                return [*ended, self._end(lane, Ending(status=status, streamed=True, input_tokens=front.input_tokens))]
-            return [*ended, self._end(lane, _cut(front, f"error event (status {status})"))]
+            if front.response_id is None and status is not None and status >= 400:
+                # The server refused the create (Codex ends the request on an error with a status).
+                ending = Ending(status=status, streamed=True, input_tokens=front.input_tokens)
+                return [*ended, self._end(lane, ending)]
+            # Any other error ends nothing yet: its response.failed, the next response of the lane
+            # or the socket's close says what it cost.
+            return ended
         front.tracker.event(text)
         if event.kind in websocket.FINAL:
             ending = Ending(status=200, followed=True, usage=front.tracker.usage(), reported=front.tracker.model(),
@@ -122,22 +126,34 @@ class Socket:
             ended.append(self._end(lane, ending))
         return ended
 
+    def _lane(self, name: str | None) -> collections.deque[Response] | None:
+        """The lane an event belongs to; a server that does not echo the lane of a socket with one
+        lane open speaks for that one."""
+        if lane := self.lanes.get(name):
+            return lane
+        if name is None and len(self.lanes) == 1:
+            return next(iter(self.lanes.values()))
+        return None
+
     def close(self, reason: str) -> list[tuple[Response, Ending]]:
         """The socket closed: every response still open ends, cut short."""
         ended = [(response, _cut(response, reason)) for response in self.open()]
         self.lanes.clear()
         return ended
 
-    @staticmethod
-    def _end(lane: collections.deque[Response], ending: Ending) -> tuple[Response, Ending]:
-        return lane.popleft(), ending
+    def _end(self, lane: collections.deque[Response], ending: Ending) -> tuple[Response, Ending]:
+        response = lane.popleft()
+        if not lane:
+            self.lanes = {key: value for key, value in self.lanes.items() if value}
+        if response.response_id is not None:
+            self.ended_ids.append(response.response_id)
+        return response, ending
 
-    @staticmethod
-    def _unsolicited(event: websocket.ServerEvent, text: str, now: float) -> list[tuple[Response, Ending]]:
+    def _unsolicited(self, event: websocket.ServerEvent, text: str, now: float) -> list[tuple[Response, Ending]]:
         """A response no create of the client's asked for (only steering, which pouch refuses
         unless the operator allows unmetered use, makes them): nothing was reserved for it, but
         what the provider reports it used is recorded and charged all the same."""
-        if event.kind not in websocket.FINAL or event.event is None:
+        if event.kind not in websocket.FINAL or event.event is None or _response_id(event.event) in self.ended_ids:
             return []
         reported = event.event.get("response")
         model = reported.get("model") if isinstance(reported, dict) else None
