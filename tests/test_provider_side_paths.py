@@ -25,6 +25,9 @@ CREATED = datetime.datetime(2025, 9, 29, tzinfo=datetime.UTC)
     ("GET", "/api/claude_code/policy_limits", "claude_code.policy_limits", PASS, True),
     ("GET", "/api/claude_cli/bootstrap?entrypoint=cli&model=claude-sonnet-4-6", "claude_cli.bootstrap", PASS, True),
     ("GET", "/api/claude_code/organizations/metrics_enabled", "claude_code.metrics_enabled", PASS, True),
+    ("GET", "/api/claude_code_penguin_mode", "claude_code.fast_mode", PASS, True),
+    ("POST", "/api/eval/sdk-zAZezfDKGoZuXXKe", "feature_flags", PASS, True),
+    ("GET", "/api/directory/server-urls", "mcp_directory.server_urls", PASS, False),
     ("GET", "/mcp-registry/v0/servers?version=latest&limit=100", "mcp_registry", PASS, False),
     ("GET", "/api/directory/servers?limit=500", "mcp_directory", PASS, False),
     ("GET", "/api/hello", "hello", PASS, False),
@@ -50,6 +53,7 @@ def test_claude_codes_side_paths_by_family(method, path, name, policy, credentia
     ("GET", "/api/claude_code/unknown"),
     ("GET", "/v1/messages"),  # the model API is the endpoint table's, not a side path
     ("GET", "/api/event_logging/batch"),
+    ("POST", "/api/eval/sdk-x/more"),
 ])
 def test_other_paths_are_no_side_paths(method, path):
     assert side_paths.find(ANTHROPIC, method, path) is None

@@ -1,8 +1,10 @@
 """What Claude Code calls on api.anthropic.com besides the Messages API, family by family, and
 what pouch does with each (``pouch.providers.side_paths``; docs/side-paths.md says why).
 
-The local answers are what Claude Code (2.1) reads as "nothing to apply": no managed settings
-(204), no policy restrictions, an empty bootstrap, an empty MCP registry, telemetry accepted.
+The families are what Claude Code 2.1 calls (seen in its 2.1.197 and 2.1.332 builds); the
+local answers are what it reads as "nothing to apply": no managed settings (204), no policy
+restrictions, an empty bootstrap, fast mode off, no feature flags, empty MCP lists, telemetry
+accepted.
 """
 
 from __future__ import annotations
@@ -31,12 +33,22 @@ SIDE_PATHS = (
     family("claude_code.metrics_enabled", "GET", r"/api/claude_code/organizations/metrics_enabled", PASS,
            f"whether the organisation collects Claude Code metrics: {_ORGANISATION}",
            answer=json_reply({"metrics_logging_enabled": False})),
+    family("claude_code.fast_mode", "GET", r"/api/claude_code_penguin_mode", PASS,
+           f"whether the organisation allows Claude Code's fast mode: {_ORGANISATION}",
+           answer=json_reply({"enabled": False, "disabled_reason": "preference"})),
+    # GrowthBook's remote evaluation: the feature flags and experiments Claude Code runs with,
+    # evaluated for the organisation the credential belongs to.
+    family("feature_flags", "POST", r"/api/eval/[A-Za-z0-9_-]+", PASS,
+           f"Claude Code's feature flags, evaluated for the organisation: {_ORGANISATION}",
+           answer=json_reply({"features": {}})),
     family("mcp_registry", "GET", r"/mcp-registry/v0/servers", PASS,
            f"the public registry of MCP servers: {_PUBLIC}", credential=False,
            answer=json_reply({"servers": [], "metadata": {"count": 0}})),
     family("mcp_directory", "GET", r"/api/directory/servers", PASS,
            f"the public directory of MCP servers: {_PUBLIC}", credential=False,
            answer=json_reply({"servers": [], "next_cursor": None})),
+    family("mcp_directory.server_urls", "GET", r"/api/directory/server-urls", PASS,
+           f"the URLs of the official MCP servers: {_PUBLIC}", credential=False, answer=json_reply({"urls": []})),
     family("hello", "GET", r"/api/hello", PASS,
            f"a connectivity check (claude doctor): {_PUBLIC}", credential=False, answer=json_reply({})),
     # Telemetry: Anthropic's product analytics take events without a key (Claude Code retries
