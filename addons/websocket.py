@@ -139,11 +139,13 @@ class ResponsesWebSocket:
         said = self.mock_reply or registry.api("responses").echo_text(body) or "(mock reply)"
         text, output_tokens = fit(call.model, said, call.max_output)
         usage = response.mock = Usage(input_tokens=response.input_tokens, output_tokens=output_tokens)
-        for event in openai_mock.response_events(call, body, usage, text):
-            if response.first_event is None:
-                response.first_event = time.time()
-            self._inject(flow, protocol.event_message(event, response.lane))
-        self._settle(flow, socket, [(response, Ending(mock=usage, streamed=True))])
+        try:
+            for event in openai_mock.response_events(call, body, usage, text):
+                if response.first_event is None:
+                    response.first_event = time.time()
+                self._inject(flow, protocol.event_message(event, response.lane))
+        finally:  # its reservation is closed whatever happened
+            self._settle(flow, socket, [(response, Ending(mock=usage, streamed=True))])
 
     def _refuse(self, flow, socket: Socket, message, error: errors.PouchError, lane: str | None = None) -> None:
         message.drop()

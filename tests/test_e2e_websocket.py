@@ -13,6 +13,7 @@ import asyncio
 import json
 import uuid
 
+import openai
 import pytest
 import websockets.asyncio.client
 from websockets.exceptions import ConnectionClosed
@@ -111,6 +112,33 @@ def test_each_response_is_metered_at_its_cost_with_one_row(gateway, fake, revers
     assert handshake.method == "GET" and handshake.headers["authorization"] == f"Bearer {REAL_OPENAI_KEY}"
     assert handshake.headers["openai-beta"] == "responses_websockets=2026-02-06"
     assert [m.body["input"] for m in fake.messages] == ["hello there", "and once more, please"]
+
+
+@pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager:DeprecationWarning")  # the SDK's own
+def test_the_openai_sdks_responses_websocket_gets_its_answer_and_its_refusal(gateway, fake):
+    key, secret = new_key(budget="5", models="gpt-4o-mini")
+    client = openai.OpenAI(api_key=secret, max_retries=0)
+    through = {"proxy": gateway.proxy_url, "ssl": gateway.tls()}
+    with client.beta.responses.connect(websocket_connection_options=through) as connection:
+        connection.send({"type": "response.create", "model": MODEL, "input": "hello sdk"})
+        answered = [event for event in until(connection)]
+        connection.send({"type": "response.create", "model": "gpt-4o", "input": "hello sdk"})
+        [refused] = until(connection)
+    assert type(answered[-1]).__name__ == "BetaResponseWsCompleted"
+    assert "".join(e.delta for e in answered if e.type == "response.output_text.delta") == "echo: hello sdk"
+    assert type(refused).__name__ == "BetaResponseWsError"
+    assert (refused.status, refused.error.code) == (403, "model_not_allowed")
+    gateway.settled(expected_rows=1)
+    [row] = rows_of(key)
+    usage = answered[-1].response.usage
+    assert (row.input_tokens, row.output_tokens) == (usage.input_tokens, usage.output_tokens)
+
+
+def until(connection):
+    for event in connection:
+        yield event
+        if event.type in ENDS:
+            return
 
 
 def test_refused_creates_get_the_error_event_and_the_socket_stays_usable(gateway, fake):

@@ -93,6 +93,7 @@ def test_a_refusal_is_the_error_event_codex_reads_as_its_http_status():
 def test_a_refusal_on_a_lane_says_which():
     event = json.loads(websocket.error_event(PROVIDER.error(errors.ModelNotAllowed("no")), lane="b"))
     assert (event["status"], event["error"]["code"], event["stream_id"]) == (403, "model_not_allowed", "b")
+    assert "headers" not in event  # none to tell
 
 
 # --- mock events ------------------------------------------------------------------------------

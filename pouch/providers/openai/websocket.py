@@ -84,7 +84,9 @@ def error_event(reply: Reply, lane: str | None = None) -> bytes:
     the WebSocket sends: same status, same error object, its headers beside them."""
     body = json.loads(reply.body)
     headers = {name: value for name, value in reply.headers.items() if name.lower() != "content-type"}
-    event = {"type": ERROR, "status": reply.status, "error": body["error"], "headers": headers}
+    event = {"type": ERROR, "status": reply.status, "error": body["error"]}
+    if headers:
+        event["headers"] = headers
     if lane is not None:
         event["stream_id"] = lane
     return json.dumps(event).encode()
