@@ -27,6 +27,7 @@ from pouch.pricing import reserve
 from pouch.pricing.price import Price
 from pouch.pricing.reserve import Bounds
 from pouch.providers.base import Endpoint
+from pouch.providers.openai import websocket
 from pouch.rules import admission
 from pouch.services import key_cache, prompt
 from pouch.services.exchange import Reservation
@@ -66,7 +67,7 @@ async def admit(socket: Socket, endpoint: Endpoint, body: dict, sent_at: float, 
         raise errors.ToolNotMetered(
             f"{', '.join(call.unmetered_tools)} bills in ways pouch cannot bound or price, so this request "
             "is refused (the operator can allow it with pouch_unmetered=allow)")
-    response = Response(index, _lane(body), call, requested_at, sent_at)
+    response = Response(index, websocket.lane_of(body), call, requested_at, sent_at)
     changed = _bound_tools(response, endpoint, provider, body, settings.tool_calls)
     response.input_tokens, response.exact = await _count(call.model, body)
     if key is None:
@@ -99,11 +100,6 @@ async def _usable(key: Key) -> Key:
     if found is None:
         raise errors.InvalidKey(f"key '{key.name}' no longer exists")
     return await key_cache.keys.check(found)
-
-
-def _lane(body: dict) -> str | None:
-    lane = body.get("stream_id")
-    return lane if isinstance(lane, str) else None
 
 
 def _bound_tools(response: Response, endpoint, provider, body: dict, default: int) -> bool:
