@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -59,7 +60,11 @@ def _installer_ran() -> None:
     a pytest run of its own runs it here, once."""
     if os.environ.get("POUCH_COMPAT_INSTALLED") == "1":
         return
-    subprocess.run([str(INSTALLER)], timeout=1500, check=False)
+    try:
+        subprocess.run([str(INSTALLER)], timeout=100, check=False)  # within the test's own timeout
+    except subprocess.TimeoutExpired:
+        pytest.fail("scripts/compat-install did not finish in 100 s: run it on its own first (it installs "
+                    "the compatibility suite's clients once, in a minute or so)", pytrace=False)
 
 
 def require(registry: str) -> None:
@@ -105,6 +110,22 @@ class Run:
         return [json.loads(line) for line in self.output.splitlines() if line.startswith("{")]
 
 
+def run_bounded(command: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """Run ``bash -c SCRIPT NAME CLIENT ...`` in a process group of its own, stdin closed; past
+    ``timeout`` the whole group is killed (a helper the client spawned would otherwise hold its
+    output open) and the test fails."""
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{Path(command[4]).name} did not finish in {timeout} s\nstdout: {stdout[-1500:]}\n"
+                    f"stderr: {stderr[-1500:]}", pytrace=False)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 class Harness:
     """The fakes and one gateway (per test module) in front of them."""
 
@@ -126,8 +147,7 @@ class Harness:
         for fake in self.fakes:
             fake.stop()
 
-    def run(self, kind: str, command: list[str], *, env: dict[str, str] | None = None, timeout: float = 60,
-            cwd: Path | None = None) -> Run:
+    def run(self, kind: str, command: list[str], *, env: dict[str, str] | None = None, timeout: float = 60) -> Run:
         """``command`` from a bash that evaluated ``pouch env --key`` with a new key (``kind``:
         "real" or "mock"), HOME a new empty directory; ``env`` adds the client's own settings."""
         self.gateway.open_store()
@@ -138,9 +158,8 @@ class Harness:
             fake.reset()
         started = utcnow()
         script = 'eval "$("$POUCH" env --key "$POUCH_KEY" --port "$POUCH_PORT")" && exec "$@"'
-        process = subprocess.run(
-            ["bash", "-c", script, "compat", *command], cwd=cwd or home, stdin=subprocess.DEVNULL,
-            capture_output=True, text=True, timeout=timeout,
+        process = run_bounded(
+            ["bash", "-c", script, "compat", *command], cwd=home, timeout=timeout,
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8",
                  "POUCH_HOME": str(self.gateway.home),  # pouch env finds the gateway's CA there
                  "POUCH": POUCH, "POUCH_KEY": secret, "POUCH_PORT": str(self.gateway.port), **(env or {})})
@@ -199,9 +218,9 @@ def assert_metered(run: Run, models: list[str] | None = None) -> None:
         assert len(run.rows) == len(paid), f"{len(paid)} paid calls reached the fake, {len(run.rows)} usage rows"
         assert sorted(row.model for row in run.rows) == sorted(call["model"] for call in paid)
         for request in run.reached:
-            credential = request.headers.get("x-api-key") or request.headers.get("authorization")
-            assert credential is None or credential.removeprefix("Bearer ") in REAL_KEYS.values(), \
-                f"{request.method} {request.path} went upstream without the real key"
+            sent = credential(request)
+            assert sent is None or sent.removeprefix("Bearer ") in REAL_KEYS.values(), \
+                f"{request.method} {request.path} went upstream with a credential that is not the real key"
     else:
         assert models is not None, "a mock key's rows are checked against the models the client names"
     if models is not None:
@@ -219,9 +238,19 @@ def assert_tokens(run: Run, input_tokens: int, output_tokens: int) -> None:
     assert rows == (input_tokens, output_tokens)
 
 
+def credential(request: RecordedRequest) -> str | None:
+    return request.headers.get("x-api-key") or request.headers.get("authorization")
+
+
 def assert_mock_never_upstream(run: Run) -> None:
+    """No request of a mock key's client reached the provider, with the mock key or with the real
+    one, and nothing paid did. A request that carries no key at all (Claude Code's public MCP
+    directory) is no key's: on a connection without proxy credentials pouch cannot tell whose it
+    is, and nothing of the operator's goes with it."""
     assert run.kind == "mock"
-    assert not run.reached, f"a mock key's requests reached the provider: {[(r.method, r.path) for r in run.reached]}"
+    keyed = [(r.method, r.path) for r in run.reached if credential(r) is not None]
+    assert not keyed, f"a mock key's requests reached the provider: {keyed}"
+    assert not run.paid_calls and not run.messages, "a mock key's calls reached the provider"
 
 
 def assert_nothing_refused(run: Run) -> None:
