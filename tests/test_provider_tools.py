@@ -38,6 +38,12 @@ class TestOpenAIResponses:
         # tools the client runs: no fee, no round at the provider
         ([{"type": "function", "name": "f"}, {"type": "custom", "name": "c"}, {"type": "computer_use_preview"},
           {"type": "local_shell"}, {"type": "apply_patch"}], None, ()),
+        # a namespace of function/custom tools (Codex's multi_agent_v1) runs on the client too
+        ([{"type": "namespace", "name": "multi_agent_v1", "description": "agents",
+           "tools": [{"type": "function", "name": "spawn"}, {"type": "custom", "name": "c"}]}], None, ()),
+        # what a namespace holds is checked like any tool: a hosted one in it runs at OpenAI
+        ([{"type": "namespace", "name": "n", "description": "d", "tools": [{"type": "web_search"}]}], 2,
+         (ToolBound(("web_search",), 2),)),
     ])  # fmt: skip
     def test_server_tools_and_their_bound(self, tools, bound, expected):
         call = responses_call(tools=tools, **({} if bound is None else {"max_tool_calls": bound}))
@@ -47,6 +53,8 @@ class TestOpenAIResponses:
         ([{"type": "code_interpreter", "container": {"type": "auto"}}], {}, ("code_interpreter",)),
         ([{"type": "image_generation"}, {"type": "web_search"}], {}, ("image_generation",)),
         ([{"type": "some_new_tool"}], {}, ("some_new_tool",)),
+        ([{"type": "namespace", "name": "n", "description": "d", "tools": [{"type": "image_generation"}]}], {},
+         ("image_generation",)),
         ([], {"prompt": {"id": "pmpt_1"}}, ("stored prompt",)),
         # a hosted container shell runs at OpenAI; only a local one runs on the client
         ([{"type": "shell", "environment": {"type": "container_auto", "memory_limit": "64g"}}], {}, ("shell",)),
@@ -60,6 +68,7 @@ class TestOpenAIResponses:
         assert responses_call(tools=tools, **extra).unmetered_tools == unmetered
 
     @pytest.mark.parametrize("body", [{"tools": {"type": "web_search"}}, {"tools": ["web_search"]},
+                                      {"tools": [{"type": "namespace", "name": "n", "tools": "f"}]},
                                       {"tools": [{"type": 3}]}, {"max_tool_calls": -1}, {"max_tool_calls": True},
                                       {"max_tool_calls": "3"}, {"max_tool_calls": 0}])
     def test_unreadable_tools_are_refused(self, body):

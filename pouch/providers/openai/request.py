@@ -59,6 +59,13 @@ def responses_tools(body: dict) -> tuple[tuple[ToolBound, ...], tuple[str, ...]]
     """(server tools and their shared bound, tools pouch cannot bound or price)."""
     server, unmetered = [], []
     kinds = _tool_types(body)
+    if "namespace" in kinds:
+        # A namespace groups function/custom tools under one name (Codex's multi_agent_v1): what
+        # it holds is what runs, each checked like a tool of its own.
+        kinds = [kind for kind in kinds if kind != "namespace"]
+        for group in body["tools"]:
+            if group.get("type") == "namespace":
+                kinds += _tool_types(group, "tools") or []
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") not in (None, "function", "custom", "allowed_tools", "mcp"):
         kinds.append(choice["type"])  # a hosted tool named only as the choice still runs
