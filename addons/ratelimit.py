@@ -34,7 +34,7 @@ class RateLimit:
         self._slots: weakref.WeakKeyDictionary[http.HTTPFlow, tuple[KeyLimits, weakref.finalize]] = (
             weakref.WeakKeyDictionary())
 
-    def _limits_for(self, key: Key) -> KeyLimits | None:
+    def limits_for(self, key: Key) -> KeyLimits | None:
         if not (key.rpm or key.tpm or key.max_concurrent):
             return None
         limits = self.limits.get(key.id)
@@ -53,7 +53,7 @@ class RateLimit:
         # Side paths (settings, telemetry) are the client's housekeeping, not the key's traffic: they
         # cost nothing, and counting them would spend a small requests/min on a client's start-up
         # calls, or refuse its settings (pouch.providers.side_paths).
-        if not key or (found.endpoint and found.endpoint.metering == SIDE) or (limits := self._limits_for(key)) is None:
+        if not key or (found.endpoint and found.endpoint.metering == SIDE) or (limits := self.limits_for(key)) is None:
             return
         tokens = 0
         if key.tpm and found.metered:

@@ -24,7 +24,7 @@ import logging
 import time
 import weakref
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from mitmproxy import ctx, http
 
@@ -40,7 +40,9 @@ from pouch.providers.openai import websocket as protocol
 from pouch.rules.settlement import Ending
 from pouch.services import chain, response_socket, socket_admission, socket_settlement
 from pouch.services.local_websocket import answerer
+from pouch.services.refusal_log import refusal_log
 from pouch.services.response_socket import Response, Socket
+from pouch.services.secrets import redact_text
 
 log = logging.getLogger(__name__)
 METADATA = "pouch_websocket"  # flow.metadata[METADATA]: the socket as JSON (response_socket.snapshot)
@@ -95,7 +97,7 @@ class ResponsesWebSocket:
                     "pouch could not process this message (the websocket link failed); it was not forwarded"))
 
     async def _from_client(self, flow, socket: Socket, message) -> None:
-        lane = None
+        lane, body = None, None
         try:
             if not message.is_text:
                 raise errors.BadRequest("the Responses WebSocket takes JSON text messages, not binary ones")
@@ -107,9 +109,10 @@ class ResponsesWebSocket:
             limits = ctx.master.addons.get("ratelimit")
             response, changed = await socket_admission.admit(
                 socket, socket.endpoint, body, message.timestamp, self.settings,
-                limits._limits_for if limits else lambda key: None)
+                limits.limits_for if limits else lambda key: None)
         except errors.PouchError as e:
-            self._refuse(flow, socket, message, e, lane)
+            model = body.get("model") if isinstance(body, dict) else None
+            self._refuse(flow, socket, message, e, lane, model if isinstance(model, str) else None)
             return
         if socket.mock:
             message.drop()
@@ -137,7 +140,8 @@ class ResponsesWebSocket:
         """A mock socket's create: answered with mock events, settled as a mock (nothing charged)."""
         call = response.call
         said = self.mock_reply or registry.api("responses").echo_text(body) or "(mock reply)"
-        text, output_tokens = fit(call.model, said, call.max_output)
+        # "generate": false (Codex's prewarm) asks the server to take the input in and write nothing
+        text, output_tokens = ("", 0) if body.get("generate") is False else fit(call.model, said, call.max_output)
         usage = response.mock = Usage(input_tokens=response.input_tokens, output_tokens=output_tokens)
         try:
             for event in openai_mock.response_events(call, body, usage, text):
@@ -147,10 +151,16 @@ class ResponsesWebSocket:
         finally:  # its reservation is closed whatever happened
             self._settle(flow, socket, [(response, Ending(mock=usage, streamed=True))])
 
-    def _refuse(self, flow, socket: Socket, message, error: errors.PouchError, lane: str | None = None) -> None:
+    def _refuse(self, flow, socket: Socket, message, error: errors.PouchError, lane: str | None = None,
+                model: str | None = None) -> None:
         message.drop()
         socket.refused += 1
         socket.last_refusal = {"kind": error.kind, "code": error.code, "status": error.status, "message": error.message}
+        refusal_log.note_row({  # for `pouch usage --refused`, as an HTTP request's refusal is
+            "ts": datetime.fromtimestamp(message.timestamp, UTC), "key": socket.key.id if socket.key else None,
+            "provider": socket.provider.name, "model": model[:200] if model else None,
+            "endpoint": socket.endpoint.name, "status": error.status, "reason": error.code or error.kind,
+            "message": redact_text(error.message)})
         log.info("pouch: refused a WebSocket message of %s: %s", socket.who, error.message)
         self._inject(flow, protocol.error_event(socket.provider.error(error), lane))
         flow.marked = MARKERS.get(error.kind, ":x:")

@@ -15,7 +15,7 @@ from pouch.domain.periods import utcnow
 from pouch.services import socket_admission
 from pouch.services.store_thread import store_thread
 from pouch.store import keys as key_store
-from pouch.store import ledger
+from pouch.store import ledger, refusals
 from pouch.store.database import ReservationRow, UsageRow
 from tests.addon_helpers import MODEL, create_key, gateway, openai_flow
 from tests.fakes.controls import Controls
@@ -107,6 +107,10 @@ def test_a_refused_create_is_dropped_and_answered_with_the_error_event(ws):
         "error", 403, "model_not_allowed", "lane-7")
     assert flow.marked and "1 refused" in flow.comment
     assert ReservationRow.select().count() == 0
+    store_thread.drain()
+    [row] = refusals.rows()  # `pouch usage --refused` lists it, as an HTTP request's refusal
+    assert (row["key"], row["model"], row["endpoint"], row["status"], row["reason"]) == (
+        key.name, MODEL, "responses.websocket", 403, "model_not_allowed")
 
 
 def test_a_create_without_an_output_cap_is_capped_to_what_the_budget_covers(ws):
@@ -189,6 +193,17 @@ def test_a_mock_socket_is_answered_by_pouch(ws):
     [row] = settled_rows(key)
     assert row.mock and row.outcome == "mock" and row.cost_pico > 0
     assert ws.client(flow, {"type": "response.processed", "response_id": "x"}).dropped
+
+
+def test_a_mock_prewarm_writes_nothing(ws):
+    key, secret = create_key(mock=True)
+    flow = ws.open(secret)
+    ws.client(flow, create(input="warm the cache", generate=False))
+    completed = ws.injected[-1]["response"]
+    assert completed["usage"]["output_tokens"] == 0 and completed["usage"]["input_tokens"] > 0
+    assert not [e for e in ws.injected if e["type"] == "response.output_text.delta"]
+    [row] = settled_rows(key)
+    assert row.output_tokens == 0 and row.outcome == "mock"
 
 
 def test_pouch_mock_all_mocks_every_socket(monkeypatch):

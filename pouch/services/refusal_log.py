@@ -63,7 +63,14 @@ class RefusalLog:
             if found is None or not found.refusal or flow in self._noted:
                 return
             self._noted.add(flow)
-            row = refusal_row(flow)
+            self.note_row(refusal_row(flow))
+        except Exception:
+            log.exception("pouch: could not note a refusal")
+
+    def note_row(self, row: dict) -> None:
+        """Queue a refusal row made elsewhere (one message of a WebSocket, say: its flow lives
+        on after it). Never raises, never waits."""
+        try:
             with self._lock:
                 if len(self._queue) >= self._limit:
                     self._dropped += 1
