@@ -88,3 +88,19 @@ def test_context_of_a_mock_key_is_counted_without_the_provider(claude):
 def test_no_flow_of_normal_operation_is_refused(hi):
     assert_ran(hi)
     assert_nothing_refused(hi)
+
+
+@pytest.fixture(scope="module")
+def claude_with_proxy_auth(tmp_path_factory):
+    require("npm")
+    yield from harness(tmp_path_factory, {"pouch_proxy_auth": "on"})
+
+
+def test_with_proxy_authentication_a_mock_session_sends_nothing_at_all_upstream(claude_with_proxy_auth):
+    """The strict reading, for an operator who wants a mock session wholly offline: with the key
+    as proxy password (pouch env puts it there when authentication is on) every request on the
+    connection is the key's, the keyless public ones too, so all are answered by pouch."""
+    run = say_hi(claude_with_proxy_auth, "mock")
+    assert result(run)["result"] == MOCK_REPLY
+    assert [(r.method, r.path) for r in run.reached] == [] and not run.messages
+    assert_nothing_refused(run)
