@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pouch.domain.money import Money
-from pouch.services.store_thread import CHECKPOINT_EVERY, StoreThread
+from pouch.services.store_thread import CHECKPOINT_EVERY, QUICK_PAUSES, StoreThread
 from pouch.store import database, keys, ledger, quick
 from pouch.store.database import ReservationRow, UsageRow
 
@@ -248,3 +248,43 @@ def test_quick_reservations_on_the_loop_and_another_process_never_overspend(stor
     assert budget - total < max(amounts), "refused while there was room"
     assert ledger.window_totals(key, NOW) == (Money(0), Money(total))
     assert ReservationRow.select().count() == len(local) + len(other)
+
+
+def test_a_reservation_never_overtakes_a_settlement_waiting_for_the_store(store, thread):
+    """The settlement of an overrun waits for a locked store; the next reservation, made once the
+    lock is gone, is judged with that spend counted (it would have fit with the worst case)."""
+    key, _ = keys.create("alice", NOW, budget=Money(100))
+    first = reserve(key, 60)
+
+    async def main():
+        with write_lock_held():
+            thread.later(ledger.finish, first.id, Money(90), usage_for(key), retries=3)
+            assert thread.pending == 1, "waiting: the store is locked"
+        return await thread.run(ledger.reserve, key.id, key.window(NOW), Money(20), NOW, owner="t", hold=HOLD)
+
+    assert isinstance(asyncio.run(main()), ledger.Refusal), "90 spent + 20 > 100"
+    assert ledger.window_totals(key, NOW) == (Money(90), Money(0))
+
+
+def test_a_settlement_the_store_thread_took_keeps_later_steps_behind_it(store, thread):
+    key, _ = keys.create("alice", NOW, budget=Money(100))
+    first, second = reserve(key, 30), reserve(key, 30)
+    order = []
+
+    @quick.quick
+    def settle(reservation, cost):
+        ledger.finish(reservation.id, Money(cost), usage_for(key))
+        order.append(reservation.id)
+
+    async def main():
+        blocker = sqlite3.connect(sqlite_path(), isolation_level=None, check_same_thread=False)
+        blocker.execute("BEGIN IMMEDIATE")
+        thread.later(settle, first, 70, retries=3)
+        await asyncio.sleep(sum(QUICK_PAUSES) + 0.05)  # its tries here ran out: the store thread waits with it
+        thread.later(settle, second, 20, retries=3)  # younger: behind it, on the store thread too
+        threading.Timer(0.2, lambda: (blocker.execute("ROLLBACK"), blocker.close())).start()
+        return await thread.run(ledger.reserve, key.id, key.window(NOW), Money(20), NOW, owner="t", hold=HOLD)
+
+    assert isinstance(asyncio.run(main()), ledger.Refusal), "70 + 20 spent, + 20 > 100"
+    assert order == [first.id, second.id]
+    assert ledger.window_totals(key, NOW) == (Money(90), Money(0))

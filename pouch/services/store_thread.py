@@ -11,6 +11,12 @@ when the store is SQLite (``pouch.store.quick``): it then costs its own 0.1 ms, 
 this thread cost more than the work and queued reservations behind settlements. If another
 writer holds the store, the step is tried again on the event loop a few times (without
 blocking it), then handed to this thread, which waits.
+
+Quick steps keep their order: a settlement that had to wait (the store locked, a checkpoint
+running) is written before any step that came after it — a reservation never overtakes it, so
+it is judged with that spend already counted (an overrun's included). Waiting settlements are
+tried oldest first; one handed to this thread takes every younger one, and every reservation,
+along behind it until it is written.
 """
 
 from __future__ import annotations
@@ -42,13 +48,19 @@ class _Job:
     retries: int
     tries: int = 0
     here: bool = False  # a quick step, still tried on the caller's thread (not handed to the store thread)
-    waiting: asyncio.TimerHandle | None = None  # its next try, on the event loop
+    attempts: int = 0  # its tries on the caller's thread that found the store busy
+
+
+# What stands before a quick step: nothing, earlier ones waiting for the store, or one with the thread.
+CLEAR, WAIT, THREAD = "clear", "wait", "thread"
 
 
 class StoreThread:
     def __init__(self, workers: int = 1):
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="pouch-store")
         self._pending: set[_Job] = set()
+        self._queued: dict[_Job, None] = {}  # quick later-steps not yet written, oldest first
+        self._timer: asyncio.TimerHandle | None = None  # the next try of the oldest, on the event loop
         self._lock = threading.Lock()
         self._quick_writes = 0
         self._checkpointing = False
@@ -56,15 +68,20 @@ class StoreThread:
     async def run(self, fn, *args, **kwargs):
         if quick.applies(fn):
             for pause in (*QUICK_PAUSES, None):
-                try:
-                    result = self._here(fn, *args, **kwargs)
-                except quick.Busy:
-                    if pause is None:
-                        break  # still locked: wait for it on the store thread
-                    await asyncio.sleep(pause)
-                    continue
-                self._wrote()
-                return result
+                ahead = self._pump()  # the settlements before it first
+                if ahead == THREAD:
+                    break  # behind one the store thread has: there, after it
+                if ahead == CLEAR:
+                    try:
+                        result = self._here(fn, *args, **kwargs)
+                    except quick.Busy:
+                        pass
+                    else:
+                        self._wrote()
+                        return result
+                if pause is None:
+                    break  # still locked: wait for it on the store thread
+                await asyncio.sleep(pause)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
@@ -80,48 +97,64 @@ class StoreThread:
         job = _Job(functools.partial(fn, *args, **kwargs), retries, here=quick.applies(fn))
         with self._lock:
             self._pending.add(job)
+            if job.here:
+                self._queued[job] = None
         if job.here:
-            self._try_here(job, 0)
+            self._pump()
         else:
             self._submit(job)
 
-    def _try_here(self, job: _Job, attempt: int) -> None:
-        with self._lock:
-            if not job.here:
-                return  # handed to the store thread meanwhile (drain)
-            job.waiting = None
-        try:
-            self._here(job.call)
-        except quick.Busy:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                loop = None  # not on the event loop: nothing to come back to us later
+    def _pump(self) -> str:
+        """Write the queued quick steps here, oldest first, until one cannot be: CLEAR when
+        none is left, WAIT when the store is busy (the oldest is tried again in a moment),
+        THREAD when the store thread has the oldest (and so every younger one)."""
+        while True:
             with self._lock:
-                if job.here and loop is not None and attempt < len(QUICK_PAUSES):
-                    job.waiting = loop.call_later(QUICK_PAUSES[attempt], self._try_here, job, attempt + 1)
-                    return
-            self._hand_over(job)
-            return
-        except Exception as e:  # it rolled back whole: the store thread tries again, with its retries
-            log.warning("store work failed (%s); trying again in the store thread", e)
-            self._hand_over(job)
-            return
-        self._wrote()
-        with self._lock:
-            self._pending.discard(job)
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                job = next(iter(self._queued), None)
+                if job is None:
+                    return CLEAR
+                behind_thread = not job.here
+            if behind_thread:
+                self._hand_over_queued()  # the younger ones follow it there, in order
+                return THREAD
+            try:
+                self._here(job.call)
+            except quick.Busy:
+                job.attempts += 1
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    loop = None  # not on the event loop: nothing to come back to us later
+                if loop is not None and job.attempts <= len(QUICK_PAUSES):
+                    with self._lock:
+                        self._timer = loop.call_later(QUICK_PAUSES[job.attempts - 1], self._pump)
+                    return WAIT
+                self._hand_over_queued()
+                return THREAD
+            except Exception as e:  # it rolled back whole: the store thread tries again, with its retries
+                log.warning("store work failed (%s); trying again in the store thread", e)
+                self._hand_over_queued()
+                return THREAD
+            self._wrote()
+            with self._lock:
+                self._pending.discard(job)
+                self._queued.pop(job, None)
 
-    def _hand_over(self, job: _Job, *, if_waiting: bool = False) -> None:
-        """Give a quick step to the store thread (once); ``if_waiting``: only if it is not being
-        tried right now."""
+    def _hand_over_queued(self) -> None:
+        """Give every queued quick step still tried here to the store thread, oldest first (it
+        runs them in that order), and stop trying them here."""
         with self._lock:
-            if not job.here or (if_waiting and job.waiting is None):
-                return
-            job.here = False
-            if job.waiting is not None:
-                job.waiting.cancel()
-                job.waiting = None
-        self._submit(job)
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            moving = [job for job in self._queued if job.here]
+            for job in moving:
+                job.here = False
+        for job in moving:
+            self._submit(job)
 
     def _here(self, fn, *args, **kwargs):
         if self._checkpointing:
@@ -164,6 +197,7 @@ class StoreThread:
             log.error("store work failed for good", exc_info=error)
         with self._lock:
             self._pending.discard(job)
+            self._queued.pop(job, None)  # written (or given up): younger quick steps may run here again
 
     def drain(self, timeout: float | None = 30) -> None:
         """Wait until every queued job has finished (or failed for good), up to ``timeout``.
@@ -171,10 +205,7 @@ class StoreThread:
         the loop may be the caller, waiting here."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.pending and (deadline is None or time.monotonic() < deadline):
-            with self._lock:
-                waiting = [job for job in self._pending if job.waiting is not None]
-            for job in waiting:
-                self._hand_over(job, if_waiting=True)
+            self._hand_over_queued()
             time.sleep(0.01)
 
     @property
