@@ -124,3 +124,44 @@ def test_the_process_gateway_freezes_what_lives_at_start_a_gateway_in_a_test_doe
         finally:
             if freeze:
                 gc.unfreeze()  # this test process keeps collecting what the other tests leave
+
+
+def test_a_reloaded_chain_s_links_are_found_by_name_not_the_old_ones():
+    """mitmproxy reloads a changed script: it removes the old chain (its done hook runs), then
+    registers the new one, whose links must be the ones found by name (the websocket link reads
+    the ratelimit link's state that way)."""
+    with taddons.context() as tctx:
+        old = Chain(Link("a", []))
+        tctx.master.addons.add(old)
+        assert tctx.master.addons.get("a") is old.links[0]
+        tctx.master.addons.remove(old)
+        assert tctx.master.addons.get("a") is None
+        new = Chain(Link("a", []))
+        tctx.master.addons.add(new)
+        assert tctx.master.addons.get("a") is new.links[0]
+
+
+def test_a_link_named_like_another_addon_is_refused_as_mitmproxy_refuses_it():
+    from mitmproxy import exceptions
+
+    class Named:
+        name = "core"  # mitmproxy's own
+
+    with taddons.context() as tctx:
+        with pytest.raises(exceptions.AddonManagerError, match="already exists"):
+            tctx.master.addons.add(Chain(Named()))
+
+
+def test_done_runs_every_links_done_hook():
+    ended = []
+
+    class Ends:
+        def __init__(self, name):
+            self.name = name
+
+        def done(self):
+            ended.append(self.name)
+
+    chain = Chain(Ends("x"), Ends("y"))
+    chain.done()
+    assert ended == ["x", "y"]
