@@ -121,6 +121,13 @@ class Keys:
         found.body = body
         found.tool_calls = self._bound_tools(found, body)
 
+    @staticmethod
+    def _trusted(client) -> bool:
+        """Whether a request without any key may pass (a public side path): only from this host
+        or a transport of the operator's, else anyone who reaches the gateway could use it as a
+        relay to the provider (a remote client authenticates with its key as proxy password)."""
+        return isinstance(client.proxy_mode, perimeter.ADMITTED_MODES) or perimeter.is_loopback(client.peername[0])
+
     async def _caller(self, flow, found: chain.Exchange, keyless: bool = False) -> Key | None:
         """The key this request is charged to (None: observed, a credential let through untouched;
         or, when ``keyless`` (a public side path), a request that carries no credential at all).
@@ -152,7 +159,7 @@ class Keys:
                 return connection_key
             found.own_credential = True  # the client's own credential goes upstream
             return connection_key
-        if not credentials and keyless:
+        if not credentials and keyless and self._trusted(flow.client_conn):
             return None
         if not credentials:
             raise errors.InvalidKey("no API key: send your pouch key where you would send the provider's key")

@@ -33,8 +33,7 @@ from pouch.services import chain, key_cache, perimeter
 log = logging.getLogger(__name__)
 
 PROXY_MODES = perimeter.PROXY_MODES
-# modes whose clients a transport of the operator's already admits
-ADMITTED_MODES = (mode_specs.WireGuardMode, mode_specs.LocalMode, mode_specs.TunMode)
+ADMITTED_MODES = perimeter.ADMITTED_MODES
 
 
 def canonical(host: str) -> str:

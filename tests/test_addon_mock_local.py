@@ -300,3 +300,15 @@ def test_a_refused_chat_is_still_a_refusal_for_mitmweb(gw):
     _, secret = create_key(mock=True, models=["gpt-4o"])
     flow = finished(gw, gw.request(openai_flow(body=chat_body(), secret=secret)))
     assert flow.response.status_code == 403 and flow.marked == ":no_entry_sign:"
+
+
+def test_a_keyless_public_side_path_passes_only_for_this_hosts_clients(environ):
+    """Without a key a public side path would let anyone who reaches the gateway use it as a
+    relay to the provider: a client from another host must authenticate (its key as proxy
+    password), as for every other tunnel."""
+    with gateway() as gw:
+        remote = claude_flow("/mcp-registry/v0/servers", method="GET")
+        remote.client_conn.peername = ("203.0.113.9", 50000)
+        assert gw.request(remote).response.status_code == 401
+        local = gw.request(claude_flow("/mcp-registry/v0/servers", method="GET"))
+        assert local.response is None, "loopback: passes, with no credential"

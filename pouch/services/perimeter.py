@@ -27,6 +27,8 @@ from pouch.providers.base import Provider
 
 # the modes whose clients authenticate with proxy credentials (what HTTPS_PROXY or SOCKS points at)
 PROXY_MODES = (mode_specs.RegularMode, mode_specs.UpstreamMode, mode_specs.Socks5Mode)
+# modes whose clients a transport of the operator's already admits
+ADMITTED_MODES = (mode_specs.WireGuardMode, mode_specs.LocalMode, mode_specs.TunMode)
 
 # client connection -> hash of the pouch key it authenticated with (never the key itself)
 _connection_keys: weakref.WeakKeyDictionary[connection.Client, str] = weakref.WeakKeyDictionary()
