@@ -290,3 +290,18 @@ def test_the_openai_sdk_configured_by_pouch_env_alone_is_answered_and_metered(ga
     rows = list(UsageRow.select().where(UsageRow.key_name == key.name))
     assert len(rows) == 1 and rows[0].model.startswith("gpt-4o-mini") and rows[0].status == 200
     assert rows[0].cost_pico > 0 and not rows[0].mock, "a paid call, metered at its price"
+
+
+def test_a_bundle_folder_others_can_write_is_refused(tmp_path):
+    """Whoever can write the bundle decides what every client of the shell trusts."""
+    from pouch.cli import trust
+
+    ca = trust.ensure_ca(tmp_path / "conf")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(trust.UnsafeDirectory, match="other users"):
+        trust.write_bundle(ca, shared / "ca-bundle.pem")
+    assert not (shared / "ca-bundle.pem").exists()
+    shared.chmod(0o755)
+    assert trust.write_bundle(ca, shared / "ca-bundle.pem").exists()

@@ -15,6 +15,8 @@ import ssl
 import tempfile
 from pathlib import Path
 
+from pouch.domain.errors import InvalidInput
+
 CA_NAME = "mitmproxy-ca-cert.pem"
 BUNDLE_NAME = "ca-bundle.pem"
 _PEM = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
@@ -51,6 +53,7 @@ def write_bundle(ca: Path, bundle: Path | None = None) -> Path:
     processes pointed at it keep reading the same file, and atomically, so none of them ever
     reads half of one."""
     bundle = bundle or ca.with_name(BUNDLE_NAME)
+    _only_yours(bundle.parent)
     certificates: dict[str, None] = {}
     for source in usual_cas(bundle):
         for pem in _PEM.findall(source.read_text(errors="replace")):
@@ -70,3 +73,19 @@ def write_bundle(ca: Path, bundle: Path | None = None) -> Path:
             if os.path.exists(out.name):
                 os.unlink(out.name)
     return bundle
+
+
+class UnsafeDirectory(InvalidInput):
+    """A folder that others could write trust roots into."""
+
+
+def _only_yours(folder: Path) -> None:
+    """Refuse a folder another user could write in: whoever can replace the CA or the bundle
+    there decides what every client pointed at them trusts."""
+    if not folder.exists() or os.name != "posix":
+        return
+    found = folder.stat()
+    if found.st_mode & 0o002 or found.st_uid not in (os.getuid(), 0):
+        raise UnsafeDirectory(
+            f"{folder} can be written by other users, so the CA and the bundle clients trust cannot be kept "
+            "there: use a folder only you can write (POUCH_HOME, or --set confdir=...)")
