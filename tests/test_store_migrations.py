@@ -29,7 +29,7 @@ def test_reservations_open_across_migration_5_settle_after_it(store_url, monkeyp
                 for n in (10, 20)]
         monkeypatch.undo()
 
-        assert migrations.migrate(db) == [5]
+        assert migrations.migrate(db) == [number for number, _, _ in migrations.MIGRATIONS if number >= 5]
         assert ReservationRow.select().count() == 2
         assert {row.model for row in ReservationRow.select()} == {"m"}
         assert ledger.finish(held[0].id, Money(4), {"ts": NOW, "key": key.id, "key_name": key.name})

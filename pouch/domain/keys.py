@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterable
 from datetime import datetime
 
 from pouch.domain.errors import InvalidInput
@@ -38,6 +39,8 @@ class Key:
     auto_renew: bool = False
     mock: bool = False
     revoked: bool = False
+    alert_at: tuple[int, ...] = ()  # percents of the budget that send budget.threshold (pouch.alerts)
+    webhook: str | None = None  # where this key's alerts go, besides the gateway's pouch_webhook
 
     def allows_model(self, model: str) -> bool:
         return not self.models or any(fnmatch.fnmatchcase(model, glob) for glob in self.models)
@@ -115,6 +118,49 @@ def parse_limit(what: str, value: int | None) -> int | None:
     if value > MAX_LIMIT:
         raise InvalidInput(f"bad {what} {value}: at most {MAX_LIMIT:,} (omit for no limit)")
     return value
+
+
+def parse_alert_at(value: str | Iterable[int] | None) -> tuple[int, ...]:
+    """``"50,80,100"`` (or a list of ints, as JSON gives it) -> sorted distinct percents of the
+    budget, 1..100. Empty text or ``none``: no thresholds."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return ()
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    percents = set()
+    for part in parts:
+        text = str(part).strip()
+        if isinstance(part, bool) or not text.isdigit() or not 1 <= int(text) <= 100:
+            raise InvalidInput(
+                f"bad alert percent {text!r}: give percents of the budget from 1 to 100, comma-separated, "
+                "e.g. 50,80,100 ('none' for no alerts)"
+            )
+        percents.add(int(text))
+    return tuple(sorted(percents))
+
+
+def parse_webhook(text: str | None) -> str | None:
+    """An http(s) URL alerts are POSTed to; empty text or ``none``: no webhook."""
+    if text is None or text.strip().lower() in ("", "none"):
+        return None
+    url = text.strip()
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rpartition("@")[2]
+    if scheme.lower() not in ("http", "https") or not host or len(url) > 2048 or any(c.isspace() for c in url):
+        raise InvalidInput(
+            f"bad webhook {display_url(url)!r}: give an http:// or https:// URL such as "
+            "https://hooks.slack.com/services/... ('none' for no webhook)"
+        )
+    return url
+
+
+def display_url(url: str) -> str:
+    """A webhook URL as logs and errors show it: scheme and host only, since its path or its
+    user:password may be the credential (a Slack webhook's path is)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url[:20] + ("..." if len(url) > 20 else "")
+    host = rest.split("/", 1)[0].rpartition("@")[2]
+    return f"{scheme}://{host}/..." if rest.rstrip("/") != host else f"{scheme}://{host}"
 
 
 def parse_budget(text: str | None) -> Money | None:

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from pouch.domain.errors import InvalidInput
-from pouch.domain.keys import Key, check_name, parse_budget, parse_limit, parse_models
+from pouch.domain.keys import Key, check_name, parse_alert_at, parse_budget, parse_limit, parse_models, parse_webhook
 from pouch.domain.periods import Period, utcnow
 from pouch.pricing.table import PriceTable
 from pouch.store import keys as key_store
@@ -51,6 +51,8 @@ def attributes(
     expires: str | None = None,
     auto_renew: bool | None = None,
     mock: bool | None = None,
+    alert_at: str | list[int] | None = None,
+    webhook: str | None = None,
 ) -> dict:
     """Validated key attributes from operator input; only those given (not None) appear."""
     given = {}
@@ -69,6 +71,10 @@ def attributes(
         given["auto_renew"] = auto_renew
     if mock is not None:
         given["mock"] = mock
+    if alert_at is not None:
+        given["alert_at"] = parse_alert_at(alert_at)
+    if webhook is not None:
+        given["webhook"] = parse_webhook(webhook)
     return given
 
 
@@ -143,4 +149,6 @@ def describe(key: Key, now: datetime | None = None) -> dict:
         "expires_at": key.expires_at.isoformat() if key.expires_at else None,
         "auto_renew": key.auto_renew,
         "created_at": key.created_at.isoformat(),
+        "alert_at": list(key.alert_at),
+        "webhook": key.webhook,
     }

@@ -118,6 +118,8 @@ class KeyRow(Table):
     created_at = UTCDateTimeField()
     anchor = UTCDateTimeField()
     updated_at = UTCDateTimeField()
+    alert_at = pw.TextField(null=True)  # "50,80,100": budget percents that alert (pouch.alerts)
+    webhook = pw.TextField(null=True)
 
     class Meta:
         table_name = "pouch_keys"

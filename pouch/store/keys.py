@@ -15,7 +15,7 @@ from pouch.store.database import KeyRow, database, naive
 # Key attributes an operator may change with `keys update` (name included).
 MUTABLE = {
     "name", "budget", "period", "rpm", "tpm", "max_concurrent", "models",
-    "expires_at", "auto_renew", "mock",
+    "expires_at", "auto_renew", "mock", "alert_at", "webhook",
 }
 
 
@@ -41,6 +41,8 @@ def to_key(row: KeyRow) -> Key:
         auto_renew=row.auto_renew,
         mock=row.mock,
         revoked=row.revoked,
+        alert_at=tuple(int(p) for p in (row.alert_at or "").split(",") if p),
+        webhook=row.webhook,
     )
 
 
@@ -55,6 +57,8 @@ def _columns(changes: dict) -> dict:
             columns["period"] = str(value)
         elif field == "models":
             columns["models"] = ",".join(value)
+        elif field == "alert_at":
+            columns["alert_at"] = ",".join(map(str, value)) or None
         else:
             columns[field] = value
     return columns

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 import peewee as pw
 
+from pouch.alerts import outbox
 from pouch.domain.keys import Key
 from pouch.domain.periods import Window
 from pouch.domain.money import Money
@@ -60,7 +61,11 @@ _HOLD = (
     "provider, model, endpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _RELEASE = "DELETE FROM pouch_reservations WHERE id = ? RETURNING ledger_id, amount_pico"
-_SETTLE = "UPDATE pouch_ledger SET reserved_pico = reserved_pico - ?, spent_pico = spent_pico + ? WHERE id = ?"
+_ALERT_AT = "(SELECT alert_at FROM pouch_keys WHERE pouch_keys.id = pouch_ledger.key_id)"
+_SETTLE = (  # returns what the alerts need to know whether this settlement crossed a threshold
+    "UPDATE pouch_ledger SET reserved_pico = reserved_pico - ?, spent_pico = spent_pico + ? WHERE id = ? "
+    f"RETURNING spent_pico, {_BUDGET}, {_ALERT_AT}"
+)
 
 
 def _run(sql: str, params: tuple):
@@ -147,8 +152,11 @@ def finish(reservation_id: str, cost: Money, usage: dict) -> bool:
         if released is None:
             return False
         ledger_id, amount = released
-        _run(_SETTLE, (amount, cost.pico, ledger_id))
+        spent, budget, alert_at = _run(_SETTLE, (amount, cost.pico, ledger_id)).fetchone()
         _insert_usage({"cost_pico": cost.pico, **usage, "reservation_id": reservation_id})
+        # Decided here, in the transaction that moved the spend: each threshold is crossed by one
+        # settlement, whichever gateway wrote it, and its event is stored with it or not at all.
+        outbox.settled(ledger_id, spent - cost.pico, spent, budget, alert_at, usage, reservation_id)
     return True
 
 

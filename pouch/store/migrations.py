@@ -161,6 +161,36 @@ MIGRATIONS: list[tuple[int, str, str | dict[str, str]]] = [
             "postgresql": "DROP INDEX pouch_reservations_deadline;",
         },
     ),
+    (
+        6,
+        "alerts: key thresholds and webhook, the outbox of events",
+        # One row per event, made in the transaction that detects it; the unique index is what
+        # makes it once per threshold per key per period however many gateways settle at once
+        # (ref: what else tells two events apart, e.g. an overrun's reservation).
+        """
+        ALTER TABLE pouch_keys ADD COLUMN alert_at TEXT;
+        ALTER TABLE pouch_keys ADD COLUMN webhook TEXT;
+        CREATE TABLE pouch_alerts (
+            id TEXT PRIMARY KEY,
+            key_id INTEGER NOT NULL REFERENCES pouch_keys (id),
+            event TEXT NOT NULL,
+            period_start TIMESTAMP NOT NULL,
+            threshold INTEGER NOT NULL DEFAULT 0,
+            ref TEXT NOT NULL DEFAULT '',
+            body TEXT NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending',
+            due_at TIMESTAMP NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            lease_until TIMESTAMP,
+            delivered_to TEXT NOT NULL DEFAULT '[]',
+            delivered_at TIMESTAMP,
+            last_error TEXT,
+            UNIQUE (key_id, event, period_start, threshold, ref)
+        );
+        CREATE INDEX pouch_alerts_due ON pouch_alerts (state, due_at);
+        """,
+    ),
 ]
 
 
