@@ -23,6 +23,7 @@ if (_here.parent / "__init__.py").exists():  # installed: site-packages/pouch/ad
 else:
     sys.path.insert(0, str(_here.parent))
 
+from addons.alerts import Alerts  # noqa: E402
 from addons.budget import Budget  # noqa: E402
 from addons.chain import Chain  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
@@ -44,6 +45,7 @@ addons = [Chain(
     Perimeter(),  # not a link: who may use the proxy, where it may connect, LLM hosts only over https
     Providers(),  # not a link: which APIs are metered, and only their hosts are decrypted
     Preflight(),  # not a link: says at start which providers lack a credential, and checks each route's TLS
+    Alerts(),  # not a link: budget alerts: delivers the store's outbox to the webhooks, notes budget refusals
     Keys(),
     RateLimit(),
     Budget(),

@@ -33,6 +33,8 @@ def limit_options(for_update: bool):
             click.option("--expires", metavar="WHEN", help="Expiry: 2026-12-31, 2026-12-31T18:00Z, or from now: 12h, 30d, 2w; 'never' clears."),
             click.option(renew, "auto_renew", is_flag=True, default=None, help="On expiry, extend by one period and start spend from zero."),
             click.option(flag, "mock", is_flag=True, default=None, help="Answer with mock responses (recorded, never charged, nothing sent upstream)."),
+            click.option("--alert-at", metavar="PCT,...", help="Budget percents that send a budget.threshold alert, e.g. 50,80,100; 'none' for none."),
+            click.option("--webhook", metavar="URL", help="Also send this key's alerts to this URL (besides the gateway's pouch_webhook); 'none' clears."),
             click.option("--json", "as_json", is_flag=True, help="Print JSON."),
         ]
         for option in reversed(options):
@@ -46,6 +48,8 @@ def _row(described: dict) -> dict:
     flags = [f for f in ("mock", "revoked", "auto_renew") if described[f]]
     if described["expires_at"]:
         flags.append(f"expires {described['expires_at'][:16]}")
+    if described["alert_at"]:
+        flags.append(f"alerts {','.join(map(str, described['alert_at']))}")
     return {**described, "models": ",".join(described["models"]) or "*",
             "budget_usd": described["budget_usd"] or "-", "flags": " ".join(flags)}
 
@@ -99,6 +103,13 @@ def warn_unpriced(models: str | None) -> None:
             fg="yellow", err=True)
 
 
+def warn_alerts_without_budget(key) -> None:
+    """Thresholds are percents of the budget: on a key without one they never fire."""
+    if key.alert_at and key.budget is None:
+        click.secho(f"warning: key '{key.name}' has no budget: its --alert-at thresholds never fire until it has one",
+                    fg="yellow", err=True)
+
+
 @click.group()
 def keys():
     """Manage pouch keys (what clients send instead of a provider key)."""
@@ -115,6 +126,7 @@ def create(ctx, name, as_json, **options):
     key, secret = service.create(name, **options)
     _show(service.describe(key), as_json, secret)
     warn_unpriced(options["models"])
+    warn_alerts_without_budget(key)
 
 
 @keys.command(name="list")
@@ -151,8 +163,10 @@ def update(ctx, key, as_json, **options):
     open_db(ctx)
     renews = options["auto_renew"]
     refuse_renewal_from_the_past(options["expires"], key_store.get(key).auto_renew if renews is None else renews)
-    _show(service.describe(service.update(key, **options)), as_json)
+    updated = service.update(key, **options)
+    _show(service.describe(updated), as_json)
     warn_unpriced(options["models"])
+    warn_alerts_without_budget(updated)
 
 
 @keys.command()

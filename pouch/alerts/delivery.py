@@ -1,0 +1,166 @@
+"""Delivering the outbox: claim due events, POST each to every target, record the try.
+
+Runs on the gateway's event loop (``addons/alerts.py``): store work goes to the store thread and
+every POST is async with a hard deadline, so a slow or dead receiver holds a task of its own,
+never a request. A try that some target failed is tried again later for those targets only,
+after a pause that doubles each time (up to ``MAX_BACKOFF``); after ``tries`` tries the row is
+kept, marked failed, and the gateway logs an error. Success is any 2xx answer (redirects are not
+followed). Webhooks go straight to their host (no proxy from the environment).
+
+``POUCH_WEBHOOK_RESOLVE=host=ip:port,...`` connects to ``ip:port`` for ``host`` while keeping the
+URL's host (Host header, TLS name), as curl's --resolve does: a split-horizon DNS, or a test
+that stands in for hooks.slack.com on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import time
+from datetime import timedelta
+
+import httpx
+
+from pouch.alerts import events, outbox
+from pouch.domain.keys import display_url
+from pouch.domain.periods import utcnow
+from pouch.services.store_thread import StoreThread, store_thread
+
+log = logging.getLogger(__name__)
+# httpx logs every request's full URL at INFO, and a webhook's URL may be its credential (a
+# Slack webhook's path is): this module logs each try itself, with the host only.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+MAX_BACKOFF = 3600.0  # seconds between two tries, at most
+BATCH = 20  # rows claimed per look at the outbox
+EXPIRY_CHECK_EVERY = 60.0  # seconds between two looks for keys about to expire
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    webhooks: tuple[str, ...] = ()  # the gateway's own targets (pouch_webhook), for every key
+    secret: str = ""  # pouch_webhook_secret: sign bodies when set
+    timeout: float = 10.0  # seconds one POST may take, all in
+    tries: int = 12
+    backoff: float = 5.0  # seconds before the second try; doubled for each next one
+    interval: float = 2.0  # seconds between two looks at the outbox
+    resolve: tuple[tuple[str, str], ...] = ()  # (host, "ip:port")
+
+    @property
+    def lease(self) -> timedelta:
+        """How long a claimed row is this gateway's: every POST of it ends within ``timeout``
+        (they run at once), and recording the try takes little. A gateway killed meanwhile
+        leaves it to any other gateway, or its own restart, once this has passed."""
+        return timedelta(seconds=2 * self.timeout + 5)
+
+
+def parse_resolve(text: str | None) -> tuple[tuple[str, str], ...]:
+    """``"hooks.slack.com=127.0.0.1:8080,..."`` -> ((host, "ip:port"), ...)."""
+    pairs = []
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        host, sep, address = item.strip().partition("=")
+        if not sep or ":" not in address:
+            raise ValueError(f"POUCH_WEBHOOK_RESOLVE: {item!r} is not HOST=IP:PORT")
+        pairs.append((host.lower(), address))
+    return tuple(pairs)
+
+
+def retry_delay(settings: Settings, attempts: int) -> float:
+    """Seconds before the next try, after ``attempts`` tries (1, 2, ...)."""
+    return min(settings.backoff * 2 ** (attempts - 1), MAX_BACKOFF)
+
+
+def targets(settings: Settings, row: outbox.Claimed) -> list[str]:
+    """Every URL the row goes to (the gateway's, then the key's), each once."""
+    return list(dict.fromkeys([*settings.webhooks, *([row.webhook] if row.webhook else [])]))
+
+
+class Courier:
+    def __init__(self, settings: Settings, thread: StoreThread = store_thread,
+                 transport: httpx.AsyncBaseTransport | None = None):
+        self.settings = settings
+        self._thread = thread
+        self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False, transport=transport,
+                                         timeout=settings.timeout)
+        self._next_expiry_check = 0.0
+
+    async def run(self) -> None:
+        """Deliver until cancelled: one look at the outbox every ``interval`` seconds."""
+        while True:
+            try:
+                await self.once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("pouch: alert delivery failed; looking again in %s s", self.settings.interval)
+            await asyncio.sleep(self.settings.interval)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def once(self) -> int:
+        """Look for expiring keys (every EXPIRY_CHECK_EVERY), then deliver what is due; returns
+        how many rows were tried."""
+        if time.monotonic() >= self._next_expiry_check:
+            self._next_expiry_check = time.monotonic() + EXPIRY_CHECK_EVERY
+            await self._thread.run(outbox.expiring, utcnow())
+        claimed = await self._thread.run(outbox.claim, utcnow(), self.settings.lease, BATCH,
+                                         only_keys_with_webhook=not self.settings.webhooks)
+        await asyncio.gather(*(self.deliver(row) for row in claimed))
+        return len(claimed)
+
+    async def deliver(self, row: outbox.Claimed) -> None:
+        every = targets(self.settings, row)
+        remaining = [url for url in every if url not in row.delivered_to]
+        results = await asyncio.gather(*(self._post(url, row.body) for url in remaining))
+        delivered = row.delivered_to + tuple(url for url, error in zip(remaining, results) if error is None)
+        errors = [f"{display_url(url)}: {error}" for url, error in zip(remaining, results) if error is not None]
+        if not every:
+            errors = ["no webhook to send it to (pouch_webhook, or the key's --webhook)"]
+        error, retry_at, attempts = "; ".join(errors) or None, None, row.attempts + 1
+        now = utcnow()
+        if error is None:
+            log.info("pouch: alert %s (%s) delivered to %d webhook(s)", row.id, row.event, len(remaining))
+        elif attempts >= self.settings.tries or not every:
+            log.error("pouch: alert %s (%s) given up after %d tries: %s", row.id, row.event, attempts, error)
+        else:
+            retry_at = now + timedelta(seconds=retry_delay(self.settings, attempts))
+            log.warning("pouch: alert %s (%s) not delivered (try %d of %d): %s; next try at %s",
+                        row.id, row.event, attempts, self.settings.tries, error, f"{retry_at:%H:%M:%S}")
+        if not await self._thread.run(outbox.attempted, row, now, delivered, error, retry_at):
+            log.warning("pouch: alert %s: its lease ran out before its try was recorded; another gateway "
+                        "may send it again (receivers de-duplicate on its id)", row.id)
+
+    async def _post(self, url: str, body: str) -> str | None:
+        """POST one event to one target; None when it took it, else why not (never raises)."""
+        data = events.payload(body, url)
+        headers = {"content-type": "application/json", "user-agent": "pouch-alerts"}
+        if self.settings.secret:
+            headers["x-pouch-signature"] = events.signature(self.settings.secret, data)
+        try:
+            target, extensions = self._resolved(httpx.URL(url), headers)
+            async with asyncio.timeout(self.settings.timeout):
+                response = await self._client.post(target, content=data, headers=headers, extensions=extensions)
+        except TimeoutError:
+            return f"no answer within {self.settings.timeout:g} s"
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as e:
+            return f"{type(e).__name__}: {str(e).replace(url, display_url(url))}"  # a Slack URL's path is its secret
+        if 200 <= response.status_code < 300:
+            return None
+        return f"HTTP {response.status_code}"
+
+    def _resolved(self, url: httpx.URL, headers: dict) -> tuple[httpx.URL, dict]:
+        address = dict(self.settings.resolve).get(url.host)
+        if address is None:
+            return url, {}
+        ip, _, port = address.rpartition(":")
+        headers["host"] = url.netloc.decode()
+        return url.copy_with(host=ip, port=int(port)), {"sni_hostname": url.host}
+
+
+def settings_from_env(**given) -> Settings:
+    return Settings(resolve=parse_resolve(os.environ.get("POUCH_WEBHOOK_RESOLVE")), **given)
