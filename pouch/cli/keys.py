@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import click
 
-from pouch.cli.common import emit_json, open_db, table
+from pouch.cli.common import emit_json, open_db, show_once, table
 from pouch.domain.errors import InvalidInput
 from pouch.domain.keys import parse_models
 from pouch.domain.periods import utcnow
-from pouch.pricing.price import Retirement
 from pouch.services import keys as service
 from pouch.services.prices import price_table
 from pouch.store import keys as key_store
@@ -55,30 +54,7 @@ def _row(described: dict) -> dict:
 
 
 def _show(described: dict, as_json: bool, secret: str | None = None) -> None:
-    if secret is not None:
-        described = {**described, "key": secret}
-    if as_json:
-        emit_json(described)
-        return
-    for field, value in described.items():
-        if field != "key":
-            click.echo(f"{field:>14}: {'' if value is None else value}")
-    if secret is not None:
-        click.echo(f"\n{secret}\n")
-        click.secho("This secret is shown once and stored only as a hash: keep it now.", fg="yellow", err=True)
-
-
-def refuse_renewal_from_the_past(expires: str | None, auto_renew: bool) -> None:
-    """An auto-renewing key given an expiry already past would renew on its first request,
-    skipping every period in between: almost surely a mistyped date, so say so."""
-    if expires is None or not auto_renew:
-        return
-    now = utcnow()
-    when = service.parse_when(expires, now)
-    if when is not None and when <= now:
-        raise click.UsageError(
-            f"--expires {expires} is in the past ({when:%Y-%m-%d %H:%M} UTC) and the key auto-renews: "
-            "give the first renewal date in the future (e.g. --expires 30d), or leave out --auto-renew")
+    show_once(described, as_json, "key", secret)
 
 
 def warn_unpriced(models: str | None) -> None:
@@ -87,20 +63,12 @@ def warn_unpriced(models: str | None) -> None:
     if not models:
         return
     try:
-        unmatched = service.unpriced_globs(parse_models(models), price_table())
+        warnings = service.unpriced_warnings(parse_models(models), price_table())
     except InvalidInput as e:  # a broken prices.json: the gateway will say so at start-up
         click.secho(f"warning: cannot check --models against the price table: {e}", fg="yellow", err=True)
         return
-    for glob, closest in unmatched.items():
-        if isinstance(gone := price_table().lookup(glob), Retirement):
-            click.secho(f"warning: --models {glob!r}: {gone.message}; requests for it are refused", fg="yellow",
-                        err=True)
-            continue
-        hint = f"closest priced: {', '.join(closest)}" if closest else "`pouch prices` lists the priced models"
-        click.secho(
-            f"warning: --models {glob!r} matches no model pouch has a price for ({hint}); requests for "
-            "such models are refused as model_not_priced until $POUCH_HOME/prices.json prices them",
-            fg="yellow", err=True)
+    for warning in warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
 
 
 def warn_alerts_without_budget(key) -> None:
@@ -121,7 +89,6 @@ def keys():
 @click.pass_context
 def create(ctx, name, as_json, **options):
     """Create a key and print its secret (once)."""
-    refuse_renewal_from_the_past(options["expires"], bool(options["auto_renew"]))
     open_db(ctx)
     key, secret = service.create(name, **options)
     _show(service.describe(key), as_json, secret)
@@ -161,8 +128,6 @@ def show(ctx, key, as_json):
 def update(ctx, key, as_json, **options):
     """Change a key's budget, limits, models, expiry or mode."""
     open_db(ctx)
-    renews = options["auto_renew"]
-    refuse_renewal_from_the_past(options["expires"], key_store.get(key).auto_renew if renews is None else renews)
     updated = service.update(key, **options)
     _show(service.describe(updated), as_json)
     warn_unpriced(options["models"])

@@ -9,35 +9,10 @@ import click
 from pouch.cli.common import emit_json, table
 from pouch.pricing import check as map_check
 from pouch.pricing.litellm_import import TODAY, import_litellm
-from pouch.pricing.price import PRICE_FIELDS, Price, Retirement, per_million_text, tier_json
 from pouch.pricing.price_file import parse_instant
 from pouch.pricing.table import PriceTable
+from pouch.services.prices import listed, shown
 from pouch.store.database import home
-
-
-def describe(price: Price) -> dict:
-    """A price as JSON: USD per 1M tokens as exact decimal strings."""
-    described = {"model": price.model, "provider": price.provider, "mode": price.mode}
-    described.update({field: per_million_text(getattr(price, field)) for field in PRICE_FIELDS})
-    described["tiers"] = [tier_json(tier) for tier in price.tiers]
-    described.update(max_input_tokens=price.max_input_tokens, max_output_tokens=price.max_output_tokens,
-                     per_request_usd=None if price.per_request is None else format(price.per_request.as_usd, "f"),
-                     aliases=list(price.aliases), source=price.source, as_of=price.as_of.isoformat(),
-                     **{"from": price.effective.isoformat() if price.effective else None})
-    if price.priced_as:
-        described["priced_as"] = price.priced_as
-    if price.differs_from_map:
-        described["differs_from_map"] = dict(price.differs_from_map)
-    return described
-
-
-def describe_retirement(retired: Retirement) -> dict:
-    return {"model": retired.model, "provider": retired.provider, "retired": retired.effective.date().isoformat(),
-            "use": retired.use, "message": retired.message, "source": retired.source, "as_of": retired.as_of.isoformat()}
-
-
-def describe_entry(entry) -> dict:
-    return describe_retirement(entry) if isinstance(entry, Retirement) else describe(entry)
 
 
 @click.group(invoke_without_command=True)
@@ -51,7 +26,7 @@ def prices(ctx, provider, as_json):
     """
     if ctx.invoked_subcommand:
         return
-    described = [describe(p) for p in PriceTable.default() if not provider or p.provider == provider]
+    described = listed(PriceTable.default(), provider)
     if as_json:
         emit_json(described)
         return
@@ -73,19 +48,11 @@ def show(model, provider, when, as_json):
         at = parse_instant(when) if when else None
     except ValueError:
         raise click.BadParameter(f"{when!r}: use an ISO date or date-time, e.g. 2026-12-01", param_hint="--at")
-    table_ = PriceTable.default()
-    entry = table_.lookup(model, provider, at)
-    if isinstance(entry, Retirement):
-        raise click.ClickException(f"{entry.message}: requests for it are refused ({entry.source})")
-    if entry is None:
-        raise click.ClickException(
-            f"no price for {model!r}: requests for it are refused (add it to {home() / 'prices.json'})"
-        )
-    described = describe(entry)
-    others = [describe_entry(e) for e in table_.versions(model, provider) if e is not entry]
+    described = shown(PriceTable.default(), model, provider, at)
     if as_json:
-        emit_json(described | ({"other_dates": others} if others else {}))
+        emit_json(described)
         return
+    others = described.pop("other_dates", [])
     for field, value in described.items():
         if value not in (None, [], {}):
             click.echo(f"{field:>18}: {value}")

@@ -77,14 +77,15 @@ def same_hash(a: str, b: str) -> bool:
     return hmac.compare_digest(a, b)
 
 
-def check_name(name: str) -> str:
+def check_name(name: str, what: str = "key") -> str:
+    """A key's name (or another named thing's: ``what``), checked."""
     if not _NAME.match(name or ""):
         raise InvalidInput(
-            f"bad key name {name!r}: 1-64 letters, digits, '.', '_', '@' or '-', "
+            f"bad {what} name {name!r}: 1-64 letters, digits, '.', '_', '@' or '-', "
             "starting with a letter or digit"
         )
     if name.isdigit():
-        raise InvalidInput(f"bad key name {name!r}: a name cannot be all digits (ids are)")
+        raise InvalidInput(f"bad {what} name {name!r}: a name cannot be all digits (ids are)")
     return name
 
 

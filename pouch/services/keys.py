@@ -11,12 +11,14 @@ from datetime import datetime, timedelta
 from pouch.domain.errors import InvalidInput
 from pouch.domain.keys import Key, check_name, parse_alert_at, parse_budget, parse_limit, parse_models, parse_webhook
 from pouch.domain.periods import Period, utcnow
+from pouch.pricing.price import Retirement
 from pouch.pricing.table import PriceTable
 from pouch.store import keys as key_store
 from pouch.store import ledger
 
 _RELATIVE = re.compile(r"^(\d+)([mhdw])$")
 _RELATIVE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+LIMITS = ("rpm", "tpm", "max_concurrent")
 
 
 def parse_when(text: str | None, now: datetime, *, back: bool = False) -> datetime | None:
@@ -60,7 +62,7 @@ def attributes(
         given["budget"] = parse_budget(budget)
     if period is not None:
         given["period"] = Period.parse(period)
-    for what, value in (("rpm", rpm), ("tpm", tpm), ("max_concurrent", max_concurrent)):
+    for what, value in zip(LIMITS, (rpm, tpm, max_concurrent)):
         if value is not None:
             given[what] = parse_limit(what.replace("_", " "), value)
     if models is not None:
@@ -83,17 +85,38 @@ def _check_renewal(key_period: Period, auto_renew: bool, expires_at) -> None:
         raise InvalidInput("--auto-renew needs a --period other than none and an --expires")
 
 
+def check_first_renewal(expires: str | None, auto_renew: bool, now: datetime) -> None:
+    """An auto-renewing key given an expiry already past would renew on its first request,
+    skipping every period in between: almost surely a mistyped date, so say so."""
+    if expires is None or not auto_renew:
+        return
+    when = parse_when(expires, now)
+    if when is not None and when <= now:
+        raise InvalidInput(
+            f"--expires {expires} is in the past ({when:%Y-%m-%d %H:%M} UTC) and the key auto-renews: "
+            "give the first renewal date in the future (e.g. --expires 30d), or leave out --auto-renew")
+
+
 def create(name: str, **options) -> tuple[Key, str]:
     now = utcnow()
+    check_first_renewal(options.get("expires"), bool(options.get("auto_renew")), now)
     given = attributes(now=now, **options)
     _check_renewal(given.get("period", Period("none")), given.get("auto_renew", False), given.get("expires_at"))
     return key_store.create(check_name(name), now, **given)
 
 
-def update(name_or_id: str, rename: str | None = None, **options) -> Key:
+def update(name_or_id: str, rename: str | None = None, no_limit: Iterable[str] = (), **options) -> Key:
+    """Change what is given (not None); ``no_limit`` names the limits (rpm, tpm,
+    max_concurrent) to lift."""
     now = utcnow()
     key = key_store.get(name_or_id)
+    renews = options.get("auto_renew")
+    check_first_renewal(options.get("expires"), key.auto_renew if renews is None else renews, now)
     given = attributes(now=now, **options)
+    for limit in no_limit:
+        if limit not in LIMITS:
+            raise InvalidInput(f"{limit} is not a limit")
+        given[limit] = None
     if rename is not None:
         given["name"] = check_name(rename)
     if not given:
@@ -123,6 +146,21 @@ def unpriced_globs(globs: Iterable[str], table: PriceTable) -> dict[str, list[st
         bare = pattern.translate(str.maketrans("", "", "*?[]"))
         unmatched[glob] = difflib.get_close_matches(bare, names, n=3, cutoff=0.6)
     return unmatched
+
+
+def unpriced_warnings(globs: Iterable[str], table: PriceTable) -> list[str]:
+    """What to tell an operator about allowlist globs that match no priced model (accepted, but
+    what they allow is refused as unpriced until a price is added), one sentence each."""
+    warnings = []
+    for glob, closest in unpriced_globs(globs, table).items():
+        if isinstance(gone := table.lookup(glob), Retirement):
+            warnings.append(f"--models {glob!r}: {gone.message}; requests for it are refused")
+            continue
+        hint = f"closest priced: {', '.join(closest)}" if closest else "`pouch prices` lists the priced models"
+        warnings.append(
+            f"--models {glob!r} matches no model pouch has a price for ({hint}); requests for "
+            "such models are refused as model_not_priced until $POUCH_HOME/prices.json prices them")
+    return warnings
 
 
 def describe(key: Key, now: datetime | None = None) -> dict:

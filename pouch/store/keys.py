@@ -23,6 +23,10 @@ class UnknownKey(InvalidInput):
     """Seen by an operator naming a key that does not exist."""
 
 
+class KeyNameTaken(InvalidInput):
+    """Seen by an operator giving a key the name another key has."""
+
+
 def to_key(row: KeyRow) -> Key:
     return Key(
         id=row.id,
@@ -78,7 +82,7 @@ def create(name: str, now: datetime, **attributes) -> tuple[Key, str]:
             **_columns(attributes),
         )
     except pw.IntegrityError:
-        raise InvalidInput(f"a key named {name!r} already exists") from None
+        raise KeyNameTaken(f"a key named {name!r} already exists") from None
     return to_key(row), secret
 
 
@@ -105,7 +109,7 @@ def update(key: Key, now: datetime, **changes) -> Key:
     try:
         KeyRow.update(**_columns(changes), updated_at=now).where(KeyRow.id == key.id).execute()
     except pw.IntegrityError:
-        raise InvalidInput(f"a key named {changes.get('name')!r} already exists") from None
+        raise KeyNameTaken(f"a key named {changes.get('name')!r} already exists") from None
     return get(key.id)
 
 

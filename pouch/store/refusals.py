@@ -35,24 +35,34 @@ def record(refusals: Sequence[dict]) -> None:
             database.execute_sql(sql.replace("?", database.obj.param), params)
 
 
-def _select(*columns, key_name: str | None, since: datetime | None):
+def _select(*columns, key_name: str | None, since: datetime | None, until: datetime | None = None):
     query = RefusalRow.select(*columns).join(KeyRow, pw.JOIN.LEFT_OUTER, on=(RefusalRow.key == KeyRow.id))
     if key_name:
         query = query.where(KeyRow.name == key_name)
     if since:
         query = query.where(RefusalRow.ts >= naive(since))
+    if until:
+        query = query.where(RefusalRow.ts < naive(until))
     return query
 
 
-def rows(key_name: str | None = None, since: datetime | None = None) -> list[dict]:
+COLUMNS = [RefusalRow.id, RefusalRow.ts, KeyRow.name.alias("key"), RefusalRow.provider, RefusalRow.model,
+           RefusalRow.endpoint, RefusalRow.status, RefusalRow.reason, RefusalRow.message]
+
+
+def rows(key_name: str | None = None, since: datetime | None = None, until: datetime | None = None) -> list[dict]:
     """Refusals, oldest first, in the JSON field names of ``pouch usage --refused --json``."""
-    columns = [RefusalRow.id, RefusalRow.ts, KeyRow.name.alias("key"), RefusalRow.provider, RefusalRow.model,
-               RefusalRow.endpoint, RefusalRow.status, RefusalRow.reason, RefusalRow.message]
-    query = _select(*columns, key_name=key_name, since=since).order_by(RefusalRow.ts, RefusalRow.id).dicts()
-    return [{**row, "ts": RefusalRow.ts.python_value(row["ts"]).isoformat()} for row in query]
+    query = _select(*COLUMNS, key_name=key_name, since=since, until=until).order_by(RefusalRow.ts, RefusalRow.id)
+    return [row_json(row) for row in query.dicts()]
 
 
-def counts(by: str, key_name: str | None = None, since: datetime | None = None) -> dict[str | None, int]:
+def row_json(row: dict) -> dict:
+    """A refusal selected as ``COLUMNS`` (``.dicts()``), as JSON."""
+    return {**row, "ts": RefusalRow.ts.python_value(row["ts"]).isoformat()}
+
+
+def counts(by: str, key_name: str | None = None, since: datetime | None = None,
+           until: datetime | None = None) -> dict[str | None, int]:
     """Refusals per key name (None: no known key), model ("" when none was read) or UTC day,
     grouped as ``pouch.store.usage.totals`` groups usage."""
     group = {
@@ -61,5 +71,5 @@ def counts(by: str, key_name: str | None = None, since: datetime | None = None) 
         "day": pw.fn.SUBSTR(pw.Cast(RefusalRow.ts, "TEXT"), 1, 10),
     }[by]
     query = _select(group.alias("group"), pw.fn.COUNT(RefusalRow.id).alias("refused"),
-                    key_name=key_name, since=since).group_by(group).dicts()
+                    key_name=key_name, since=since, until=until).group_by(group).dicts()
     return {(str(r["group"])[:10] if by == "day" else r["group"]): r["refused"] for r in query}

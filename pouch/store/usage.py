@@ -17,48 +17,52 @@ TOKEN_COLUMNS = (
 GROUPS = ("key", "model", "day")
 
 
-def _where(key_name: str | None, since: datetime | None):
+def _where(key_name: str | None, since: datetime | None, until: datetime | None = None):
     condition = pw.SQL("1 = 1")
     if key_name:
         condition &= UsageRow.key_name == key_name
     if since:
         condition &= UsageRow.ts >= naive(since)
+    if until:
+        condition &= UsageRow.ts < naive(until)
     return condition
 
 
-def rows(key_name: str | None = None, since: datetime | None = None) -> list[dict]:
-    """Usage rows, oldest first, in the DESIGN's JSON field names."""
-    query = UsageRow.select().where(_where(key_name, since)).order_by(UsageRow.ts, UsageRow.id)
-    return [
-        {
-            "id": row.id,
-            "ts": row.ts.isoformat(),
-            "key": row.key_name,
-            "provider": row.provider,
-            "model": row.model,
-            "endpoint": row.endpoint,
-            "status": row.status,
-            "streamed": row.streamed,
-            "input_tokens": row.input_tokens,
-            "cached_tokens": row.cached_tokens,
-            "cache_write_tokens": row.cache_write_5m_tokens + row.cache_write_1h_tokens,
-            "output_tokens": row.output_tokens,
-            "reasoning_tokens": row.reasoning_tokens,
-            "cost_usd": Money(row.cost_pico).json(),
-            "mock": row.mock,
-            "observed": row.observed,
-            "latency_ms": row.latency_ms,
-            "ttft_ms": row.ttft_ms,
-            "request_id": row.request_id,
-            "outcome": row.outcome,
-            "tool_calls": row.tool_calls or {},
-            "reserved_usd": Money(row.reserved_pico).json() if row.reserved_pico is not None else None,
-        }
-        for row in query
-    ]
+def rows(key_name: str | None = None, since: datetime | None = None, until: datetime | None = None) -> list[dict]:
+    """Usage rows, oldest first, in the DESIGN's JSON field names (``until`` excluded)."""
+    query = UsageRow.select().where(_where(key_name, since, until)).order_by(UsageRow.ts, UsageRow.id)
+    return [row_json(row) for row in query]
 
 
-def totals(by: str, key_name: str | None = None, since: datetime | None = None) -> list[dict]:
+def row_json(row: UsageRow) -> dict:
+    return {
+        "id": row.id,
+        "ts": row.ts.isoformat(),
+        "key": row.key_name,
+        "provider": row.provider,
+        "model": row.model,
+        "endpoint": row.endpoint,
+        "status": row.status,
+        "streamed": row.streamed,
+        "input_tokens": row.input_tokens,
+        "cached_tokens": row.cached_tokens,
+        "cache_write_tokens": row.cache_write_5m_tokens + row.cache_write_1h_tokens,
+        "output_tokens": row.output_tokens,
+        "reasoning_tokens": row.reasoning_tokens,
+        "cost_usd": Money(row.cost_pico).json(),
+        "mock": row.mock,
+        "observed": row.observed,
+        "latency_ms": row.latency_ms,
+        "ttft_ms": row.ttft_ms,
+        "request_id": row.request_id,
+        "outcome": row.outcome,
+        "tool_calls": row.tool_calls or {},
+        "reserved_usd": Money(row.reserved_pico).json() if row.reserved_pico is not None else None,
+    }
+
+
+def totals(by: str, key_name: str | None = None, since: datetime | None = None,
+           until: datetime | None = None) -> list[dict]:
     """Requests, tokens and cost summed per key, model or day (UTC), with the requests pouch
     refused there. ``cost_usd`` is real spend only: what mock requests would have cost is
     ``mock_usd``, never added into it."""
@@ -79,11 +83,11 @@ def totals(by: str, key_name: str | None = None, since: datetime | None = None) 
             pw.fn.SUM(pw.Case(None, [(UsageRow.mock, UsageRow.cost_pico)], 0)).alias("mock_pico"),
             pw.fn.SUM(pw.Case(None, [(UsageRow.outcome == "overrun", 1)], 0)).alias("overruns"),
         )
-        .where(_where(key_name, since))
+        .where(_where(key_name, since, until))
         .group_by(group)
         .dicts()
     )
-    refused = refusals.counts(by, key_name, since)
+    refused = refusals.counts(by, key_name, since, until)
     result = {}
     for row in query:
         group_value = str(row["group"])[:10] if by == "day" else row["group"]
