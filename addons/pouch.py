@@ -23,6 +23,7 @@ if (_here.parent / "__init__.py").exists():  # installed: site-packages/pouch/ad
 else:
     sys.path.insert(0, str(_here.parent))
 
+from addons.admin import Admin  # noqa: E402
 from addons.alerts import Alerts  # noqa: E402
 from addons.budget import Budget  # noqa: E402
 from addons.chain import Chain  # noqa: E402
@@ -41,6 +42,7 @@ from addons.websocket import ResponsesWebSocket  # noqa: E402
 
 addons = [Chain(
     Gateway(freeze_heap=True),  # not a link: the store and its thread, the tokenizers: what every link shares
+    Admin(),  # not a link: the admin API's listener (pouch_admin); after Gateway, whose configure opens the store it serves
     ProxyCredentials(),  # not a link: Proxy-Authorization off every request, kept for the perimeter only
     Perimeter(),  # not a link: who may use the proxy, where it may connect, LLM hosts only over https
     Providers(),  # not a link: which APIs are metered, and only their hosts are decrypted

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pouch.cli import env, keys, prices, run, usage
+from pouch.cli import admin, env, keys, prices, run, usage
 from pouch.domain.errors import InvalidInput
 
 
@@ -44,3 +44,5 @@ cli.add_command(keys.keys)
 cli.add_command(usage.usage)
 cli.add_command(prices.prices)
 cli.add_command(env.env)
+cli.add_command(admin.admin)
+cli.add_command(admin.admin_tokens)

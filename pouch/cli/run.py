@@ -21,7 +21,7 @@ import click
 from mitmproxy import exceptions
 from mitmproxy.proxy import mode_specs
 
-from pouch.cli import mitm_options, trust
+from pouch.cli import admin, mitm_options, trust
 from pouch.services import perimeter
 from pouch.services.perimeter import is_loopback
 from pouch.store import database
@@ -234,6 +234,8 @@ def launch(ctx: click.Context, tool: str, port: int, demo: bool, extra: tuple[st
         home = "" if db or os.environ.get("POUCH_DB") else f"POUCH_HOME={shlex.quote(str(database.home().absolute()))} "
         env_args = "".join(" " + shlex.quote(a) for a in ("--port", str(port), *extra))  # pouch env reads them as we do
         click.echo(banner(tool, opts, demo_secret() if demo else None, ca, trust.write_bundle(ca), home, env_args))
+        if demo:
+            click.echo(admin.dashboard_banner(opts))
     sys.stdout.flush()
     os.execv(args[0], args)
 

@@ -191,6 +191,24 @@ MIGRATIONS: list[tuple[int, str, str | dict[str, str]]] = [
         CREATE INDEX pouch_alerts_due ON pouch_alerts (state, due_at);
         """,
     ),
+    (
+        7,
+        "admin tokens: who may use the admin API, stored hashed",
+        # One live token per name (the partial index): a revoked token keeps its row and its name
+        # may be given again.
+        """
+        CREATE TABLE pouch_admin_tokens (
+            id {pk},
+            name TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('admin', 'viewer')),
+            prefix TEXT NOT NULL,
+            secret_hash TEXT NOT NULL UNIQUE,
+            created_at TIMESTAMP NOT NULL,
+            revoked_at TIMESTAMP
+        );
+        CREATE UNIQUE INDEX pouch_admin_tokens_live_name ON pouch_admin_tokens (name) WHERE revoked_at IS NULL;
+        """,
+    ),
 ]
 
 
