@@ -64,7 +64,8 @@ class Gateway:
             "--set", f"confdir={self.confdir}",
             "--set", f"pouch_db={self.db_url}",
         ]
-        options = {"pouch_instance": "test-gateway", **(options or {})}
+        # No admin listener unless a test asks: every gateway would want 127.0.0.1:8082.
+        options = {"pouch_instance": "test-gateway", "pouch_admin": "off", **(options or {})}
         if tool == "mitmweb":
             options = {"web_port": self.web_port, "web_password": self.web_password, "web_open_browser": "false",
                        "store_streamed_bodies": "true", **options}
