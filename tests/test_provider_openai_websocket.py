@@ -41,6 +41,31 @@ def test_a_message_the_server_would_not_read_is_a_bad_request(text):
         websocket.read_client_message(text)
 
 
+@pytest.mark.parametrize("data, said", [
+    # a second type: a first-wins server reads a create pouch would have passed as an acknowledgement
+    ('{"type":"response.create","model":"m","input":"hi","type":"response.processed"}', "'type' twice"),
+    # Go's encoding/json matches names ignoring case: "Type" is the type it reads
+    ('{"type":"response.processed","Type":"response.create","model":"m"}', "'type' and 'Type'"),
+    ('{"type":"response.create","model":"m","max_output_tokens":9999,"max_output_tokens":16}',
+     "'max_output_tokens' twice"),
+    ('{"type":"response.create","model":"m","temperature":NaN}', "NaN"),
+    ('{"type":"response.create","model":"m","input":"\\ud800"}', "lone UTF-16 surrogate"),
+    ('\ufeff{"type":"response.create","model":"m"}', "byte order mark"),
+    ('{"type":"response.create","Model":"m"}', "'Model' is not one of this API's fields"),
+])
+def test_every_message_is_read_by_the_strict_rules_of_a_request_body(data, said):
+    with pytest.raises(errors.BadRequest) as refused:
+        websocket.read_client_message(data.encode())
+    assert said in refused.value.message and refused.value.message.startswith("a Responses WebSocket message")
+
+
+def test_an_acknowledgement_names_its_response():
+    assert websocket.acknowledged({"response_id": "resp_1"}) == "resp_1"
+    for body in ({}, {"response_id": 7}, {"response_id": ""}):
+        with pytest.raises(errors.BadRequest):
+            websocket.acknowledged(body)
+
+
 def test_acknowledgements_are_free_and_steering_is_not():
     assert "response.processed" in websocket.FREE
     assert not {"response.create", "response.steer", "response.inject", "response.append"} & websocket.FREE

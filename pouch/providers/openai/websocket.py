@@ -18,6 +18,7 @@ import json
 from typing import NamedTuple
 
 from pouch.domain.errors import BadRequest
+from pouch.providers import json_body
 from pouch.providers.base import Reply
 from pouch.providers.values import event_type, loads_object, shown
 
@@ -35,15 +36,37 @@ class ClientMessage(NamedTuple):
     body: dict  # the message without its type: for a create, the body of POST /v1/responses
 
 
-def read_client_message(text: str) -> ClientMessage:
-    """A client's message as the server reads it; BadRequest for one it would not read."""
-    message = loads_object(text)
-    if message is None:
-        raise BadRequest("a Responses WebSocket message must be a JSON object")
+def read_client_message(data: bytes | str) -> ClientMessage:
+    """A client's message as the server reads it; BadRequest for one it would not read, or
+    could read otherwise than pouch: every message is read by ``json_body``'s strict rules (no
+    name twice, no names of one spelling, no NaN, no lone surrogate, no byte order mark) and
+    its top-level names must be in lower case, as the API's are, so that no server reads a
+    ``"Type"`` or a second ``"type"`` pouch did not (a create passed off as an acknowledgement)."""
+    try:
+        message = json_body.parse_json_object(data.encode() if isinstance(data, str) else data)
+        json_body.check_lowercase_names(message)
+    except ValueError as e:  # BadRequest is not one: json_body's reasons, about this message
+        raise BadRequest(f"a Responses WebSocket message {_without_subject(str(e))}") from None
+    except BadRequest as e:
+        raise BadRequest(f"a Responses WebSocket message's {_without_subject(e.message)}") from None
     kind = message.pop("type", None)
     if not isinstance(kind, str) or not kind:
         raise BadRequest(f"a Responses WebSocket message needs a 'type', got {shown(kind)}")
     return ClientMessage(kind, message)
+
+
+def _without_subject(reason: str) -> str:
+    """json_body's message about a request body, about this message instead."""
+    return reason.removeprefix("request body ")
+
+
+def acknowledged(body: dict) -> str:
+    """The response a ``response.processed`` acknowledges; BadRequest without one."""
+    response_id = body.get("response_id")
+    if not isinstance(response_id, str) or not response_id:
+        raise BadRequest(f"a response.processed message names the response it acknowledges in 'response_id', "
+                         f"got {shown(response_id)}")
+    return response_id
 
 
 def lane_of(message: dict) -> str | None:
