@@ -73,6 +73,44 @@ def test_an_error_before_the_response_started_is_a_refusal_of_the_provider():
     assert ended is first and settlement.measure(ending).outcome == "upstream_error"  # not billed
 
 
+def test_an_error_pouch_cannot_tie_to_one_create_ends_none():
+    sock, first, second = socket(), response(1), response(2, input_tokens=9)
+    sock.admitted(first)
+    sock.admitted(second)
+    refused = json.dumps({"type": "error", "status": 400, "error": {"code": "x"}})
+    assert sock.follow(refused, 1001.0) == [] and sock.open() == [first, second]  # whose? two are open
+    # the provider ran both after all: each ends with its own usage, none unsolicited
+    ended = follow(sock, events("one") + events("two three"))
+    assert [(r.index, e.usage.output_tokens) for r, e in ended] == [(1, 3), (2, 4)]
+
+
+def test_an_error_after_an_acknowledgement_went_on_may_be_its_and_ends_nothing():
+    sock, first = socket(), response(1)
+    sock.admitted(first)
+    sock.forwarded_other()  # a response.processed went on after the create
+    assert sock.follow(json.dumps({"type": "error", "status": 400, "error": {}}), 1001.0) == []
+    assert sock.open() == [first]
+    [(_, ending)] = sock.close("gone")
+    assert settlement.measure(ending).billed  # the server had it: the cut-short rules charge it
+
+
+def test_an_error_naming_another_lane_is_not_the_open_creates():
+    sock, first = socket(), response(1, "a")
+    sock.admitted(first)
+    assert sock.follow(json.dumps({"type": "error", "status": 400, "stream_id": "b", "error": {}}), 1001.0) == []
+    assert sock.open() == [first]
+
+
+def test_the_socket_knows_the_responses_it_carried():
+    sock, first = socket(), response(1)
+    sock.admitted(first)
+    follow(sock, events())
+    assert sock.knows(first.response_id) and not sock.knows("resp_bogus")
+    for n in range(response_socket.MAX_SEEN):
+        sock.follow(json.dumps({"type": "response.created", "response": {"id": f"resp_{n}"}}), 1001.0)
+    assert not sock.knows(first.response_id) and sock.knows("resp_0") and len(sock.seen_ids) == response_socket.MAX_SEEN
+
+
 def test_an_error_without_a_status_ends_nothing():
     sock, first = socket(), response(1)
     sock.admitted(first)

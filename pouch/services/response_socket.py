@@ -7,8 +7,11 @@ order: the front of each lane is the one its events belong to), followed through
 events and ended exactly once with a ``settlement.Ending``, as the usage link ends an SSE stream:
 
 - ``response.completed`` / ``incomplete`` / ``failed``: the provider's usage (none: ``no_usage``)
-- an ``error`` event with a status, before ``response.created``: the server refused the request
-  (``upstream_error``, not billed); after it: a stream cut short
+- an ``error`` event with a status, before ``response.created``, while that create is the only
+  one open and the last message the client sent on: the server refused it (``upstream_error``,
+  not billed). An error pouch cannot tie to one create for sure (several open, or an
+  acknowledgement sent since, which the error may answer) ends nothing: the create's own events
+  or the close settle it, so a create that runs after all is never left unpaid
 - another ``response.created`` on a lane whose front had started: the front ended unreported
 - the socket closing: every response still open is a stream cut short (the cut-short rules)
 
@@ -34,6 +37,7 @@ from pouch.services.exchange import Reservation
 from pouch.tokens.count import count_text
 
 MAX_STORIES = 50  # settled responses a socket keeps for mitmweb (the counts cover all of them)
+MAX_SEEN = 1000  # the server's response ids a socket remembers (what an acknowledgement may name)
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -81,6 +85,11 @@ class Socket:
     settled: int = 0
     # The server's ids of the responses that ended last: a late final event of one is not another's.
     ended_ids: collections.deque[str] = dataclasses.field(default_factory=lambda: collections.deque(maxlen=64))
+    # The server's ids of the responses it started or ended here, the latest MAX_SEEN (an ordered set).
+    seen_ids: dict[str, None] = dataclasses.field(default_factory=dict)
+    # The last message that went on: the create it was (None: another message, or none yet).
+    last_forwarded: Response | None = None
+    closing: str | None = None  # pouch is closing the socket, why: nothing more goes on
 
     @property
     def who(self) -> str:
@@ -88,6 +97,15 @@ class Socket:
 
     def admitted(self, response: Response) -> None:
         self.lanes.setdefault(response.lane, collections.deque()).append(response)
+        self.last_forwarded = response
+
+    def forwarded_other(self) -> None:
+        """A message other than a create went on (an acknowledgement): an error may answer it."""
+        self.last_forwarded = None
+
+    def knows(self, response_id: str) -> bool:
+        """Whether the server started or ended a response of this id on this socket."""
+        return response_id in self.seen_ids
 
     def open(self) -> list[Response]:
         return [response for lane in self.lanes.values() for response in lane]
@@ -95,6 +113,7 @@ class Socket:
     def follow(self, text: str, now: float) -> list[tuple[Response, Ending]]:
         """Feed one server event; the responses it ended, each with how it ended."""
         event = websocket.read_server_event(text)
+        self._saw(_response_id(event.event))
         lane = self._lane(event.lane)
         if not lane:
             return self._unsolicited(event, text, now)
@@ -112,7 +131,7 @@ class Socket:
             front.first_event = now
         if event.kind == websocket.ERROR:
             status = websocket.error_status(event.event or {})
-            if front.response_id is None and status is not None and status >= 400:
+            if front.response_id is None and status is not None and status >= 400 and self._only(front):
                 # The server refused the create (Codex ends the request on an error with a status).
                 ending = Ending(status=status, streamed=True, input_tokens=front.input_tokens)
                 return [*ended, self._end(lane, ending)]
@@ -125,6 +144,17 @@ class Socket:
                             streamed=True, input_tokens=front.input_tokens)
             ended.append(self._end(lane, ending))
         return ended
+
+    def _only(self, front: Response) -> bool:
+        """Whether an error can only be about ``front``: the one create open, and the last message
+        that went on (Codex sends one create at a time and waits for its end)."""
+        return self.last_forwarded is front and len(self.open()) == 1
+
+    def _saw(self, response_id: str | None) -> None:
+        if response_id is not None and response_id not in self.seen_ids:
+            self.seen_ids[response_id] = None
+            if len(self.seen_ids) > MAX_SEEN:
+                del self.seen_ids[next(iter(self.seen_ids))]
 
     def _lane(self, name: str | None) -> collections.deque[Response] | None:
         """The lane an event belongs to; a server that does not echo the lane of a socket with one

@@ -22,6 +22,7 @@ from pouch.services.response_socket import Response, Socket
 from pouch.services.socket_admission import given_back
 from pouch.services.store_thread import store_thread
 from pouch.store import ledger
+from pouch.store.database import LedgerRow, database
 
 log = logging.getLogger(__name__)
 SETTLE_RETRIES = 12  # as the usage link's: about 3.5 minutes of pauses, well inside pouch_hold
@@ -100,13 +101,18 @@ def _row(socket: Socket, response: Response, ending: Ending, settled: settlement
 def _charge_unreserved(key, charge: Money, row: dict) -> None:
     """In the store thread: charge a response nothing was reserved for (a successor the server
     started on its own, when the operator allows unmetered steering) through a reservation of
-    nothing, closed at once at its cost; a key already over its budget gets the row only."""
+    nothing, closed at once at its cost. A key already over its budget cannot be admitted even
+    that: its spend goes up all the same, in the transaction that writes its row (outcome
+    ``overrun``), because the provider billed it."""
     now = datetime.now(UTC)
-    held = ledger.reserve(key.id, key.window(now), Money(0), now, owner=instance.name or "pouch",
-                          hold=ledger.LONGEST_REQUEST, endpoint=ENDPOINT)
-    if isinstance(held, ledger.Refusal):
-        log.error("pouch: key %s is over its budget; a WebSocket response nothing was reserved for (%s) is "
-                  "recorded but could not be charged", key.name, charge)
-        ledger.record(row)
-        return
-    ledger.finish(held.id, charge, row)
+    with database.atomic():
+        held = ledger.reserve(key.id, key.window(now), Money(0), now, owner=instance.name or "pouch",
+                              hold=ledger.LONGEST_REQUEST, endpoint=ENDPOINT)
+        if isinstance(held, ledger.Refusal):
+            log.error("pouch: overrun: key %s is over its budget and was charged %s more for a WebSocket response "
+                      "nothing was reserved for", key.name, charge)
+            LedgerRow.update(spent_pico=LedgerRow.spent_pico + charge.pico).where(
+                (LedgerRow.key == key.id) & (LedgerRow.window_start == held.window_start)).execute()
+            ledger.record({**row, "outcome": "overrun"}, charge)
+            return
+        ledger.finish(held.id, charge, row)
