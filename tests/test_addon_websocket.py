@@ -3,21 +3,24 @@ store: each response.create admitted before it goes on, refusals dropped and ans
 error event, each response settled once from the server's events."""
 
 import json
+import threading
 
 import pytest
 from mitmproxy import http
 from mitmproxy.websocket import WebSocketData, WebSocketMessage
 from wsproto.frame_protocol import Opcode
 
-from addons.websocket import METADATA, ResponsesWebSocket
+from addons.websocket import KEEP_MESSAGES, METADATA, ResponsesWebSocket
+from addons.websocket import protocol
 from pouch.domain.money import Money
 from pouch.domain.periods import utcnow
-from pouch.services import socket_admission
+from pouch.providers import json_body
+from pouch.services import prompt, socket_admission, socket_upgrade
 from pouch.services.store_thread import store_thread
 from pouch.store import keys as key_store
 from pouch.store import ledger, refusals
 from pouch.store.database import ReservationRow, UsageRow
-from tests.addon_helpers import MODEL, create_key, gateway, openai_flow
+from tests.addon_helpers import MODEL, create_key, error_of, gateway, openai_flow
 from tests.fakes.controls import Controls
 from tests.fakes.openai_shapes import response_events
 
@@ -32,17 +35,30 @@ class Link:
         self.gw, self.injected = gw, []
         self.link = ResponsesWebSocket(inject=lambda flow, data: self.injected.append(json.loads(data)))
         gw.tctx.master.addons.add(self.link)
+        chain = gw.tctx.master.addons.chain  # in the chain's order (addons/pouch.py): before upstream
+        chain.insert(chain.index(gw.upstream), chain.pop(chain.index(self.link)))
 
-    def open(self, secret: str) -> http.HTTPFlow:
-        flow = self.gw.request(openai_flow("/v1/responses", method="GET", secret=secret, headers=UPGRADE))
+    def open(self, secret: str, path: str = "/v1/responses", headers: dict | None = None) -> http.HTTPFlow:
+        flow = self.gw.request(openai_flow(path, method="GET", secret=secret, headers=headers or UPGRADE))
         assert flow.response is None, flow.response and flow.response.content
-        self.gw.respond(flow, http.Response.make(101, b"", {"upgrade": "websocket", "connection": "Upgrade"}))
-        flow.websocket = WebSocketData()
+        self.upgrade(flow)
+        assert flow.error is None, "the 101 was killed"
         self.gw.hook("websocket_start", flow)
         return flow
 
-    def client(self, flow, message: dict | bytes) -> WebSocketMessage:
-        content = message if isinstance(message, bytes) else json.dumps(message).encode()
+    def upgrade(self, flow, upgrade: str = "websocket") -> None:
+        """The server's 101, as mitmproxy hands it over: ``flow.websocket`` is set just before the
+        response hook when mitmproxy relays it as a WebSocket (``send_response``)."""
+        flow.response = http.Response.make(101, b"", {"upgrade": upgrade, "connection": "Upgrade"})
+        self.gw.hook("responseheaders", flow)
+        if flow.error is None and socket_upgrade.follows(flow):
+            flow.websocket = WebSocketData()
+        self.gw.hook("response", flow)
+
+    def client(self, flow, message: dict | str | bytes) -> WebSocketMessage:
+        """``message`` sent as a text message (a dict as JSON, a str as it is), bytes as binary."""
+        content = message if isinstance(message, bytes) else (
+            message if isinstance(message, str) else json.dumps(message)).encode()
         sent = WebSocketMessage(Opcode.BINARY if isinstance(message, bytes) else Opcode.TEXT, True, content)
         flow.websocket.messages.append(sent)
         self.gw.hook("websocket_message", flow)
@@ -152,7 +168,10 @@ def test_the_rate_limits_slot_is_held_until_the_response_ends(ws):
 def test_messages_pouch_cannot_meter_are_refused_and_acknowledgements_pass(ws):
     key, secret = create_key()
     flow = ws.open(secret)
-    assert not ws.client(flow, {"type": "response.processed", "response_id": "resp_1"}).dropped
+    sent = ws.client(flow, create())
+    events = answer(sent)
+    ws.server(flow, events)
+    assert not ws.client(flow, {"type": "response.processed", "response_id": events[0]["response"]["id"]}).dropped
     assert ws.client(flow, {"type": "response.steer", "input": "x"}).dropped
     assert ws.client(flow, b"\x00binary").dropped
     assert ws.client(flow, {"no": "type"}).dropped
@@ -214,3 +233,203 @@ def test_pouch_mock_all_mocks_every_socket(monkeypatch):
         flow = ws.open(secret)
         assert flow.request.host == "127.0.0.1"
         assert ws.client(flow, create()).dropped and ws.injected[-1]["type"] == "response.completed"
+
+
+# --- what mitmproxy would relay unseen: upgrades pouch does not follow ---
+
+
+@pytest.mark.parametrize("headers, status, code", [
+    # mitmproxy joins two versions ("13, 13") and then relays the 101 as raw TCP: nothing metered
+    ({**UPGRADE, "sec-websocket-version": "13"}, None, None),
+    ({"upgrade": "websocket", "connection": "Upgrade"}, 400, "invalid_request_error"),  # no version
+    ({**UPGRADE, "sec-websocket-version": "8"}, 400, "invalid_request_error"),
+    ({**UPGRADE, "upgrade": "tcp"}, 400, "invalid_request_error"),
+])
+def test_a_handshake_mitmproxy_would_not_follow_is_refused_before_it_leaves(ws, headers, status, code):
+    key, secret = create_key()
+    flow = openai_flow("/v1/responses", method="GET", secret=secret, headers=headers)
+    if status is None:  # the same header twice
+        flow.request.headers.add("sec-websocket-version", "13")
+        status, code = 400, "invalid_request_error"
+    ws.gw.request(flow)
+    assert flow.response.status_code == status and error_of(flow)["code"] == code
+    assert ws.gw.sent(flow) is flow.request and flow.request.host == "api.openai.com"  # nothing went upstream
+
+
+def test_with_mitmproxys_websocket_option_off_no_socket_is_opened(ws):
+    ws.gw.tctx.configure(ws.link, websocket=False)
+    key, secret = create_key()
+    flow = ws.gw.request(openai_flow("/v1/responses", method="GET", secret=secret, headers=UPGRADE))
+    assert flow.response.status_code == 403 and "websocket option" in error_of(flow)["message"]
+
+
+def test_an_upgrade_on_another_endpoint_is_refused(ws):
+    key, secret = create_key()
+    flow = ws.gw.request(openai_flow("/v1/responses/resp_abc", method="GET", secret=secret, headers=UPGRADE))
+    assert flow.response.status_code == 400 and "not a WebSocket endpoint" in error_of(flow)["message"]
+
+
+def test_a_101_mitmproxy_would_relay_as_raw_tcp_is_killed(ws):
+    key, secret = create_key()
+    flow = ws.gw.request(openai_flow("/v1/responses", method="GET", secret=secret, headers=UPGRADE))
+    ws.upgrade(flow, upgrade="tcp")  # the server upgrades to something else
+    assert flow.error and flow.error.msg == flow.error.KILLED_MESSAGE and flow.websocket is None
+
+
+def test_a_101_on_an_endpoint_pouch_does_not_meter_by_message_is_killed(ws):
+    key, secret = create_key()
+    flow = ws.gw.request(openai_flow("/v1/responses/resp_abc", method="GET", secret=secret))
+    assert flow.response is None  # responses.retrieve: free, forwarded
+    flow.request.headers.update(UPGRADE)  # say it upgraded all the same, and mitmproxy followed it
+    flow.response = http.Response.make(101, b"", {"upgrade": "websocket", "connection": "Upgrade"})
+    flow.websocket = WebSocketData()
+    ws.gw.hook("response", flow)
+    assert flow.error and flow.error.msg == flow.error.KILLED_MESSAGE
+    ws.gw.hook("websocket_start", flow)
+    sent = ws.client(flow, create(max_output_tokens=5000))  # and were it relayed, nothing would go on
+    assert sent.dropped and ReservationRow.select().count() == 0
+
+
+# --- what a message says is what pouch read ---
+
+
+@pytest.mark.parametrize("text", [
+    '{"type":"response.create","model":"%s","input":"hi","max_output_tokens":5000,"type":"response.processed"}',
+    '{"type":"response.processed","Type":"response.create","model":"%s","input":"hi"}',
+    '{"type":"response.create","model":"%s","input":"hi","max_output_tokens":100000,"max_output_tokens":16}',
+])
+def test_a_message_a_server_could_read_otherwise_is_refused(ws, text):
+    key, secret = create_key(budget=Money.usd("5"))
+    flow = ws.open(secret)
+    sent = ws.client(flow, (text % MODEL).encode().decode())  # sent as text, not re-encoded
+    assert sent.dropped and ws.injected[-1]["status"] == 400
+    assert ReservationRow.select().count() == 0
+
+
+def test_a_create_pouch_did_not_change_goes_on_as_the_bytes_it_read(ws):
+    key, secret = create_key(budget=Money.usd("5"))
+    flow = ws.open(secret)
+    text = '{ "type" : "response.create", "model":"%s", "input":"caf\\u00e9", "max_output_tokens": 20 }' % MODEL
+    sent = ws.client(flow, text)
+    assert not sent.dropped and sent.content == text.encode()
+
+
+def test_an_acknowledgement_of_a_response_the_socket_never_carried_is_refused(ws):
+    key, secret = create_key()
+    flow = ws.open(secret)
+    assert ws.client(flow, {"type": "response.processed", "response_id": "resp_bogus"}).dropped
+    assert ws.injected[-1]["status"] == 400 and "never carried" in ws.injected[-1]["error"]["message"]
+
+
+# --- an error pouch cannot tie to a create, and a response nothing was reserved for ---
+
+
+def test_an_error_that_may_answer_an_acknowledgement_leaves_the_create_to_its_own_end(ws):
+    key, secret = create_key(budget=Money.usd("5"))
+    flow = ws.open(secret)
+    first = ws.client(flow, create(max_output_tokens=30))
+    events = answer(first)
+    ws.server(flow, events)
+    second = ws.client(flow, create(max_output_tokens=30, input="again"))
+    assert not ws.client(flow, {"type": "response.processed", "response_id": events[0]["response"]["id"]}).dropped
+    ws.server(flow, [{"type": "error", "status": 400, "error": {"code": "x", "message": "about the ack"}}])
+    assert ReservationRow.select().count() == 1, "the second create is still held"
+    ws.server(flow, answer(second))  # it ran after all: charged its usage
+    rows = settled_rows(key)
+    assert [r.outcome for r in rows] == ["ok", "ok"] and all(r.cost_pico > 0 for r in rows)
+
+
+def test_a_response_nothing_was_reserved_for_is_charged_also_over_budget(ws):
+    key, secret = create_key(budget=Money.usd("0.001"))
+    flow = ws.open(secret)
+    sent = ws.client(flow, create(max_output_tokens=5))
+    big = {"input_tokens": 100000, "output_tokens": 100000, "total_tokens": 200000}  # $0.075 each
+    events = answer(sent)
+    events[-1]["response"]["usage"] = big
+    ws.server(flow, events)  # an overrun: the key is now over its budget
+    unsolicited = answer(sent)
+    unsolicited[-1]["response"] |= {"id": "resp_nobody_asked", "usage": big}
+    ws.server(flow, unsolicited[-1:])
+    rows = settled_rows(key)
+    spent, held = ledger.window_totals(key_store.get(key.id), utcnow())
+    assert [r.outcome for r in rows] == ["overrun", "overrun"] and held == Money(0)
+    assert spent == Money(sum(r.cost_pico for r in rows)) > Money.usd("0.14")
+
+
+# --- sockets pouch no longer follows, or may no longer let go to the provider ---
+
+
+def test_a_key_made_mock_while_its_socket_is_open_is_closed_at_its_next_create(ws):
+    key, secret = create_key(budget=Money.usd("5"))
+    flow = ws.open(secret)
+    key_store.update(key, utcnow(), mock=True)
+    sent = ws.client(flow, create(max_output_tokens=20))
+    assert sent.dropped and ws.injected[-1]["error"]["code"] == "reconnect_required"
+    assert flow.error and flow.error.msg == flow.error.KILLED_MESSAGE
+    assert ReservationRow.select().count() == 0
+    assert ws.client(flow, create(max_output_tokens=20)).dropped, "nothing more goes on while it closes"
+
+
+def test_pouch_mock_all_turned_on_closes_a_socket_to_the_provider(ws):
+    key, secret = create_key(budget=Money.usd("5"))
+    flow = ws.open(secret)
+    ws.gw.configure(pouch_mock="all")
+    assert ws.client(flow, create()).dropped and ws.injected[-1]["error"]["code"] == "reconnect_required"
+    assert flow.error is not None and ReservationRow.select().count() == 0
+
+
+def test_a_socket_opened_before_a_reload_is_dropped_and_closed(ws):
+    key, secret = create_key(budget=Money.usd("5"))
+    flow = ws.open(secret)
+    master = ws.gw.tctx.master
+    master.addons.remove(ws.link)  # a script reload replaces the link
+    ws.link = ResponsesWebSocket(inject=lambda f, d: ws.injected.append(json.loads(d)))
+    master.addons.add(ws.link)
+    sent = ws.client(flow, create(max_output_tokens=20))
+    assert sent.dropped and ws.injected[-1]["error"]["code"] == "reconnect_required"
+    assert flow.error is not None and ReservationRow.select().count() == 0
+
+
+def test_without_the_ratelimit_link_a_create_is_refused_not_admitted_without_limits(ws):
+    key, secret = create_key(rpm=1)
+    flow = ws.open(secret)
+    ws.gw.tctx.master.addons.remove(ws.gw.ratelimit)
+    sent = ws.client(flow, create())
+    assert sent.dropped and ws.injected[-1]["error"]["code"] == "gateway_error"
+
+
+# --- big messages and long sockets ---
+
+
+def test_a_message_above_the_cap_is_refused_unread(ws, monkeypatch):
+    monkeypatch.setattr(json_body, "MAX_DECODED_BYTES", 1000)
+    read = []
+    monkeypatch.setattr(protocol, "read_client_message", lambda data: read.append(data))
+    key, secret = create_key()
+    flow = ws.open(secret)
+    assert ws.client(flow, create(input="x" * 1000)).dropped
+    assert ws.injected[-1]["status"] == 400 and "at most" in ws.injected[-1]["error"]["message"] and read == []
+
+
+def test_a_big_message_is_read_off_the_event_loop(ws, monkeypatch):
+    threads = []
+    reading = protocol.read_client_message
+
+    def read(data):
+        threads.append(threading.current_thread())
+        return reading(data)
+
+    monkeypatch.setattr(protocol, "read_client_message", read)
+    key, secret = create_key(budget=Money.usd("5"))
+    flow = ws.open(secret)
+    ws.client(flow, create(max_output_tokens=5))
+    ws.client(flow, create(max_output_tokens=5, input="x " * prompt.OFF_LOOP_BYTES))
+    assert threads[0] is threading.main_thread() and threads[1] is not threading.main_thread()
+
+
+def test_a_long_socket_keeps_its_last_messages(ws):
+    key, secret = create_key()
+    flow = ws.open(secret)
+    delta = {"type": "response.output_text.delta", "delta": "x"}
+    ws.server(flow, [delta] * (KEEP_MESSAGES * 2))
+    assert KEEP_MESSAGES <= len(flow.websocket.messages) <= KEEP_MESSAGES * 1.1

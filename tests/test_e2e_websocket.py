@@ -10,7 +10,13 @@ when the socket closes mid-response, and nothing of a mock key's socket reaches 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
+import os
+import re
+import socket
+import threading
 import uuid
 
 import openai
@@ -309,3 +315,100 @@ def test_no_secret_reaches_the_client_the_flows_or_the_log(tmp_path):
         assert text not in seen_by_client
         assert text.encode() not in saved, f"{text[:12]} in saved flows"
         assert text.encode() not in logs, f"{text[:12]} in the log"
+
+
+def raw_handshake(port: int, secret: str, versions: list[str]) -> bytes:
+    """A WebSocket handshake written by hand (no client library sends a malformed one), and the
+    gateway's answer: its head and body, or all it sent before it closed the connection."""
+    lines = ["GET /v1/responses HTTP/1.1", "Host: api.openai.com", "Upgrade: websocket", "Connection: Upgrade",
+             f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}", f"Authorization: Bearer {secret}",
+             *(f"Sec-WebSocket-Version: {v}" for v in versions)]
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        sock.settimeout(10)
+        got = b""
+        try:
+            while chunk := sock.recv(65536):
+                got += chunk
+                head, _, body = got.partition(b"\r\n\r\n")
+                length = re.search(rb"(?im)^content-length: *(\d+)", head)
+                if _ and len(body) >= (int(length[1]) if length else 0):
+                    break
+        except TimeoutError:
+            pass
+    return got
+
+
+def test_a_handshake_mitmproxy_would_relay_as_raw_tcp_is_refused_before_it_leaves(gateway, fake):
+    key, secret = new_key(budget="5")
+    # mitmproxy reads two versions as "13, 13", not a WebSocket: the 101 would be relayed as raw TCP
+    answer = raw_handshake(gateway.reverse_port, secret, ["13", "13"])
+    assert answer.startswith(b"HTTP/1.1 400") and b"exactly one Sec-WebSocket-Version: 13" in answer
+    assert fake.requests == []
+
+
+class RawUpgrader(threading.Thread):
+    """A server that answers any request with a 101 to raw TCP (``Upgrade: tcp``: mitmproxy relays
+    what follows unseen), and keeps whatever reaches it after its 101."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.handshakes: list[bytes] = []
+        self.after = b""
+
+    def run(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                head = b""
+                while b"\r\n\r\n" not in head and (chunk := conn.recv(4096)):
+                    head += chunk
+                self.handshakes.append(head)
+                conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: tcp\r\nConnection: Upgrade\r\n\r\n")
+                conn.settimeout(5)
+                with contextlib.suppress(OSError):
+                    while data := conn.recv(4096):
+                        self.after += data
+
+
+def test_a_101_the_server_makes_raw_tcp_is_killed_before_the_client_sees_it(tmp_path):
+    upstream = RawUpgrader()
+    upstream.start()
+    gateway = Gateway(tmp_path / "gw", {"api.openai.com": f"http://127.0.0.1:{upstream.port}"}, None).start()
+    try:
+        gateway.open_store()
+        key, secret = new_key(budget="5")
+        answer = raw_handshake(gateway.reverse_port, secret, ["13"])
+    finally:
+        gateway.stop()
+        upstream.listener.close()
+    assert len(upstream.handshakes) == 1, "the handshake went upstream (the server decides to upgrade)"
+    assert answer == b"", "the client never got the 101: the connection closed"
+    assert upstream.after == b""
+    assert "raw TCP" in gateway.log_path.read_text()
+
+
+def test_a_key_made_mock_while_its_socket_is_open_is_closed_and_its_next_socket_answered_by_pouch(gateway, fake):
+    key, secret = new_key(budget="5")
+    with open_socket(gateway, secret, reverse=True) as ws:
+        create(ws, "to the provider")
+        assert until_end(ws)[-1]["type"] == "response.completed"
+        key_store.update(key_store.get(key.id), key_service.utcnow(), mock=True)
+        create(ws, "not to the provider")
+        [closing] = until_end(ws)
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
+    assert (closing["status"], closing["error"]["code"]) == (409, "reconnect_required")
+    assert [m.body["input"] for m in fake.messages] == ["to the provider"]
+    fake.reset()
+    with open_socket(gateway, secret, reverse=True) as ws:
+        create(ws, "to pouch")
+        assert until_end(ws)[-1]["type"] == "response.completed"
+    assert fake.requests == [] and fake.messages == []
+    gateway.settled(expected_rows=2)
+    assert [r.mock for r in rows_of(key)] == [False, True]

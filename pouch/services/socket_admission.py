@@ -6,7 +6,10 @@ its socket is open stops at its next create), the body reads, the model is allow
 tool is bounded, the rate limits admit it (the ratelimit link's own state), the model is priced,
 and its worst case is reserved (``pouch.rules.admission``: capping the output when the budget
 cannot cover the model's maximum). Whatever refuses it raises the ``PouchError`` the client
-gets as an error event; nothing is held after a refusal.
+gets as an error event; nothing is held after a refusal. A key made a mock key (or
+``pouch_mock=all`` turned on) while its socket to the provider is open raises ``Reconnect``:
+that socket goes to the provider, so the link closes it and the client's next one goes to
+pouch's own answerer.
 """
 
 from __future__ import annotations
@@ -47,6 +50,17 @@ class Settings:
     allow_unmetered: bool = False  # pouch_unmetered == "allow"
     cap_output: bool = True  # pouch_cap_output
     hold: timedelta = timedelta(seconds=900)  # pouch_hold
+    mock_all: bool = False  # pouch_mock == "all"
+
+
+class Reconnect(errors.PouchError):
+    """Seen by a client whose socket pouch closes after this error event: the socket no longer
+    goes where the key's requests go (its key became a mock key, pouch_mock=all was turned on,
+    the gateway's script was reloaded under it). A new socket is admitted as it is now."""
+
+    status = 409
+    code = "reconnect_required"
+    kind = "endpoint"
 
 
 async def admit(socket: Socket, endpoint: Endpoint, body: dict, sent_at: float, settings: Settings,
@@ -59,6 +73,10 @@ async def admit(socket: Socket, endpoint: Endpoint, body: dict, sent_at: float, 
     if socket.key is not None:
         socket.key = await _usable(socket.key)
     key = socket.key
+    if not socket.mock and (settings.mock_all or (key is not None and key.mock)):
+        why = "pouch_mock=all is on" if settings.mock_all else f"key '{key.name}' is now a mock key"
+        raise Reconnect(f"{why}, and this WebSocket goes to the provider: pouch closes it, nothing was sent; "
+                        "open a new one (pouch answers it)")
     call = dataclasses.replace(provider.read_call(endpoint, "", body), stream=True)  # a socket always streams
     if key is not None and not key.allows_model(call.model):
         raise errors.ModelNotAllowed(
