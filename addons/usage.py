@@ -234,4 +234,5 @@ class UsageMeter:
             "request_id": (response.headers.get("x-request-id") or response.headers.get("request-id"))
             if response is not None else None,
             "outcome": outcome,
+            "flow_id": flow.id,  # the dashboard links the row to mitmweb's view of the flow
         }

@@ -42,6 +42,7 @@ def refusal_row(flow: http.HTTPFlow) -> dict:
         "reason": refused.get("code") or refused["kind"],
         # the message may quote the request's path, and so a credential in its query
         "message": redact_text(refused["message"]),
+        "flow_id": flow.id,  # for the dashboard's link to mitmweb's view of it
     }
 
 

@@ -189,6 +189,7 @@ class UsageRow(Table):
     outcome = pw.TextField(default="ok")
     tool_calls = JSONField(null=True)  # {"web_search": 2}: paid server-side tool calls
     reserved_pico = pw.BigIntegerField(null=True)  # what was reserved: an overrun charged more
+    flow_id = pw.TextField(null=True)  # the mitmproxy flow's id: the dashboard links to it in mitmweb
 
     class Meta:
         table_name = "pouch_usage"
@@ -218,6 +219,7 @@ class RefusalRow(Table):
     status = pw.IntegerField()
     reason = pw.TextField()  # the error code the client got: invalid_api_key, insufficient_quota, ...
     message = pw.TextField()
+    flow_id = pw.TextField(null=True)  # the mitmproxy flow's id (None: a WebSocket message's refusal, say)
 
     class Meta:
         table_name = "pouch_refusals"

@@ -209,6 +209,16 @@ MIGRATIONS: list[tuple[int, str, str | dict[str, str]]] = [
         CREATE UNIQUE INDEX pouch_admin_tokens_live_name ON pouch_admin_tokens (name) WHERE revoked_at IS NULL;
         """,
     ),
+    (
+        8,
+        "usage and refusals: the mitmproxy flow id",
+        # What the dashboard links a request to mitmweb's view of it by (null: no flow, e.g. a
+        # reservation recovered after a crash, or rows written before this migration).
+        """
+        ALTER TABLE pouch_usage ADD COLUMN flow_id TEXT;
+        ALTER TABLE pouch_refusals ADD COLUMN flow_id TEXT;
+        """,
+    ),
 ]
 
 

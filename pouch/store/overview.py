@@ -44,13 +44,13 @@ def refusal_reasons(since: datetime) -> list[tuple[str, int]]:
 
 def recent(key_id: int, limit: int) -> list[tuple[datetime, str, dict]]:
     """A key's last ``limit`` usage rows and refusals together, newest first, as
-    (time, "usage" or "refusal", the row's JSON)."""
+    (time, "usage" or "refusal", the row's JSON with its mitmproxy ``flow_id``)."""
     used = (UsageRow.select().where(UsageRow.key == key_id)
             .order_by(UsageRow.ts.desc(), UsageRow.id.desc()).limit(limit))
-    refused = (RefusalRow.select(*refusals.COLUMNS).join(KeyRow, on=(RefusalRow.key == KeyRow.id))
+    refused = (RefusalRow.select(*refusals.COLUMNS, RefusalRow.flow_id).join(KeyRow, on=(RefusalRow.key == KeyRow.id))
                .where(RefusalRow.key == key_id).order_by(RefusalRow.ts.desc(), RefusalRow.id.desc())
                .limit(limit).dicts())
-    found = [(row.ts, "usage", usage_store.row_json(row)) for row in used]
+    found = [(row.ts, "usage", {**usage_store.row_json(row), "flow_id": row.flow_id}) for row in used]
     found += [(RefusalRow.ts.python_value(row["ts"]), "refusal", refusals.row_json(row)) for row in refused]
     found.sort(key=lambda entry: entry[0], reverse=True)
     return found[:limit]
