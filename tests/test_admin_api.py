@@ -366,7 +366,7 @@ def test_a_key_s_recent_requests_newest_first(api, tokens, recorded):
         ("usage", "gpt-4o", None), ("usage", "gpt-4o-mini", None), ("refusal", "gpt-4o-mini", "insufficient_quota"),
         ("refusal", "gpt-4o-mini", "rate_limit_exceeded")]
     usage_rows = {row["id"]: row for row in as_json("usage", "--key", "alice")}
-    assert found[0] | {"kind": None} == usage_rows[found[0]["id"]] | {"kind": None}
+    assert found[0] == usage_rows[found[0]["id"]] | {"kind": "usage", "flow_id": None}  # no flow: written here
     assert found[2]["key"] == "alice" and found[2]["status"] == 429
     assert len(api.get("/api/keys/alice/requests?limit=3", tokens.viewer).json()["requests"]) == 3
     for limit in ("0", "501", "many"):
