@@ -17,6 +17,7 @@ from pouch.domain.keys import Key, hash_secret, looks_like_pouch_key, same_hash
 from pouch.providers import json_body, side_paths
 from pouch.providers.anthropic import long_context_beta
 from pouch.providers.base import METERED, UNMETERED
+from pouch.rules import admission
 from pouch.services import chain, prompt
 from pouch.services import key_cache, perimeter
 
@@ -111,13 +112,7 @@ class Keys:
             body = parse_body(flow)
         call = found.call = provider.read_call(endpoint, flow.request.path, body)
         found.long_context = long_context_beta(flow.request.headers)
-        if key is not None and not key.allows_model(call.model):
-            raise errors.ModelNotAllowed(
-                f"key '{key.name}' may not use model '{call.model}' (allowed: {', '.join(key.models)})")
-        if call.unmetered_tools and not self.allow_unmetered:
-            raise errors.ToolNotMetered(
-                f"{', '.join(call.unmetered_tools)} bills in ways pouch cannot bound or price, so this request "
-                "is refused (the operator can allow it with pouch_unmetered=allow)")
+        admission.allowed(key, call, allow_unmetered=self.allow_unmetered)
         found.body = body
         found.tool_calls = self._bound_tools(found, body)
 

@@ -137,3 +137,34 @@ def test_without_a_reservation_an_observed_request_is_priced_by_its_usage():
 
 def test_outcome_sets_are_disjoint():
     assert not settlement.WORST_CASE & settlement.MEASURED
+
+
+class TestAllowed:
+    """What a key may call at all, before anything is priced (HTTP and WebSocket alike)."""
+
+    def call(self, model="gpt-4o-mini", tools=()):
+        from pouch.providers.base import Call
+
+        return Call(model=model, stream=False, max_output=None, unmetered_tools=tuple(tools))
+
+    def key(self, models=()):
+        from fnmatch import fnmatchcase
+        from types import SimpleNamespace
+
+        return SimpleNamespace(name="alice", models=models,
+                               allows_model=lambda m: not models or any(fnmatchcase(m, g) for g in models))
+
+    def test_a_model_outside_the_allowlist_is_refused(self):
+        from pouch.domain.errors import ModelNotAllowed
+
+        with pytest.raises(ModelNotAllowed, match="may not use model 'gpt-4o'"):
+            admission.allowed(self.key(("gpt-4o-mini",)), self.call("gpt-4o"), allow_unmetered=False)
+        admission.allowed(self.key(("gpt-4o-mini",)), self.call(), allow_unmetered=False)
+        admission.allowed(None, self.call("anything"), allow_unmetered=False)  # observed: no allowlist
+
+    def test_unmetered_tools_only_when_the_operator_allows(self):
+        from pouch.domain.errors import ToolNotMetered
+
+        with pytest.raises(ToolNotMetered, match="code_interpreter bills"):
+            admission.allowed(self.key(), self.call(tools=("code_interpreter",)), allow_unmetered=False)
+        admission.allowed(self.key(), self.call(tools=("code_interpreter",)), allow_unmetered=True)

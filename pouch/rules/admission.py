@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from pouch.domain.errors import ContextTooLong, ModelNotPriced, ModelRetired, ToolNotMetered
+from pouch.domain.errors import ContextTooLong, ModelNotAllowed, ModelNotPriced, ModelRetired, ToolNotMetered
 from pouch.domain.money import Money
 from pouch.pricing import reserve
 from pouch.pricing.price import Price, Retirement
@@ -28,6 +28,18 @@ class Plan:
     @property
     def amount(self) -> Money:
         return self.worst.total
+
+
+def allowed(key, call, *, allow_unmetered: bool) -> None:
+    """Refuse a call the key may not make: a model outside its allowlist, or tools that bill in
+    ways pouch cannot bound (unless the operator allows them). ``key`` None: observed traffic."""
+    if key is not None and not key.allows_model(call.model):
+        raise ModelNotAllowed(
+            f"key '{key.name}' may not use model '{call.model}' (allowed: {', '.join(key.models)})")
+    if call.unmetered_tools and not allow_unmetered:
+        raise ToolNotMetered(
+            f"{', '.join(call.unmetered_tools)} bills in ways pouch cannot bound or price, so this request "
+            "is refused (the operator can allow it with pouch_unmetered=allow)")
 
 
 def plan(entry: Price | Retirement | None, model: str, provider: str, bounds: Bounds, *,

@@ -78,13 +78,7 @@ async def admit(socket: Socket, endpoint: Endpoint, body: dict, sent_at: float, 
         raise Reconnect(f"{why}, and this WebSocket goes to the provider: pouch closes it, nothing was sent; "
                         "open a new one (pouch answers it)")
     call = dataclasses.replace(provider.read_call(endpoint, "", body), stream=True)  # a socket always streams
-    if key is not None and not key.allows_model(call.model):
-        raise errors.ModelNotAllowed(
-            f"key '{key.name}' may not use model '{call.model}' (allowed: {', '.join(key.models)})")
-    if call.unmetered_tools and not settings.allow_unmetered:
-        raise errors.ToolNotMetered(
-            f"{', '.join(call.unmetered_tools)} bills in ways pouch cannot bound or price, so this request "
-            "is refused (the operator can allow it with pouch_unmetered=allow)")
+    admission.allowed(key, call, allow_unmetered=settings.allow_unmetered)
     response = Response(index, websocket.lane_of(body), call, requested_at, sent_at)
     changed = _bound_tools(response, endpoint, provider, body, settings.tool_calls)
     response.input_tokens, response.exact = await _count(call.model, body)
