@@ -32,6 +32,7 @@ from mitmproxy import http
 
 from pouch.domain.money import Money
 from pouch.domain.usage import Usage
+from pouch.metrics.traffic import traffic
 from pouch.pricing.price import Price, cost
 from pouch.rules import settlement
 from pouch.providers.base import StreamTracker
@@ -174,6 +175,7 @@ class UsageMeter:
             store_thread.later(ledger.finish, reservation.id, charge, row, retries=SETTLE_RETRIES)
         else:
             store_thread.later(ledger.record, row)
+        traffic.settled(row, charge, found.entry)  # /metrics: counted where the row is made, once
         chain.measured(flow, settled.measured_tokens)
         found.result = {
             **{f.name: getattr(usage, f.name) for f in dataclasses.fields(usage) if f.name != "tool_calls"},

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from mitmproxy import http
 
+from pouch.metrics.traffic import traffic
 from pouch.services import chain
 from pouch.services.secrets import redact_text
 from pouch.services.store_thread import StoreThread, store_thread
@@ -64,14 +65,16 @@ class RefusalLog:
             if found is None or not found.refusal or flow in self._noted:
                 return
             self._noted.add(flow)
-            self.note_row(refusal_row(flow))
+            self.note_row(refusal_row(flow), found.refusal["kind"], found.key.name if found.key else "")
         except Exception:
             log.exception("pouch: could not note a refusal")
 
-    def note_row(self, row: dict) -> None:
+    def note_row(self, row: dict, kind: str = "request", key_name: str = "") -> None:
         """Queue a refusal row made elsewhere (one message of a WebSocket, say: its flow lives
-        on after it). Never raises, never waits."""
+        on after it), and count it for /metrics: ``kind``, the error's (``PouchError.kind``),
+        ``key_name``, its key's ("" for none). Never raises, never waits."""
         try:
+            traffic.refused(key_name, row["provider"], row["model"], kind)
             with self._lock:
                 if len(self._queue) >= self._limit:
                     self._dropped += 1
