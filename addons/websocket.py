@@ -273,7 +273,7 @@ class ResponsesWebSocket:
             "ts": datetime.fromtimestamp(message.timestamp, UTC), "key": socket.key.id if socket.key else None,
             "provider": socket.provider.name, "model": model[:200] if model else None,
             "endpoint": socket.endpoint.name, "status": error.status, "reason": error.code or error.kind,
-            "message": redact_text(error.message)})
+            "message": redact_text(error.message)}, error.kind, socket.key.name if socket.key else "")
         log.info("pouch: refused a WebSocket message of %s: %s", socket.who, error.message)
         self._inject(flow, protocol.error_event(socket.provider.error(error), lane))
         flow.marked = MARKERS.get(error.kind, ":x:")

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from pouch.domain.money import Money
 from pouch.domain.usage import Usage
+from pouch.metrics.traffic import traffic
 from pouch.pricing.price import Price
 from pouch.rules import settlement
 from pouch.rules.settlement import Ending
@@ -56,6 +57,7 @@ def settle(socket: Socket, response: Response, ending: Ending, bill: Bill) -> di
         store_thread.later(_charge_unreserved, socket.key, settled.charge, row)
     else:
         store_thread.later(ledger.record, row)
+    traffic.settled(row, settled.charge, response.entry)  # /metrics, as the usage link counts an HTTP request
     given_back(response, settled.measured_tokens)
     socket.settled += 1
     socket.cost_pico += settled.cost.pico
