@@ -30,6 +30,7 @@ from addons.chain import Chain  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
 from addons.inspect import Inspect  # noqa: E402
 from addons.keys import Keys  # noqa: E402
+from addons.metrics import Metrics, MetricsStart  # noqa: E402
 from addons.mock import Mock  # noqa: E402
 from addons.perimeter import Perimeter  # noqa: E402
 from addons.preflight import Preflight  # noqa: E402
@@ -42,6 +43,7 @@ from addons.websocket import ResponsesWebSocket  # noqa: E402
 
 addons = [Chain(
     Gateway(freeze_heap=True),  # not a link: the store and its thread, the tokenizers: what every link shares
+    MetricsStart(),  # not a link: each flow hook enters the chain here (Gateway has none): the overhead clock
     Admin(),  # not a link: the admin API's listener (pouch_admin); after Gateway, whose configure opens the store it serves
     ProxyCredentials(),  # not a link: Proxy-Authorization off every request, kept for the perimeter only
     Perimeter(),  # not a link: who may use the proxy, where it may connect, LLM hosts only over https
@@ -56,4 +58,5 @@ addons = [Chain(
     ResponsesWebSocket(),  # per message of a socket the links above admitted; settles before Inspect tells it
     Upstream(),
     Inspect(),  # not a link: explains each flow in mitmweb (comments, markers, LLM view, commands)
+    Metrics(),  # not a link: ... and leaves it here; serves the traffic's counters on /metrics (pouch_admin)
 )]

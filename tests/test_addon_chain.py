@@ -92,12 +92,14 @@ def test_the_gateway_chain_is_one_addon_in_order():
     from addons.pouch import addons
     from addons.gateway import Gateway
     from addons.inspect import Inspect
+    from addons.metrics import Metrics, MetricsStart
     from addons.upstream import Upstream
 
     assert len(addons) == 1 and isinstance(addons[0], Chain)
     kinds = [type(link) for link in addons[0].links]
-    assert kinds[0] is Gateway and kinds[-1] is Inspect
-    assert kinds.index(Upstream) == len(kinds) - 2, "upstream is the last link before the inspector"
+    assert kinds[0] is Gateway and kinds[-2] is Inspect
+    assert kinds[1] is MetricsStart and kinds[-1] is Metrics, "the overhead clock spans every flow hook"
+    assert kinds.index(Upstream) == len(kinds) - 3, "upstream is the last link before the inspector"
 
 
 def _hook(name, flow):

@@ -9,7 +9,7 @@ import logging
 
 import tornado.web
 
-from pouch.admin import health, keys, overview, prices, usage
+from pouch.admin import health, keys, metrics, overview, prices, usage
 from pouch.admin.auth import Authenticator
 from pouch.admin.handler import NotFound
 
@@ -26,6 +26,7 @@ ROUTES = [
     (r"/api/prices", prices.PriceList),
     (r"/api/prices/(.+)", prices.PriceItem),
     (r"/api/overview", overview.Overview),
+    (r"/metrics", metrics.Metrics),
 ]
 
 
