@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import NamedTuple
 
 import prometheus_client
 from prometheus_client import Counter, Histogram
@@ -107,6 +108,14 @@ class Spend:
         yield family
 
 
+class _Series(NamedTuple):
+    """The series of one (key, provider, model) a settlement adds to."""
+
+    tokens: tuple  # one per TOKEN_TYPES
+    duration: Histogram
+    first_token: Histogram
+
+
 class Traffic:
     """The counters and histograms of one gateway process; a collector for a registry."""
 
@@ -130,6 +139,9 @@ class Traffic:
                                           registry=None)
         self._metrics = (self.requests, self.tokens, self.spend, self.duration, self.first_token,
                          self.overhead_seconds)
+        # (key, provider, model) -> its series, looked up once (labels() costs a lock and a
+        # validation per call). As bounded as the labels are.
+        self._series: dict[tuple[str, str, str], _Series] = {}
 
     def describe(self):
         for metric in self._metrics:
@@ -154,18 +166,24 @@ class Traffic:
             return  # refused: the refusal log counts it
         key = row["key_name"] if row["key"] is not None else ""
         provider, model = row["provider"], model_label(row["model"], row["provider"], entry)
+        series = self._series.get((key, provider, model))
+        if series is None:
+            series = self._series[(key, provider, model)] = _Series(
+                tuple(self.tokens.labels(key, provider, model, kind) for kind in TOKEN_TYPES),
+                self.duration.labels(provider, model), self.first_token.labels(provider, model))
         self.requests.labels(key, provider, model, outcome).inc()
         self.spend.add(key, provider, model, charge)
         if outcome != "mock":
-            counts = (row["input_tokens"], row["cached_tokens"],
-                      row["cache_write_5m_tokens"] + row["cache_write_1h_tokens"], row["output_tokens"],
-                      row["reasoning_tokens"])
-            for kind, count in zip(TOKEN_TYPES, counts, strict=True):
-                self.tokens.labels(key, provider, model, kind).inc(count)
+            input_, cached, cache_write, output, reasoning = series.tokens
+            input_.inc(row["input_tokens"])
+            cached.inc(row["cached_tokens"])
+            cache_write.inc(row["cache_write_5m_tokens"] + row["cache_write_1h_tokens"])
+            output.inc(row["output_tokens"])
+            reasoning.inc(row["reasoning_tokens"])
         if outcome in FORWARDED:
-            self.duration.labels(provider, model).observe(row["latency_ms"] / 1000)
+            series.duration.observe(row["latency_ms"] / 1000)
             if row["ttft_ms"] is not None:
-                self.first_token.labels(provider, model).observe(row["ttft_ms"] / 1000)
+                series.first_token.observe(row["ttft_ms"] / 1000)
 
     def refused(self, key: str, provider: str | None, model: str | None, kind: str) -> None:
         """pouch refused a request (of ``key``'s name, "" for none) for a reason of ``kind``. Never raises."""
