@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import NamedTuple
 
 import prometheus_client
 from prometheus_client import Counter, Histogram
@@ -108,14 +107,6 @@ class Spend:
         yield family
 
 
-class _Series(NamedTuple):
-    """The series of one (key, provider, model) a settlement adds to."""
-
-    tokens: tuple  # one per TOKEN_TYPES
-    duration: Histogram
-    first_token: Histogram
-
-
 class Traffic:
     """The counters and histograms of one gateway process; a collector for a registry."""
 
@@ -139,9 +130,11 @@ class Traffic:
                                           registry=None)
         self._metrics = (self.requests, self.tokens, self.spend, self.duration, self.first_token,
                          self.overhead_seconds)
-        # (key, provider, model) -> its series, looked up once (labels() costs a lock and a
-        # validation per call). As bounded as the labels are.
-        self._series: dict[tuple[str, str, str], _Series] = {}
+        # Series looked up once (labels() costs a lock and a validation per call), as bounded as
+        # their labels: (key, provider, model) -> one per TOKEN_TYPES; (provider, model) ->
+        # (duration, first token).
+        self._tokens: dict[tuple[str, str, str], tuple] = {}
+        self._latency: dict[tuple[str, str], tuple] = {}
 
     def describe(self):
         for metric in self._metrics:
@@ -166,24 +159,27 @@ class Traffic:
             return  # refused: the refusal log counts it
         key = row["key_name"] if row["key"] is not None else ""
         provider, model = row["provider"], model_label(row["model"], row["provider"], entry)
-        series = self._series.get((key, provider, model))
-        if series is None:
-            series = self._series[(key, provider, model)] = _Series(
-                tuple(self.tokens.labels(key, provider, model, kind) for kind in TOKEN_TYPES),
-                self.duration.labels(provider, model), self.first_token.labels(provider, model))
         self.requests.labels(key, provider, model, outcome).inc()
         self.spend.add(key, provider, model, charge)
         if outcome != "mock":
-            input_, cached, cache_write, output, reasoning = series.tokens
+            tokens = self._tokens.get((key, provider, model))
+            if tokens is None:
+                tokens = self._tokens[(key, provider, model)] = tuple(
+                    self.tokens.labels(key, provider, model, kind) for kind in TOKEN_TYPES)
+            input_, cached, cache_write, output, reasoning = tokens
             input_.inc(row["input_tokens"])
             cached.inc(row["cached_tokens"])
             cache_write.inc(row["cache_write_5m_tokens"] + row["cache_write_1h_tokens"])
             output.inc(row["output_tokens"])
             reasoning.inc(row["reasoning_tokens"])
         if outcome in FORWARDED:
-            series.duration.observe(row["latency_ms"] / 1000)
+            latency = self._latency.get((provider, model))
+            if latency is None:
+                latency = self._latency[(provider, model)] = (self.duration.labels(provider, model),
+                                                              self.first_token.labels(provider, model))
+            latency[0].observe(row["latency_ms"] / 1000)
             if row["ttft_ms"] is not None:
-                series.first_token.observe(row["ttft_ms"] / 1000)
+                latency[1].observe(row["ttft_ms"] / 1000)
 
     def refused(self, key: str, provider: str | None, model: str | None, kind: str) -> None:
         """pouch refused a request (of ``key``'s name, "" for none) for a reason of ``kind``. Never raises."""
