@@ -29,7 +29,8 @@ FIRST_TOKEN = "dashboard"
 def admin(ctx, db, listen):
     """Serve the admin API without a proxy, next to a store (a PostgreSQL store several gateways
     share, say). A gateway serves the same API itself on pouch_admin (default 127.0.0.1:8082).
-    Callers send 'Authorization: Bearer <token>' (pouch admin-tokens create)."""
+    Callers send 'Authorization: Bearer <token>' (pouch admin-tokens create). Its /metrics has
+    the store's budget gauges only: the traffic counters live in each gateway's own /metrics."""
     try:
         where = parse_listen(listen)
     except ValueError as e:
