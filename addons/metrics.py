@@ -4,8 +4,10 @@ of ``/metrics`` (its traffic served there; the option ``pouch_metrics_public``).
 ``MetricsStart`` goes first in the chain and ``Metrics`` last (addons/pouch.py): every link's
 ``request``, ``responseheaders`` and ``response`` hook runs between the two, so the time from one
 to the other, summed over those hooks, is what pouch's links added to the flow, waiting for the
-store included. It is observed once the response has been sent on, for requests the provider
-answered (not pouch itself: a refusal, a mock or another local answer has no upstream to add to).
+store included (the definition: ``pouch.metrics.traffic.OVERHEAD_HELP``). It is observed as the
+response hook leaves the chain (mitmproxy sends the response on right after), for requests the
+provider answered (not pouch itself: a refusal, a mock or another local answer has no upstream
+to add to).
 The counters themselves are fed where their facts are known (``pouch.metrics``).
 """
 

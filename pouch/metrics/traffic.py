@@ -55,12 +55,13 @@ FIRST_TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
 OVERHEAD_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 OVERHEAD_HELP = (
-    "Time pouch's chain of links added to a request it forwarded to the provider, in seconds: from when "
-    "mitmproxy had read the request's last byte and handed it to the chain until the chain let it go "
-    "upstream, plus the same for the response headers and for the response once its last byte was read "
-    "until it is sent on to the client (for a stream: after its last chunk). Measured with a monotonic "
-    "clock at the first and the last link of each hook; waiting for the store (the budget's "
-    "reservation) counts, the network, connecting upstream and mitmproxy's own parsing do not.")
+    "Time pouch's chain of links held a request the provider answered, in seconds: the chain's request "
+    "hook (from the request read in full until it may go upstream; waiting for the store's budget "
+    "reservation included), its responseheaders hook, and its response hook (from the response read in "
+    "full until it is sent on to the client; for a stream, after its last chunk). Timed with a monotonic "
+    "clock from each hook entering the chain's first link to its leaving the last. Not included: the "
+    "network, connecting upstream, mitmproxy's own parsing and queueing, and the metering of each chunk of "
+    "a stream as it passes.")
 
 
 def model_label(model: str | None, provider: str | None, entry: Price | Retirement | None = None) -> str:
@@ -121,11 +122,13 @@ class Traffic:
             "counted.", ("key", "provider", "model", "type"), registry=None)
         self.spend = Spend()
         self.duration = Histogram(
-            "pouch_request_duration_seconds", "From the client's request to the end of the provider's answer, for "
-            "requests sent to the provider.", ("provider", "model"), buckets=DURATION_BUCKETS, registry=None)
+            "pouch_request_duration_seconds", "From the client's request (its first byte) to the provider's "
+            "answer's last byte, for requests sent to the provider.", ("provider", "model"), buckets=DURATION_BUCKETS,
+            registry=None)
         self.first_token = Histogram(
-            "pouch_time_to_first_token_seconds", "From the client's request to the first byte of the provider's "
-            "answer (of its body, for a stream).", ("provider", "model"), buckets=FIRST_TOKEN_BUCKETS, registry=None)
+            "pouch_time_to_first_token_seconds", "From the client's request (its first byte) to the provider's "
+            "first byte: its first body chunk for a stream, its response headers otherwise.", ("provider", "model"),
+            buckets=FIRST_TOKEN_BUCKETS, registry=None)
         self.overhead_seconds = Histogram("pouch_gateway_overhead_seconds", OVERHEAD_HELP, buckets=OVERHEAD_BUCKETS,
                                           registry=None)
         self._metrics = (self.requests, self.tokens, self.spend, self.duration, self.first_token,
