@@ -1,8 +1,9 @@
 """``GET /metrics`` from a real gateway after real traffic: the openai SDK through the proxy
 against the fake (plain requests, a stream, cached and reasoning tokens, an upstream error, a
-mock key, refusals for a bad key, a model and a budget), scraped over HTTP, parsed with
-prometheus_client's own parser, and held against what the store recorded: counts per outcome,
-tokens per type, spend to the last digit, budget gauges as `pouch keys show --json` gives them.
+mock key, refusals for a bad key, a model and a budget, a Responses WebSocket answering one
+message and refusing another), scraped over HTTP, parsed with prometheus_client's own parser,
+and held against what the store recorded: counts per outcome, tokens per type, spend to the
+last digit, budget gauges as `pouch keys show --json` gives them.
 Also who may read it (a token, or none with pouch_metrics_public) and what a standalone
 `pouch admin` serves (the store's gauges alone)."""
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.sync.client import connect
 
 from pouch.domain.periods import utcnow
 from pouch.services import keys as key_service
@@ -35,7 +37,8 @@ PROVIDER = "openai"
 OUTCOMES = {"ok": "ok", "upstream_error": "upstream_error", "mock": "mock"}
 REFUSED = {"invalid_api_key": "refused_auth", "model_not_allowed": "refused_model",
            "insufficient_quota": "refused_budget"}
-LABELS = {MODEL: MODEL, SNAPSHOT: MODEL, None: ""}  # a request refused before its body was read names none
+# The model label of each model the traffic names (none: a request refused before its body was read).
+LABELS = {MODEL: MODEL, SNAPSHOT: MODEL, "gpt-4o": "gpt-4o", None: ""}
 TOKEN_FIELDS = {"input": "input_tokens", "cached_input": "cached_tokens", "cache_write": "cache_write_tokens",
                 "output": "output_tokens", "reasoning": "reasoning_tokens"}
 FORWARDED = ("ok", "upstream_error")
@@ -59,6 +62,11 @@ def scrape(url: str, token: str | None = None) -> dict[str, dict[tuple, float]]:
         for sample in family.samples:
             samples[sample.name][tuple(sorted(sample.labels.items()))] = sample.value
     return samples
+
+
+def by(samples: dict, name: str, *labels: str) -> dict[tuple, float]:
+    """The samples of ``name``, keyed by the values of ``labels``."""
+    return {tuple(dict(found)[label] for label in labels): value for found, value in samples[name].items()}
 
 
 def chat(client, model=MODEL, **fields):
@@ -95,6 +103,7 @@ def burst(fake, tmp_path_factory):
             "poor": {"budget": "0.000001"},
             "mocky": {"mock": True, "budget": "1"},
             "gone": {"budget": "2"},
+            "sockets": {"budget": "5", "models": MODEL},
         }.items()}
         alice = gateway.client(secrets["alice"])
         for _ in range(3):
@@ -115,9 +124,16 @@ def burst(fake, tmp_path_factory):
         with pytest.raises(openai.RateLimitError) as budget:
             chat(gateway.client(secrets["poor"]))
         assert budget.value.code == "insufficient_quota"
-        gateway.settled(expected_rows=10)
+        headers = {"Authorization": f"Bearer {secrets['sockets']}", "OpenAI-Beta": "responses_websockets=2026-02-06"}
+        socket_url = f"ws://127.0.0.1:{gateway.reverse_port}/v1/responses"  # reverse mode, as test_e2e_websocket
+        with connect(socket_url, proxy=None, additional_headers=headers) as ws:
+            for model in (MODEL, "gpt-4o"):  # answered; refused (not the key's model), the socket open
+                ws.send(json.dumps({"type": "response.create", "model": model, "input": "hello socket"}))
+                while json.loads(ws.recv(timeout=20))["type"] not in ("response.completed", "error"):
+                    pass
+        gateway.settled(expected_rows=11)
         deadline = time.monotonic() + 15
-        while RefusalRow.select().count() < 3 and time.monotonic() < deadline:
+        while RefusalRow.select().count() < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
         key_store.revoke(key_store.get("gone"), utcnow())  # its spend stays; its series go
         yield gateway, viewer, admin, list(secrets)
@@ -130,19 +146,17 @@ def test_counts_tokens_and_spend_agree_with_the_store(burst):
     samples = scrape(gateway.admin_url, viewer)
     rows = pouch(gateway.db_url, "usage")
     refusals = pouch(gateway.db_url, "usage", "--refused")
-    assert len(rows) == 10 and len(refusals) == 3
+    assert len(rows) == 11 and len(refusals) == 4
 
     expected = Counter()
     for row in rows:
         expected[(row["key"], LABELS[row["model"]], OUTCOMES[row["outcome"]])] += 1
     for refusal in refusals:
         expected[(refusal["key"] or "", LABELS[refusal["model"]], REFUSED[refusal["reason"]])] += 1
-    counted = {(labels["key"], labels["model"], labels["outcome"]): value
-               for labels, value in map(lambda item: (dict(item[0]), item[1]),
-                                        samples["pouch_requests_total"].items())}
-    assert counted == dict(expected)
+    assert by(samples, "pouch_requests_total", "key", "model", "outcome") == dict(expected)
     assert {dict(labels)["provider"] for labels in samples["pouch_requests_total"]} == {PROVIDER}
     assert expected[("alice", MODEL, "ok")] == 6 and expected[("", "", "refused_auth")] == 1
+    assert expected[("sockets", MODEL, "ok")] == 1 and expected[("sockets", "gpt-4o", "refused_model")] == 1
 
     tokens, spend = Counter(), defaultdict(Decimal)
     for row in rows:
@@ -151,12 +165,9 @@ def test_counts_tokens_and_spend_agree_with_the_store(burst):
             continue
         for kind, field in TOKEN_FIELDS.items():
             tokens[(row["key"], LABELS[row["model"]], kind)] += row[field]
-    counted_tokens = {(d["key"], d["model"], d["type"]): value
-                      for d, value in ((dict(labels), value) for labels, value in samples["pouch_tokens_total"].items())}
-    assert counted_tokens == dict(tokens)
+    assert by(samples, "pouch_tokens_total", "key", "model", "type") == dict(tokens)
     assert tokens[("alice", MODEL, "cached_input")] == 4 and tokens[("alice", MODEL, "reasoning")] == 6
-    counted_spend = {(d["key"], d["model"]): value
-                     for d, value in ((dict(labels), value) for labels, value in samples["pouch_spend_usd_total"].items())}
+    counted_spend = by(samples, "pouch_spend_usd_total", "key", "model")
     # Exactly: the float nearest the exact decimal sum, not a sum of rounded floats.
     assert counted_spend == {labels: float(total) for labels, total in spend.items()}
     assert counted_spend[("mocky", MODEL)] == 0.0 and counted_spend[("alice", MODEL)] > 0
@@ -167,17 +178,19 @@ def test_latency_histograms_count_the_requests_sent_upstream(burst):
     samples = scrape(gateway.admin_url, viewer)
     rows = [row for row in pouch(gateway.db_url, "usage") if row["outcome"] in FORWARDED]
     labels = (("model", MODEL), ("provider", PROVIDER))
-    assert samples["pouch_request_duration_seconds_count"][labels] == len(rows) == 9
+    assert samples["pouch_request_duration_seconds_count"][labels] == len(rows) == 10  # a socket's response too
     assert samples["pouch_request_duration_seconds_sum"][labels] == pytest.approx(
         sum(row["latency_ms"] for row in rows) / 1000)
     timed = [row for row in rows if row["ttft_ms"] is not None]
-    assert samples["pouch_time_to_first_token_seconds_count"][labels] == len(timed) == 9
+    assert samples["pouch_time_to_first_token_seconds_count"][labels] == len(timed) == 10
     assert samples["pouch_time_to_first_token_seconds_sum"][labels] == pytest.approx(
         sum(row["ttft_ms"] for row in timed) / 1000)
-    # Every request the provider answered, and nothing pouch answered itself (refusals, the mock).
-    assert samples["pouch_gateway_overhead_seconds_count"][()] == len(rows)
+    # Every HTTP exchange the provider answered (a socket's handshake is one), and nothing pouch
+    # answered itself (refusals, the mock).
+    exchanges = len([row for row in rows if row["endpoint"] != "responses.websocket"]) + 1
+    assert samples["pouch_gateway_overhead_seconds_count"][()] == exchanges
     assert samples["pouch_gateway_overhead_seconds_sum"][()] > 0
-    assert samples["pouch_gateway_overhead_seconds_bucket"][(("le", "+Inf"),)] == len(rows)
+    assert samples["pouch_gateway_overhead_seconds_bucket"][(("le", "+Inf"),)] == exchanges
 
 
 def test_budget_gauges_are_what_pouch_keys_show_says(burst):

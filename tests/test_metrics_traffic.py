@@ -38,7 +38,8 @@ def row(outcome="ok", model=MODEL, key="alice", **fields) -> dict:
 
 def samples(collector) -> dict[tuple, float]:
     """(sample name, sorted labels) -> value, of everything ``collector`` shows."""
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value for family in collector.collect() for s in family.samples}
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in collector.collect() for s in family.samples}
 
 
 def label_values(collector, label: str) -> set[str]:
