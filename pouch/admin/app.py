@@ -9,7 +9,7 @@ import logging
 
 import tornado.web
 
-from pouch.admin import health, keys, metrics, overview, prices, usage
+from pouch.admin import dashboard, health, keys, metrics, overview, prices, usage
 from pouch.admin.auth import Authenticator
 from pouch.admin.handler import NotFound
 
@@ -27,6 +27,9 @@ ROUTES = [
     (r"/api/prices/(.+)", prices.PriceItem),
     (r"/api/overview", overview.Overview),
     (r"/metrics", metrics.Metrics),
+    (r"/", dashboard.Index),
+    (r"/static/(.+)", dashboard.Static),
+    (r"/api/info", dashboard.Info),
 ]
 
 
