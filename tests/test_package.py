@@ -235,3 +235,33 @@ def test_the_installed_gateway_meters_a_request(how, venv, fake, isolated_home, 
     assert (row["key"], row["model"], row["status"], row["streamed"]) == ("buyer", MODEL, 200, False)
     assert (row["input_tokens"], row["output_tokens"]) == (usage.input_tokens, usage.output_tokens)
     assert Money.usd(row["cost_usd"]) == cost(pinned_prices.table().resolve(MODEL), usage)
+
+
+def test_the_installed_admin_serves_the_dashboard(venv, isolated_home, tmp_path):
+    """``pouch admin`` from the wheel serves the dashboard's page and every file it loads (the
+    static folder ships with the package), and its API answers the page's first question."""
+    home = isolated_home
+    token = json.loads(pouch(venv, home, tmp_path, "admin-tokens", "create", "--name", "wall", "--json").stdout)["token"]
+    [port] = free_ports(1)
+    log_path = tmp_path / "admin.log"
+    with open(log_path, "wb") as log:
+        served = subprocess.Popen([str(venv / "bin" / "pouch"), "admin", "--listen", f"127.0.0.1:{port}"], cwd=tmp_path,
+                                  env=user_env(venv, home), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while "admin API on" not in log_path.read_text(errors="replace"):
+            assert served.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.1)
+        with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            page = http.get("/")
+            assert page.status_code == 200 and "default-src 'self'" in page.headers["content-security-policy"]
+            loaded = re.findall(r'(?:src|href)="(static/[^"]+)"', page.text)
+            modules = re.findall(r'from "\./([^"]+)"', http.get("/static/js/app.js").text)
+            assert "static/vendor/uplot/uPlot.iife.min.js" in loaded and "keys.js" in modules
+            for path in loaded + [f"static/js/{name}" for name in modules]:
+                assert http.get(f"/{path}").status_code == 200, path
+            info = http.get("/api/info", headers={"Authorization": f"Bearer {token}"}).json()
+            assert info["token"] == {"name": "wall", "role": "admin"} and info["mitmweb"] is None
+    finally:
+        served.terminate()
+        served.wait(15)
