@@ -146,7 +146,7 @@ def sign_in(driver, url: str, token: str):
     field.clear()
     field.send_keys(token)
     shown(driver, "#signin button[type=submit]").click()
-    shown(driver, "#who-name")
+    shown(driver, "#main .page")  # the first page drawn: what a test does next is not raced by it
 
 
 def errors_in_console(driver) -> list[str]:
@@ -202,6 +202,22 @@ def test_a_key_made_in_the_dashboard_meters_traffic_and_is_revoked_there(browser
     assert (str(key.budget.json()), key.models, key.rpm) == ("0.002", (MODEL,), 600)
     before = bar(browser, "team-alpha")
     assert (before["spent"], before["budget"], before["width"], before["status"]) == ("0", "0.002", 0, ["active"])
+
+    # Edit: a field changed is sent, a limit emptied is lifted, a bad value is refused in the form.
+    row = shown(browser, '#keys tr[data-key="team-alpha"]')
+    assert "600 rpm" in row.text
+    next(b for b in row.find_elements(By.TAG_NAME, "button") if b.text == "Edit").click()
+    form = shown(browser, "dialog .key-form")
+    form.find_element(By.NAME, "rpm").clear()
+    form.find_element(By.NAME, "tpm").send_keys("lots")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    assert "whole number" in text_of(browser, "dialog .key-form .notice.error")
+    form.find_element(By.NAME, "tpm").clear()
+    form.find_element(By.NAME, "tpm").send_keys("50000")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    until(browser, lambda d: "50,000 tpm" in d.find_element(By.CSS_SELECTOR, '#keys tr[data-key="team-alpha"]').text)
+    key = key_store.get("team-alpha")
+    assert (key.rpm, key.tpm, key.models) == (None, 50000, (MODEL,))
 
     # Traffic with that key, one request refused (a model it may not use, named to break a page).
     client = gateway.client(secret)
@@ -278,9 +294,21 @@ def test_a_key_made_in_the_dashboard_meters_traffic_and_is_revoked_there(browser
     browser.switch_to.window(dashboard)
     browser.get_log("browser")  # mitmweb's own complaints (its source maps): not the dashboard's
 
-    # Revoke it in the dashboard: the very next request is refused.
+    # Rotate it: the new secret shows once, the old one is refused at once.
     buttons = {b.text: b for b in browser.find_elements(By.CSS_SELECTOR, ".page-tools .actions button")}
     assert set(buttons) == {"Edit", "Rotate", "Revoke"}
+    buttons["Rotate"].click()
+    shown(browser, "#confirm-action").click()
+    rotated = until(browser, lambda d: d.find_element(By.ID, "secret-value").get_attribute("value"))
+    assert rotated.startswith("pouch-") and rotated != secret
+    shown(browser, "#secret-done").click()
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "old"}], max_tokens=5)
+    client = gateway.client(rotated)
+    client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "new"}], max_tokens=5)
+
+    # Revoke it in the dashboard: the very next request is refused.
+    buttons = {b.text: b for b in shown(browser, ".page:not(.old) .page-tools .actions").find_elements(By.TAG_NAME, "button")}
     buttons["Revoke"].click()
     shown(browser, "#confirm-action").click()
     until(browser, lambda d: "revoked" in [b.text for b in d.find_elements(By.CSS_SELECTOR, ".page:not(.old) .badges .badge")])
