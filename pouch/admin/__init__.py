@@ -1,4 +1,4 @@
-"""The admin API (and, later, the dashboard and metrics): keys, usage and prices over HTTP.
+"""The admin API, the dashboard and the metrics: keys, usage, prices and spend over HTTP.
 
 Served by tornado (mitmproxy's own web stack, running on mitmproxy's event loop) on its own
 listener: inside the gateway by ``addons/admin.py`` (option ``pouch_admin``, default
