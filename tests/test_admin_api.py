@@ -159,11 +159,15 @@ def test_alert_thresholds_and_a_webhook_only_admins_see_whole(api, tokens):
     assert "warnings" not in api.patch("/api/keys/dora", tokens.admin, {"budget_usd": "5"}).json()
     assert api.patch("/api/keys/dora", tokens.admin, {"alert_at": None}).json()["alert_at"] == []
     hook = "https://hooks.slack.com/services/T000/B000/secretpath"
-    keys.update(keys.get("dora"), utcnow(), webhook=hook)
+    assert api.patch("/api/keys/dora", tokens.admin, {"webhook": hook}).json()["webhook"] == hook
+    assert keys.get("dora").webhook == hook
     assert api.get("/api/keys/dora", tokens.admin).json()["webhook"] == hook
     for response in (api.get("/api/keys/dora", tokens.viewer), api.get("/api/keys", tokens.viewer)):
         assert "secretpath" not in response.text and "https://hooks.slack.com/..." in response.text
-    assert "unknown field(s) webhook" in error_of(api.patch("/api/keys/dora", tokens.admin, {"webhook": None}), 400)
+    assert api.patch("/api/keys/dora", tokens.admin, {"webhook": None}).json()["webhook"] is None
+    assert keys.get("dora").webhook is None
+    created = api.post("/api/keys", tokens.admin, {"name": "hooked", "webhook": "http://127.0.0.1:9/alerts"}).json()
+    assert created["webhook"] == "http://127.0.0.1:9/alerts"
 
 
 @pytest.mark.parametrize("body, status, message", [
@@ -193,6 +197,8 @@ def test_alert_thresholds_and_a_webhook_only_admins_see_whole(api, tokens):
     ({"name": "carol", "colour": "red", "size": 2}, 400, "unknown field(s) colour, size for POST /api/keys"),
     ({"name": "carol", "key": "pouch-chosen"}, 400, "unknown field(s) key"),
     ({"name": "carol", "team": "research"}, 400, "team: not yet"),
+    ({"name": "carol", "webhook": "ftp://example.com/x"}, 400, "bad webhook 'ftp://example.com/...'"),
+    ({"name": "carol", "webhook": 5}, 400, "webhook: give a string"),
     ({"name": "alice"}, 409, "a key named 'alice' already exists"),
 ])
 def test_create_refuses_what_the_cli_refuses(api, tokens, alice, body, status, message):

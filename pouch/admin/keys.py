@@ -15,7 +15,7 @@ from pouch.services.prices import price_table
 from pouch.store import keys as key_store
 
 FIELDS = frozenset({"name", "budget_usd", "period", "rpm", "tpm", "max_concurrent", "models", "expires_at",
-                    "auto_renew", "mock", "team", "alert_at"})
+                    "auto_renew", "mock", "team", "alert_at", "webhook"})
 NOT_YET = {"team": "team: not yet (teams come with a later issue)"}
 MAX_REQUESTS = 500
 
@@ -57,6 +57,8 @@ def key_options(body: dict, *, creating: bool) -> dict:
             if value is not None and not isinstance(value, list):
                 raise InvalidInput("alert_at: give a list of budget percents such as [50, 80, 100] (or null)")
             options["alert_at"] = "none" if value is None else value
+        elif field == "webhook":
+            options["webhook"] = "none" if value is None else _text(field, value, "an https:// URL this key's alerts also go to")
     if creating:
         if "name" not in options:
             raise InvalidInput("name: required (the key's unique name)")
