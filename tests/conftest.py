@@ -31,7 +31,8 @@ def store(isolated_home):
 
 
 PG_URL = os.environ.get("POUCH_TEST_PG")  # scripts/test starts PostgreSQL and sets this
-PG_TABLES = "pouch_admin_tokens, pouch_alerts, pouch_refusals, pouch_usage, pouch_reservations, pouch_ledger, pouch_keys, pouch_instances, pouch_migrations"
+PG_TABLES = ("pouch_admin_tokens, pouch_alerts, pouch_refusals, pouch_usage, pouch_reservations, pouch_budget_ledger, "
+             "pouch_ledger, pouch_keys, pouch_teams, pouch_instances, pouch_migrations")
 
 
 def fresh_postgres(url: str) -> None:

@@ -2,8 +2,9 @@
 
 from datetime import UTC, datetime, timedelta
 
+from pouch.domain.keys import Key
 from pouch.domain.money import Money
-from pouch.store import database, keys, ledger, migrations
+from pouch.store import database, ledger, migrations
 from pouch.store.database import ReservationRow, UsageRow
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -24,7 +25,13 @@ def test_reservations_open_across_migration_5_settle_after_it(store_url, monkeyp
     try:
         monkeypatch.setattr(migrations, "MIGRATIONS", [m for m in migrations.MIGRATIONS if m[0] < 5])
         migrations.migrate(db)
-        key, _ = keys.create("alice", NOW, budget=Money(100))
+        # the key as the schema before migration 5 holds it (the model has columns added since)
+        db.execute_sql(
+            "INSERT INTO pouch_keys (name, prefix, secret_hash, budget_pico, created_at, anchor, updated_at) "
+            f"VALUES ('alice', 'pouch-abc', 'hash', 100, {db.param}, {db.param}, {db.param})",
+            (database.naive(NOW),) * 3)
+        key = Key(id=1, name="alice", prefix="pouch-abc", secret_hash="hash", created_at=NOW, anchor=NOW,
+                  budget=Money(100))
         held = [ledger.reserve(key.id, key.window(NOW), Money(n), NOW, owner="gw", hold=HOLD, model="m")
                 for n in (10, 20)]
         monkeypatch.undo()

@@ -14,6 +14,7 @@ from datetime import datetime
 from pouch.domain.errors import InvalidInput
 from pouch.domain.money import AmountTooLarge, Money
 from pouch.domain.periods import Period, Window
+from pouch.domain.teams import Team
 
 SECRET_PREFIX = "pouch-"
 PREFIX_LENGTH = len(SECRET_PREFIX) + 6  # what lists and logs show: "pouch-Ab3dEf"
@@ -41,9 +42,27 @@ class Key:
     revoked: bool = False
     alert_at: tuple[int, ...] = ()  # percents of the budget that send budget.threshold (pouch.alerts)
     webhook: str | None = None  # where this key's alerts go, besides the gateway's pouch_webhook
+    team: Team | None = None  # read with the key: its budget, limits and allowlist bind too
+    user_budget: Money | None = None  # each end user's own budget (None: end users share the key's)
+    user_period: Period = Period("none")
+    user_rpm: int | None = None
+    require_user: bool = False  # a request must name its end user
 
     def allows_model(self, model: str) -> bool:
+        """Whether the key's allowlist AND its team's take ``model``."""
+        if self.team is not None and not self.team.allows_model(model):
+            return False
         return not self.models or any(fnmatch.fnmatchcase(model, glob) for glob in self.models)
+
+    @property
+    def has_user_levels(self) -> bool:
+        return self.user_budget is not None or self.user_rpm is not None
+
+    def user_scope(self, user: str) -> str:
+        return f"user:{self.id}:{user}"
+
+    def user_window(self, now: datetime) -> Window:
+        return self.user_period.window(now, self.anchor)
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and now >= self.expires_at

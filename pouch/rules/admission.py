@@ -34,6 +34,10 @@ def allowed(key, call, *, allow_unmetered: bool) -> None:
     """Refuse a call the key may not make: a model outside its allowlist, or tools that bill in
     ways pouch cannot bound (unless the operator allows them). ``key`` None: observed traffic."""
     if key is not None and not key.allows_model(call.model):
+        team = key.team
+        if team is not None and not team.allows_model(call.model):
+            raise ModelNotAllowed(f"team '{team.name}' may not use model '{call.model}' "
+                                  f"(allowed for key '{key.name}''s team: {', '.join(team.models)})")
         raise ModelNotAllowed(
             f"key '{key.name}' may not use model '{call.model}' (allowed: {', '.join(key.models)})")
     if call.unmetered_tools and not allow_unmetered:

@@ -101,6 +101,24 @@ class Table(pw.Model):
         legacy_table_names = False
 
 
+class TeamRow(Table):
+    """A team: a budget and limits its keys share (a key's request fits its key and its team)."""
+
+    name = pw.TextField(unique=True)
+    budget_pico = pw.BigIntegerField(null=True)
+    period = pw.TextField(default="none")
+    rpm = pw.IntegerField(null=True)
+    tpm = pw.IntegerField(null=True)
+    max_concurrent = pw.IntegerField(null=True)
+    models = pw.TextField(default="")
+    created_at = UTCDateTimeField()
+    anchor = UTCDateTimeField()
+    updated_at = UTCDateTimeField()
+
+    class Meta:
+        table_name = "pouch_teams"
+
+
 class KeyRow(Table):
     name = pw.TextField(unique=True)
     prefix = pw.TextField()
@@ -120,6 +138,11 @@ class KeyRow(Table):
     updated_at = UTCDateTimeField()
     alert_at = pw.TextField(null=True)  # "50,80,100": budget percents that alert (pouch.alerts)
     webhook = pw.TextField(null=True)
+    team = pw.ForeignKeyField(TeamRow, column_name="team_id", null=True, backref="keys")
+    user_budget_pico = pw.BigIntegerField(null=True)  # each end user's budget (pouch_budget_ledger)
+    user_period = pw.TextField(default="none")
+    user_rpm = pw.IntegerField(null=True)
+    require_user = pw.BooleanField(default=False)
 
     class Meta:
         table_name = "pouch_keys"
@@ -138,6 +161,20 @@ class LedgerRow(Table):
         table_name = "pouch_ledger"
 
 
+class BudgetLedgerRow(Table):
+    """Spend and open reservations of a level above or below a key in one budget window:
+    ``scope`` is "total" (the gateway's ceiling), "team:<id>" or "user:<key id>:<end user>"."""
+
+    scope = pw.TextField()
+    window_start = UTCDateTimeField()
+    window_end = UTCDateTimeField(null=True)
+    spent_pico = pw.BigIntegerField(default=0)
+    reserved_pico = pw.BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "pouch_budget_ledger"
+
+
 class ReservationRow(Table):
     """An admitted request's worst-case cost, held until it is settled or released."""
 
@@ -151,6 +188,7 @@ class ReservationRow(Table):
     provider = pw.TextField(null=True)
     model = pw.TextField(null=True)
     endpoint = pw.TextField(null=True)
+    scopes = pw.TextField(null=True)  # the pouch_budget_ledger ids it also holds, comma-separated
 
     class Meta:
         table_name = "pouch_reservations"
@@ -190,6 +228,10 @@ class UsageRow(Table):
     tool_calls = JSONField(null=True)  # {"web_search": 2}: paid server-side tool calls
     reserved_pico = pw.BigIntegerField(null=True)  # what was reserved: an overrun charged more
     flow_id = pw.TextField(null=True)  # the mitmproxy flow's id: the dashboard links to it in mitmweb
+    team = pw.TextField(null=True)  # the key's team's name then
+    end_user = pw.TextField(null=True)  # JSON "user": the key's end user (x-pouch-user, user, metadata.user_id)
+    tags = pw.TextField(null=True)  # "a,b" from x-pouch-tags
+    session = pw.TextField(null=True)  # x-pouch-session, or the agent's own session id
 
     class Meta:
         table_name = "pouch_usage"
@@ -220,12 +262,14 @@ class RefusalRow(Table):
     reason = pw.TextField()  # the error code the client got: invalid_api_key, insufficient_quota, ...
     message = pw.TextField()
     flow_id = pw.TextField(null=True)  # the mitmproxy flow's id (None: a WebSocket message's refusal, say)
+    team = pw.TextField(null=True)
+    end_user = pw.TextField(null=True)
 
     class Meta:
         table_name = "pouch_refusals"
 
 
-TABLES = [KeyRow, LedgerRow, ReservationRow, UsageRow, RefusalRow]
+TABLES = [TeamRow, KeyRow, LedgerRow, BudgetLedgerRow, ReservationRow, UsageRow, RefusalRow]
 
 
 def open_store(url: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> pw.Database:

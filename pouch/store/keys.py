@@ -10,12 +10,14 @@ from pouch.domain.errors import InvalidInput
 from pouch.domain.keys import Key, display_prefix, hash_secret, new_secret
 from pouch.domain.money import Money
 from pouch.domain.periods import Period
-from pouch.store.database import KeyRow, database, naive
+from pouch.store.database import KeyRow, TeamRow, database, naive
+from pouch.store.teams import to_team
 
 # Key attributes an operator may change with `keys update` (name included).
 MUTABLE = {
     "name", "budget", "period", "rpm", "tpm", "max_concurrent", "models",
     "expires_at", "auto_renew", "mock", "alert_at", "webhook",
+    "team", "user_budget", "user_period", "user_rpm", "require_user",
 }
 
 
@@ -47,6 +49,11 @@ def to_key(row: KeyRow) -> Key:
         revoked=row.revoked,
         alert_at=tuple(int(p) for p in (row.alert_at or "").split(",") if p),
         webhook=row.webhook,
+        team=to_team(row.team) if row.team_id is not None else None,
+        user_budget=None if row.user_budget_pico is None else Money(row.user_budget_pico),
+        user_period=Period.parse(row.user_period),
+        user_rpm=row.user_rpm,
+        require_user=row.require_user,
     )
 
 
@@ -55,8 +62,12 @@ def _columns(changes: dict) -> dict:
     for field, value in changes.items():
         if field not in MUTABLE:
             raise InvalidInput(f"{field} cannot be changed")
-        if field == "budget":
-            columns["budget_pico"] = None if value is None else value.pico
+        if field in ("budget", "user_budget"):
+            columns[f"{field}_pico"] = None if value is None else value.pico
+        elif field == "user_period":
+            columns["user_period"] = str(value)
+        elif field == "team":  # a Team, or None: no team
+            columns["team"] = None if value is None else value.id
         elif field == "period":
             columns["period"] = str(value)
         elif field == "models":
@@ -86,23 +97,32 @@ def create(name: str, now: datetime, **attributes) -> tuple[Key, str]:
     return to_key(row), secret
 
 
+def _select():
+    """Keys with their teams, in one query."""
+    return KeyRow.select(KeyRow, TeamRow).join(TeamRow, pw.JOIN.LEFT_OUTER)
+
+
 def get(name_or_id: str | int) -> Key:
     """A key by name, or by id when given digits."""
     text = str(name_or_id).strip()
     where = KeyRow.id == int(text) if text.isdigit() else KeyRow.name == text
-    row = KeyRow.get_or_none(where)
+    row = _select().where(where).first()
     if row is None:
         raise UnknownKey(f"no key named {text!r} (see `pouch keys list`)")
     return to_key(row)
 
 
 def by_hash(secret_hash: str) -> Key | None:
-    row = KeyRow.get_or_none(KeyRow.secret_hash == secret_hash)
+    row = _select().where(KeyRow.secret_hash == secret_hash).first()
     return to_key(row) if row else None
 
 
-def all_keys() -> list[Key]:
-    return [to_key(row) for row in KeyRow.select().order_by(KeyRow.id)]
+def all_keys(team_id: int | None = None) -> list[Key]:
+    """Every key, or the keys of one team."""
+    query = _select().order_by(KeyRow.id)
+    if team_id is not None:
+        query = query.where(KeyRow.team == team_id)
+    return [to_key(row) for row in query]
 
 
 def update(key: Key, now: datetime, **changes) -> Key:

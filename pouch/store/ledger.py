@@ -18,7 +18,8 @@ from pouch.alerts import outbox
 from pouch.domain.keys import Key
 from pouch.domain.periods import Window
 from pouch.domain.money import Money
-from pouch.store.database import InstanceRow, KeyRow, LedgerRow, ReservationRow, UsageRow, database, naive
+from pouch.store.database import (
+    BudgetLedgerRow, InstanceRow, KeyRow, LedgerRow, ReservationRow, UsageRow, database, naive)
 
 from pouch.store.instances import STALE_AFTER
 from pouch.store.quick import quick
@@ -221,6 +222,17 @@ def window_totals(key: Key, now: datetime) -> tuple[Money, Money]:
     row = (
         LedgerRow.select(LedgerRow.spent_pico, LedgerRow.reserved_pico)
         .where(LedgerRow.key == key.id, LedgerRow.window_start == naive(window.start))
+        .first()
+    )
+    return (Money(row.spent_pico), Money(row.reserved_pico)) if row else (Money(0), Money(0))
+
+
+def level_totals(scope: str, window: Window) -> tuple[Money, Money]:
+    """(spent, reserved) of a team's, an end user's or the gateway's level ("team:3",
+    "user:5:alice", "total") in its window starting ``window.start``."""
+    row = (
+        BudgetLedgerRow.select(BudgetLedgerRow.spent_pico, BudgetLedgerRow.reserved_pico)
+        .where(BudgetLedgerRow.scope == scope, BudgetLedgerRow.window_start == naive(window.start))
         .first()
     )
     return (Money(row.spent_pico), Money(row.reserved_pico)) if row else (Money(0), Money(0))

@@ -219,6 +219,52 @@ MIGRATIONS: list[tuple[int, str, str | dict[str, str]]] = [
         ALTER TABLE pouch_refusals ADD COLUMN flow_id TEXT;
         """,
     ),
+    (
+        9,
+        "teams, end-user budgets, budget levels, tags and sessions",
+        # A request fits every level it belongs to (the gateway's ceiling, its key's team, the
+        # key, the key's end user), reserved in one transaction. The key's level stays in
+        # pouch_ledger; the others are pouch_budget_ledger rows named by scope ("total",
+        # "team:3", "user:5:alice"), and a reservation names those it holds (``scopes``: their
+        # ids, in the order they are locked). ``end_user``: "user" is a reserved word in SQL.
+        """
+        CREATE TABLE pouch_teams (
+            id {pk},
+            name TEXT NOT NULL UNIQUE,
+            budget_pico BIGINT,
+            period TEXT NOT NULL DEFAULT 'none',
+            rpm INTEGER,
+            tpm INTEGER,
+            max_concurrent INTEGER,
+            models TEXT NOT NULL DEFAULT '',
+            created_at TIMESTAMP NOT NULL,
+            anchor TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL
+        );
+        ALTER TABLE pouch_keys ADD COLUMN team_id INTEGER REFERENCES pouch_teams (id);
+        ALTER TABLE pouch_keys ADD COLUMN user_budget_pico BIGINT;
+        ALTER TABLE pouch_keys ADD COLUMN user_period TEXT NOT NULL DEFAULT 'none';
+        ALTER TABLE pouch_keys ADD COLUMN user_rpm INTEGER;
+        ALTER TABLE pouch_keys ADD COLUMN require_user BOOLEAN NOT NULL DEFAULT FALSE;
+        CREATE TABLE pouch_budget_ledger (
+            id {pk},
+            scope TEXT NOT NULL,
+            window_start TIMESTAMP NOT NULL,
+            window_end TIMESTAMP,
+            spent_pico BIGINT NOT NULL DEFAULT 0,
+            reserved_pico BIGINT NOT NULL DEFAULT 0,
+            UNIQUE (scope, window_start)
+        );
+        ALTER TABLE pouch_reservations ADD COLUMN scopes TEXT;
+        ALTER TABLE pouch_usage ADD COLUMN team TEXT;
+        ALTER TABLE pouch_usage ADD COLUMN end_user TEXT;
+        ALTER TABLE pouch_usage ADD COLUMN tags TEXT;
+        ALTER TABLE pouch_usage ADD COLUMN session TEXT;
+        ALTER TABLE pouch_refusals ADD COLUMN team TEXT;
+        ALTER TABLE pouch_refusals ADD COLUMN end_user TEXT;
+        CREATE INDEX pouch_keys_team ON pouch_keys (team_id);
+        """,
+    ),
 ]
 
 
