@@ -19,7 +19,7 @@ from pouch.domain.keys import Key
 from pouch.domain.periods import Window
 from pouch.domain.money import Money
 from pouch.store.database import (
-    BudgetLedgerRow, InstanceRow, KeyRow, LedgerRow, ReservationRow, UsageRow, database, naive)
+    BudgetLedgerRow, InstanceRow, KeyRow, LedgerRow, ReservationRow, TeamRow, UsageRow, database, naive)
 
 from pouch.store.instances import STALE_AFTER
 from pouch.store.quick import quick
@@ -37,14 +37,43 @@ class Reservation:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Level:
+    """A budget besides the key's that a request must fit as well: the gateway's ceiling
+    (``total``), the key's team, or the key's end user. ``budget`` is where the admitting
+    statement reads the budget: a sub-select of the team's or the key's row (so a lowered
+    budget binds at once), or a fixed amount (the gateway's option)."""
+
+    scope: str  # "total", "team:3", "user:5:alice"
+    who: str  # what a refusal names: "team 'platform'"
+    period: str
+    window: Window
+    budget: Money | tuple[str, int] | None  # Money, ("team" or "user", row id), or None: no budget
+
+    def budget_sql(self) -> tuple[str, tuple]:
+        if isinstance(self.budget, tuple):
+            table, row_id = self.budget
+            column = {"team": "budget_pico FROM pouch_teams", "user": "user_budget_pico FROM pouch_keys"}[table]
+            return f"(SELECT {column} WHERE id = ?)", (row_id,)
+        return "?", (None if self.budget is None else self.budget.pico,)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Refusal:
-    """Why a reservation was not admitted: the window's state when it was refused."""
+    """Why a reservation was not admitted: the refusing level's window when it was refused."""
 
     budget: Money
     spent: Money
     reserved: Money
     window_start: datetime
     window_end: datetime | None
+    level: Level | None = None  # None: the key's own budget
+
+
+class _Refused(Exception):
+    """Rolls the whole reservation back: a refusal at one level leaves nothing held at another."""
+
+    def __init__(self, refusal: Refusal):
+        self.refusal = refusal
 
 
 # The hot path (one reservation and one settlement per request) is a few plain statements:
@@ -61,7 +90,15 @@ _HOLD = (
     "INSERT INTO pouch_reservations (id, key_id, ledger_id, amount_pico, created_at, deadline, owner, "
     "provider, model, endpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_RELEASE = "DELETE FROM pouch_reservations WHERE id = ? RETURNING ledger_id, amount_pico"
+_HOLD_LEVELS = _HOLD.replace("endpoint)", "endpoint, scopes)").replace("?)", "?, ?)")
+_RELEASE = "DELETE FROM pouch_reservations WHERE id = ? RETURNING ledger_id, amount_pico, scopes"
+_FIND_LEVEL = "SELECT id FROM pouch_budget_ledger WHERE scope = ? AND window_start = ?"
+_ADMIT_LEVEL = (
+    "UPDATE pouch_budget_ledger SET reserved_pico = reserved_pico + ? "
+    "WHERE scope = ? AND window_start = ? AND ({budget} IS NULL OR spent_pico + reserved_pico + ? <= {budget}) "
+    "RETURNING id, spent_pico, reserved_pico, {budget}"
+)
+_SETTLE_LEVEL = "UPDATE pouch_budget_ledger SET reserved_pico = reserved_pico - ?, spent_pico = spent_pico + ? WHERE id = ?"
 _ALERT_AT = "(SELECT alert_at FROM pouch_keys WHERE pouch_keys.id = pouch_ledger.key_id)"
 _SETTLE = (  # returns what the alerts need to know whether this settlement crossed a threshold
     "UPDATE pouch_ledger SET reserved_pico = reserved_pico - ?, spent_pico = spent_pico + ? WHERE id = ? "
@@ -106,36 +143,73 @@ def reserve(
     provider: str | None = None,
     model: str | None = None,
     endpoint: str | None = None,
+    levels: tuple[Level, ...] = (),
 ) -> Reservation | Refusal:
-    """Admit ``amount`` against the key's budget window ``window`` only if it fits.
+    """Admit ``amount`` against the key's budget window ``window`` and every other level's
+    (``levels``: the gateway's, the team's, the end user's) only if it fits them all, in one
+    transaction: refused at one, held at none.
 
     ``hold`` bounds how long the reservation may stay open before recovery settles it
     (see ``recover``). A key without a budget is always admitted (and still metered).
+
+    Rows are locked in one order, the levels' (total, team, end user) and then the key's, and
+    ``finish`` settles them in that order too: on PostgreSQL two requests can never each
+    hold a row the other waits for.
     """
     if amount.pico < 0:
         raise ValueError("a reservation cannot be negative")
-    with database.atomic():
-        admit = (amount.pico, key_id, _stamp(window.start), amount.pico)
-        admitted = _run(_ADMIT, admit).fetchone()
-        if admitted is None:  # refused, or the window's first request: its row does not exist yet
-            ledger_id = _ledger_id(key_id, window)
+    try:
+        with database.atomic():
+            held = [_admit_level(level, amount) for level in levels]
+            admit = (amount.pico, key_id, _stamp(window.start), amount.pico)
             admitted = _run(_ADMIT, admit).fetchone()
-            if admitted is None:
-                row = LedgerRow.get_by_id(ledger_id)
-                budget = KeyRow.select(KeyRow.budget_pico).where(KeyRow.id == key_id).scalar()
-                return Refusal(
-                    budget=Money(budget or 0),
-                    spent=Money(row.spent_pico),
-                    reserved=Money(row.reserved_pico),
-                    window_start=row.window_start,
-                    window_end=row.window_end,
-                )
-        ledger_id, spent, reserved, budget = admitted
-        reservation_id = _reservation_id()
-        _run(_HOLD, (reservation_id, key_id, ledger_id, amount.pico, _stamp(now), _stamp(now + hold), owner,
-                     provider, model, endpoint))
-    remaining = None if budget is None else Money(budget - spent - reserved)
-    return Reservation(reservation_id, key_id, amount, window.start, remaining)
+            if admitted is None:  # refused, or the window's first request: its row does not exist yet
+                ledger_id = _ledger_id(key_id, window)
+                admitted = _run(_ADMIT, admit).fetchone()
+                if admitted is None:
+                    row = LedgerRow.get_by_id(ledger_id)
+                    budget = KeyRow.select(KeyRow.budget_pico).where(KeyRow.id == key_id).scalar()
+                    raise _Refused(Refusal(Money(budget or 0), Money(row.spent_pico), Money(row.reserved_pico),
+                                           row.window_start, row.window_end))
+            ledger_id, spent, reserved, budget = admitted
+            reservation_id = _reservation_id()
+            values = (reservation_id, key_id, ledger_id, amount.pico, _stamp(now), _stamp(now + hold), owner,
+                      provider, model, endpoint)
+            if held:
+                _run(_HOLD_LEVELS, (*values, ",".join(str(level_id) for level_id, _ in held)))
+            else:
+                _run(_HOLD, values)
+    except _Refused as refused:
+        return refused.refusal
+    lefts = [left for _, left in held if left is not None]
+    if budget is not None:
+        lefts.append(budget - spent - reserved)
+    return Reservation(reservation_id, key_id, amount, window.start, Money(min(lefts)) if lefts else None)
+
+
+def _admit_level(level: Level, amount: Money) -> tuple[int, int | None]:
+    """Hold ``amount`` at one level if it fits: (its ledger row's id, what is left after it, in
+    pico-dollars; None: no budget), or raise ``_Refused``."""
+    budget, budget_params = level.budget_sql()
+    sql = _ADMIT_LEVEL.format(budget=budget)
+    start = _stamp(level.window.start)
+    params = (amount.pico, level.scope, start, *budget_params, amount.pico, *budget_params, *budget_params)
+    admitted = _run(sql, params).fetchone()
+    if admitted is None:
+        _run(_INSERT_LEVEL, (level.scope, start, _stamp(level.window.end)))
+        admitted = _run(sql, params).fetchone()
+        if admitted is None:
+            level_id, spent, reserved, window_end = _run(_LEVEL_STATE, (level.scope, start)).fetchone()
+            limit = _run(f"SELECT {budget}", budget_params).fetchone()[0]
+            raise _Refused(Refusal(Money(limit or 0), Money(spent), Money(reserved), level.window.start,
+                                   level.window.end, level))
+    level_id, spent, reserved, limit = admitted
+    return level_id, None if limit is None else limit - spent - reserved
+
+
+_INSERT_LEVEL = ("INSERT INTO pouch_budget_ledger (scope, window_start, window_end, spent_pico, reserved_pico) "
+                 "VALUES (?, ?, ?, 0, 0) ON CONFLICT (scope, window_start) DO NOTHING")
+_LEVEL_STATE = "SELECT id, spent_pico, reserved_pico, window_end FROM pouch_budget_ledger WHERE scope = ? AND window_start = ?"
 
 
 @quick
@@ -152,7 +226,9 @@ def finish(reservation_id: str, cost: Money, usage: dict) -> bool:
         released = _run(_RELEASE, (reservation_id,)).fetchone()
         if released is None:
             return False
-        ledger_id, amount = released
+        ledger_id, amount, scopes = released
+        for level_id in scopes.split(",") if scopes else ():  # in the order reserve locked them
+            _run(_SETTLE_LEVEL, (amount, cost.pico, int(level_id)))
         spent, budget, alert_at = _run(_SETTLE, (amount, cost.pico, ledger_id)).fetchone()
         _insert_usage({"cost_pico": cost.pico, **usage, "reservation_id": reservation_id})
         # Decided here, in the transaction that moved the spend: each threshold is crossed by one
@@ -211,9 +287,24 @@ def recover(now: datetime, *, owner: str | None = None) -> int:
             "model": row.model,
             "endpoint": row.endpoint,
             "outcome": "recovered",
+            **_attribution(row.scopes),
         }
         closed += finish(row.id, Money(row.amount_pico), usage)
     return closed
+
+
+def _attribution(scopes: str | None) -> dict:
+    """The team and end user a recovered reservation was held for, from the levels it holds,
+    so its usage row counts where its spend went."""
+    found = {}
+    ids = [int(level_id) for level_id in scopes.split(",")] if scopes else []
+    for (scope,) in BudgetLedgerRow.select(BudgetLedgerRow.scope).where(BudgetLedgerRow.id.in_(ids)).tuples():
+        kind, _, rest = scope.partition(":")
+        if kind == "team":
+            found["team"] = TeamRow.select(TeamRow.name).where(TeamRow.id == int(rest)).scalar()
+        elif kind == "user":
+            found["end_user"] = rest.partition(":")[2]
+    return found
 
 
 def window_totals(key: Key, now: datetime) -> tuple[Money, Money]:
