@@ -37,10 +37,15 @@ def record(refusals: Sequence[dict]) -> None:
             database.execute_sql(sql.replace("?", database.obj.param), params)
 
 
-def _select(*columns, key_name: str | None, since: datetime | None, until: datetime | None = None):
+def _select(*columns, key_name: str | None, since: datetime | None, until: datetime | None = None,
+            team: str | None = None, user: str | None = None):
     query = RefusalRow.select(*columns).join(KeyRow, pw.JOIN.LEFT_OUTER, on=(RefusalRow.key == KeyRow.id))
     if key_name:
         query = query.where(KeyRow.name == key_name)
+    if team:
+        query = query.where(RefusalRow.team == team)
+    if user:
+        query = query.where(RefusalRow.end_user == user)
     if since:
         query = query.where(RefusalRow.ts >= naive(since))
     if until:
@@ -52,9 +57,11 @@ COLUMNS = [RefusalRow.id, RefusalRow.ts, KeyRow.name.alias("key"), RefusalRow.pr
            RefusalRow.endpoint, RefusalRow.status, RefusalRow.reason, RefusalRow.message]
 
 
-def rows(key_name: str | None = None, since: datetime | None = None, until: datetime | None = None) -> list[dict]:
+def rows(key_name: str | None = None, since: datetime | None = None, until: datetime | None = None, *,
+         team: str | None = None, user: str | None = None) -> list[dict]:
     """Refusals, oldest first, in the JSON field names of ``pouch usage --refused --json``."""
-    query = _select(*COLUMNS, key_name=key_name, since=since, until=until).order_by(RefusalRow.ts, RefusalRow.id)
+    query = (_select(*COLUMNS, key_name=key_name, since=since, until=until, team=team, user=user)
+             .order_by(RefusalRow.ts, RefusalRow.id))
     return [row_json(row) for row in query.dicts()]
 
 
@@ -64,14 +71,17 @@ def row_json(row: dict) -> dict:
 
 
 def counts(by: str, key_name: str | None = None, since: datetime | None = None,
-           until: datetime | None = None) -> dict[str | None, int]:
-    """Refusals per key name (None: no known key), model ("" when none was read) or UTC day,
-    grouped as ``pouch.store.usage.totals`` groups usage."""
+           until: datetime | None = None, *, team: str | None = None,
+           user: str | None = None) -> dict[str | None, int]:
+    """Refusals per key name (None: no known key), model ("" when none was read), UTC day,
+    team or end user (None: none), grouped as ``pouch.store.usage.totals`` groups usage."""
     group = {
         "key": KeyRow.name,
         "model": pw.fn.COALESCE(RefusalRow.model, ""),
         "day": pw.fn.SUBSTR(pw.Cast(RefusalRow.ts, "TEXT"), 1, 10),
+        "team": RefusalRow.team,
+        "user": RefusalRow.end_user,
     }[by]
-    query = _select(group.alias("group"), pw.fn.COUNT(RefusalRow.id).alias("refused"),
-                    key_name=key_name, since=since, until=until).group_by(group).dicts()
+    query = _select(group.alias("group"), pw.fn.COUNT(RefusalRow.id).alias("refused"), key_name=key_name,
+                    since=since, until=until, team=team, user=user).group_by(group).dicts()
     return {(str(r["group"])[:10] if by == "day" else r["group"]): r["refused"] for r in query}
