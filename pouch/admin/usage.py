@@ -1,28 +1,27 @@
-"""``/api/usage``: usage rows or totals per key / model / day, as JSON or CSV (``pouch usage``)."""
+"""``/api/usage``: usage rows or totals per key / model / day / team / user / tag / session, as
+JSON or CSV (``pouch usage``), filterable by key, time, team, user, tag and session."""
 
 from __future__ import annotations
 
 from pouch.admin.handler import ApiError, Handler
 from pouch.services import usage_report
 
-LATER_GROUPS = ("team", "user", "tag", "session")  # DESIGN's, with teams and end users (a later issue)
 FORMATS = ("json", "csv")
+FILTERS = ("team", "user", "tag", "session")
 
 
 class Usage(Handler):
-    query = frozenset({"key", "since", "until", "by", "format"})
+    query = frozenset({"key", "since", "until", "by", "format", *FILTERS})
 
     async def get(self):
         by, fmt = self.argument("by"), self.argument("format") or "json"
-        if by in LATER_GROUPS:
-            raise ApiError(400, f"by={by}: not yet (teams, users, tags and sessions come with a later issue); "
-                                f"group by one of {', '.join(usage_report.GROUPS)}")
         if fmt not in FORMATS:
             raise ApiError(400, f"format={fmt}: give json or csv")
         key, since, until = self.argument("key"), self.argument("since"), self.argument("until")
+        filters = {name: self.argument(name) for name in FILTERS}
 
         def found():
-            return usage_report.report(key, since, until, by)
+            return usage_report.report(key, since, until, by, **filters)
 
         if fmt == "json":
             await self.answer(lambda: {"rows": found().rows})
