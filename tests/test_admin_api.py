@@ -196,7 +196,13 @@ def test_alert_thresholds_and_a_webhook_only_admins_see_whole(api, tokens):
     ({"name": "carol", "mock": "yes"}, 400, "mock: give true or false"),
     ({"name": "carol", "colour": "red", "size": 2}, 400, "unknown field(s) colour, size for POST /api/keys"),
     ({"name": "carol", "key": "pouch-chosen"}, 400, "unknown field(s) key"),
-    ({"name": "carol", "team": "research"}, 400, "team: not yet"),
+    ({"name": "carol", "team": "research"}, 400, "no team named 'research' (see `pouch teams list`)"),
+    ({"name": "carol", "team": True}, 400, "team: give a string"),
+    ({"name": "carol", "user_budget_usd": [1]}, 400, "user_budget_usd: give USD as a decimal string"),
+    ({"name": "carol", "user_budget_usd": "-1"}, 400, "bad user budget '-1'"),
+    ({"name": "carol", "user_period": "fortnightly"}, 400, "bad period"),
+    ({"name": "carol", "user_rpm": 0}, 400, "bad user rpm 0"),
+    ({"name": "carol", "require_user": "yes"}, 400, "require_user: give true or false"),
     ({"name": "carol", "webhook": "ftp://example.com/x"}, 400, "bad webhook 'ftp://example.com/...'"),
     ({"name": "carol", "webhook": 5}, 400, "webhook: give a string"),
     ({"name": "alice"}, 409, "a key named 'alice' already exists"),
@@ -215,7 +221,8 @@ def test_create_refuses_what_the_cli_refuses(api, tokens, alice, body, status, m
     ({"name": "x y"}, 400, "bad key name"),
     ({"auto_renew": True}, 400, "--auto-renew needs"),
     ({"prefix": "pouch-x"}, 400, "unknown field(s) prefix"),
-    ({"team": None}, 400, "team: not yet"),
+    ({"team": "research"}, 400, "no team named 'research'"),
+    ({"user_rpm": "5"}, 400, "user_rpm: give a whole number"),
 ])
 def test_update_refuses_what_the_cli_refuses(api, tokens, alice, body, status, message):
     keys.create("bob", utcnow())
@@ -247,7 +254,7 @@ def test_methods_paths_and_query_parameters(api, tokens, alice):
     assert "DELETE is not allowed on /api/keys/alice (allowed: GET, PATCH)" in error_of(response, 405)
     assert response.headers["allow"] == "GET, PATCH"
     assert error_of(api.request("PUT", "/api/keys", tokens.viewer), 405), "405 before the viewer's 403"
-    assert error_of(api.get("/api/teams", tokens.admin), 404)
+    assert error_of(api.get("/api/things", tokens.admin), 404)
     assert error_of(api.get("/no/such/thing"), 404)
     assert "unknown query parameter(s) keys" in error_of(api.get("/api/usage?keys=alice", tokens.admin), 400)
 

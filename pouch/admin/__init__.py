@@ -11,7 +11,7 @@ fields and errors are the contract in DESIGN.md, "Admin API".
 - ``auth.py``: admin tokens checked against the store, failed attempts limited per address.
 - ``store.py``: the admin API's own store threads (never the gateway's: a long export must not
   queue a request's admission behind it).
-- ``health.py``, ``keys.py``, ``usage.py``, ``prices.py``, ``overview.py``: the routes.
+- ``health.py``, ``keys.py``, ``teams.py``, ``usage.py``, ``prices.py``, ``overview.py``: the routes.
 - ``server.py``: the listener (start, stop, ``HOST:PORT`` parsing).
 
 Adding a route is one line in ``app.ROUTES``: ``(r"/api/things/([^/]+)", things.Thing)``, where

@@ -9,7 +9,7 @@ import logging
 
 import tornado.web
 
-from pouch.admin import dashboard, health, keys, metrics, overview, prices, usage
+from pouch.admin import dashboard, health, keys, metrics, overview, prices, teams, usage
 from pouch.admin.auth import Authenticator
 from pouch.admin.handler import NotFound
 
@@ -22,6 +22,8 @@ ROUTES = [
     (r"/api/keys/([^/]+)", keys.KeyItem),
     (r"/api/keys/([^/]+)/(revoke|rotate)", keys.KeyAction),
     (r"/api/keys/([^/]+)/requests", keys.KeyRequests),
+    (r"/api/teams", teams.TeamList),
+    (r"/api/teams/([^/]+)", teams.TeamItem),
     (r"/api/usage", usage.Usage),
     (r"/api/prices", prices.PriceList),
     (r"/api/prices/(.+)", prices.PriceItem),

@@ -18,6 +18,7 @@ from pouch.domain.errors import InvalidInput
 from pouch.services.prices import UnknownPrice
 from pouch.store.admin_tokens import TokenNameTaken, UnknownToken
 from pouch.store.keys import KeyNameTaken, UnknownKey
+from pouch.store.teams import TeamInUse, TeamNameTaken, UnknownTeam
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,8 @@ TYPES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "no
          405: "method_not_allowed", 409: "conflict", 413: "too_large", 429: "too_many_attempts",
          500: "internal_error", 503: "store_unavailable"}
 # What the services raise, as the status it means (the first that matches).
-STATUSES = ((UnknownKey, 404), (UnknownToken, 404), (UnknownPrice, 404), (KeyNameTaken, 409),
-            (TokenNameTaken, 409), (InvalidInput, 400))
+STATUSES = ((UnknownKey, 404), (UnknownToken, 404), (UnknownPrice, 404), (UnknownTeam, 404), (KeyNameTaken, 409),
+            (TokenNameTaken, 409), (TeamNameTaken, 409), (TeamInUse, 409), (InvalidInput, 400))
 READ_METHODS = ("GET", "HEAD")
 STORE_ERRORS = (pw.DatabaseError, pw.InterfaceError)
 

@@ -15,29 +15,26 @@ from pouch.services.prices import price_table
 from pouch.store import keys as key_store
 
 FIELDS = frozenset({"name", "budget_usd", "period", "rpm", "tpm", "max_concurrent", "models", "expires_at",
-                    "auto_renew", "mock", "team", "alert_at", "webhook"})
-NOT_YET = {"team": "team: not yet (teams come with a later issue)"}
+                    "auto_renew", "mock", "team", "alert_at", "webhook", "user_budget_usd", "user_period",
+                    "user_rpm", "require_user"})
 MAX_REQUESTS = 500
 
 
 def key_options(body: dict, *, creating: bool) -> dict:
     """A create or update body as the options ``pouch.services.keys`` takes from the CLI.
 
-    ``null`` means none: no budget, period none, every model, no expiry, no alerts; on update
-    it lifts a limit (rpm, tpm, max_concurrent). Types are checked here, values by the service."""
+    ``null`` means none: no budget, period none, every model, no expiry, no alerts, no team, no
+    end-user budget; on update it lifts a limit (rpm, tpm, max_concurrent, user_rpm). Types are
+    checked here, values by the service."""
     options: dict = {}
     no_limit = []
     for field, value in body.items():
-        if field in NOT_YET:
-            raise InvalidInput(NOT_YET[field])
         if field == "name":
             options["name" if creating else "rename"] = _text(field, value, "the key's unique name")
-        elif field == "budget_usd":
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, Decimal))):
-                raise InvalidInput('budget_usd: give USD as a decimal string such as "12.50" (or null for no budget)')
-            options["budget"] = "none" if value is None else str(value)
-        elif field == "period":
-            options["period"] = "none" if value is None else _text(field, value, "none, daily, weekly, monthly or 12h")
+        elif field in ("budget_usd", "user_budget_usd"):
+            options[field.removesuffix("_usd")] = usd_option(field, value)
+        elif field in ("period", "user_period"):
+            options[field] = "none" if value is None else _text(field, value, "none, daily, weekly, monthly or 12h")
         elif field in service.LIMITS:
             if value is None:
                 no_limit.append(field)
@@ -49,7 +46,11 @@ def key_options(body: dict, *, creating: bool) -> dict:
             options["models"] = "" if value is None else ",".join(_globs(value))
         elif field == "expires_at":
             options["expires"] = "never" if value is None else _text(field, value, "2026-12-31, or 30d from now")
-        elif field in ("auto_renew", "mock"):
+        elif field == "team":
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)  # the team's id
+            options["team"] = "none" if value is None else _text(field, value, "the team's name or id, or null for no team")
+        elif field in ("auto_renew", "mock", "require_user"):
             if not isinstance(value, bool):
                 raise InvalidInput(f"{field}: give true or false")
             options[field] = value
@@ -65,6 +66,13 @@ def key_options(body: dict, *, creating: bool) -> dict:
     elif no_limit:
         options["no_limit"] = tuple(no_limit)
     return options
+
+
+def usd_option(field: str, value) -> str:
+    """A budget in a body (a decimal string, or a whole number) as the CLI's text; null: none."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, Decimal))):
+        raise InvalidInput(f'{field}: give USD as a decimal string such as "12.50" (or null for no budget)')
+    return "none" if value is None else str(value)
 
 
 def _text(field: str, value, example: str) -> str:

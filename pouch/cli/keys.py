@@ -12,7 +12,7 @@ from pouch.services import keys as service
 from pouch.services.prices import price_table
 from pouch.store import keys as key_store
 
-LIST_COLUMNS = ["id", "name", "prefix", "budget_usd", "spent_usd", "reserved_usd", "period",
+LIST_COLUMNS = ["id", "name", "prefix", "team", "budget_usd", "spent_usd", "reserved_usd", "period",
                 "rpm", "tpm", "max_concurrent", "models", "flags"]
 
 
@@ -22,6 +22,7 @@ def limit_options(for_update: bool):
     def decorate(command):
         flag = "--mock/--no-mock" if for_update else "--mock"
         renew = "--auto-renew/--no-auto-renew" if for_update else "--auto-renew"
+        require_user = "--require-user/--no-require-user" if for_update else "--require-user"
         options = [
             click.option("--budget", metavar="USD", help="Spend limit per period in USD (e.g. 5 or 12.50); 'none' for no limit."),
             click.option("--period", metavar="P", help="Budget period: none, daily, weekly, monthly (UTC calendar) or rolling 3600s/90m/12h/30d."),
@@ -34,6 +35,11 @@ def limit_options(for_update: bool):
             click.option(flag, "mock", is_flag=True, default=None, help="Answer with mock responses (recorded, never charged, nothing sent upstream)."),
             click.option("--alert-at", metavar="PCT,...", help="Budget percents that send a budget.threshold alert, e.g. 50,80,100; 'none' for none."),
             click.option("--webhook", metavar="URL", help="Also send this key's alerts to this URL (besides the gateway's pouch_webhook); 'none' clears."),
+            click.option("--team", metavar="NAME", help="Put the key in this team (pouch teams create): its requests must fit the team's budget, limits and models too; 'none' takes it out."),
+            click.option("--user-budget", metavar="USD", help="Each end user's own budget per --user-period, in USD; 'none' for none (end users share the key's)."),
+            click.option("--user-period", metavar="P", help="End users' budget period: none, daily, weekly, monthly or rolling 12h/30d."),
+            click.option("--user-rpm", type=int, help="Requests per minute for each end user."),
+            click.option(require_user, "require_user", is_flag=True, default=None, help="Refuse requests that do not name their end user (OpenAI user, Anthropic metadata.user_id or x-pouch-user)."),
             click.option("--json", "as_json", is_flag=True, help="Print JSON."),
         ]
         for option in reversed(options):
@@ -44,13 +50,24 @@ def limit_options(for_update: bool):
 
 
 def _row(described: dict) -> dict:
-    flags = [f for f in ("mock", "revoked", "auto_renew") if described[f]]
+    flags = [f for f in ("mock", "revoked", "auto_renew", "require_user") if described[f]]
     if described["expires_at"]:
         flags.append(f"expires {described['expires_at'][:16]}")
     if described["alert_at"]:
         flags.append(f"alerts {','.join(map(str, described['alert_at']))}")
-    return {**described, "models": ",".join(described["models"]) or "*",
+    if described["user_budget_usd"] or described["user_rpm"]:
+        flags.append(f"per user {_per_user(described)}")
+    return {**described, "models": ",".join(described["models"]) or "*", "team": described["team"] or "-",
             "budget_usd": described["budget_usd"] or "-", "flags": " ".join(flags)}
+
+
+def _per_user(described: dict) -> str:
+    parts = []
+    if described["user_budget_usd"]:
+        parts.append(f"${described['user_budget_usd']}/{described['user_period']}")
+    if described["user_rpm"]:
+        parts.append(f"{described['user_rpm']}rpm")
+    return ",".join(parts)
 
 
 def _show(described: dict, as_json: bool, secret: str | None = None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pouch.cli import admin, env, keys, prices, run, usage
+from pouch.cli import admin, env, keys, prices, run, teams, usage
 from pouch.domain.errors import InvalidInput
 
 
@@ -41,6 +41,7 @@ cli.add_command(run.run)
 cli.add_command(run.web)
 cli.add_command(run.addon_path)
 cli.add_command(keys.keys)
+cli.add_command(teams.teams)
 cli.add_command(usage.usage)
 cli.add_command(prices.prices)
 cli.add_command(env.env)

@@ -11,14 +11,16 @@ from datetime import datetime, timedelta
 from pouch.domain.errors import InvalidInput
 from pouch.domain.keys import Key, check_name, parse_alert_at, parse_budget, parse_limit, parse_models, parse_webhook
 from pouch.domain.periods import Period, utcnow
+from pouch.domain.teams import Team
 from pouch.pricing.price import Retirement
 from pouch.pricing.table import PriceTable
 from pouch.store import keys as key_store
 from pouch.store import ledger
+from pouch.store import teams as team_store
 
 _RELATIVE = re.compile(r"^(\d+)([mhdw])$")
 _RELATIVE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-LIMITS = ("rpm", "tpm", "max_concurrent")
+LIMITS = ("rpm", "tpm", "max_concurrent", "user_rpm")
 
 
 def parse_when(text: str | None, now: datetime, *, back: bool = False) -> datetime | None:
@@ -55,6 +57,11 @@ def attributes(
     mock: bool | None = None,
     alert_at: str | list[int] | None = None,
     webhook: str | None = None,
+    team: str | None = None,
+    user_budget: str | None = None,
+    user_period: str | None = None,
+    user_rpm: int | None = None,
+    require_user: bool | None = None,
 ) -> dict:
     """Validated key attributes from operator input; only those given (not None) appear."""
     given = {}
@@ -62,7 +69,7 @@ def attributes(
         given["budget"] = parse_budget(budget)
     if period is not None:
         given["period"] = Period.parse(period)
-    for what, value in zip(LIMITS, (rpm, tpm, max_concurrent)):
+    for what, value in zip(LIMITS, (rpm, tpm, max_concurrent, user_rpm)):
         if value is not None:
             given[what] = parse_limit(what.replace("_", " "), value)
     if models is not None:
@@ -77,7 +84,29 @@ def attributes(
         given["alert_at"] = parse_alert_at(alert_at)
     if webhook is not None:
         given["webhook"] = parse_webhook(webhook)
+    if team is not None:
+        given["team"] = find_team(team)
+    if user_budget is not None:
+        try:
+            given["user_budget"] = parse_budget(user_budget)
+        except InvalidInput as e:
+            raise InvalidInput(str(e).replace("bad budget", "bad user budget", 1).replace("per key", "per end user")) from None
+    if user_period is not None:
+        given["user_period"] = Period.parse(user_period)
+    if require_user is not None:
+        given["require_user"] = require_user
     return given
+
+
+def find_team(name: str) -> Team | None:
+    """The team a key is put in by name or id; ``none`` (or empty): no team. An unknown name is
+    the operator's typo, not a missing resource: InvalidInput, not UnknownTeam (the API's 400)."""
+    if name.strip().lower() in ("", "none"):
+        return None
+    try:
+        return team_store.get(name)
+    except team_store.UnknownTeam as e:
+        raise InvalidInput(str(e)) from None
 
 
 def _check_renewal(key_period: Period, auto_renew: bool, expires_at) -> None:
@@ -107,7 +136,7 @@ def create(name: str, **options) -> tuple[Key, str]:
 
 def update(name_or_id: str, rename: str | None = None, no_limit: Iterable[str] = (), **options) -> Key:
     """Change what is given (not None); ``no_limit`` names the limits (rpm, tpm,
-    max_concurrent) to lift."""
+    max_concurrent, user_rpm) to lift."""
     now = utcnow()
     key = key_store.get(name_or_id)
     renews = options.get("auto_renew")
@@ -189,4 +218,9 @@ def describe(key: Key, now: datetime | None = None) -> dict:
         "created_at": key.created_at.isoformat(),
         "alert_at": list(key.alert_at),
         "webhook": key.webhook,
+        "team": key.team.name if key.team is not None else None,
+        "user_budget_usd": key.user_budget.json() if key.user_budget is not None else None,
+        "user_period": str(key.user_period),
+        "user_rpm": key.user_rpm,
+        "require_user": key.require_user,
     }
