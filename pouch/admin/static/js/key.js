@@ -4,11 +4,12 @@
 import * as api from "./api.js";
 import {requestsLine, stackedBars} from "./charts.js";
 import {card, emptyState, h} from "./dom.js";
-import {count, dateLabel, money, sum, tokens, when} from "./format.js";
+import {count, dateLabel, money, pico, sum, tokens, when} from "./format.js";
 import {badges, budgetBar, expiry, keyActions, limits, models} from "./keyui.js";
 import {reasonText} from "./overview.js";
 
 const DAYS = 30;
+const TOP = 10;  // end users and sessions shown on a key's page
 const OUTCOMES = {ok: "ok", overrun: "bad", mock: "mock", cut_short: "warn", abandoned: "warn", no_usage: "warn",
                   measure_failed: "warn", upstream_error: "muted", not_sent: "muted"};
 
@@ -58,13 +59,34 @@ function requestsTable(rows, mitmweb) {
       h("td", {}, flowLink(mitmweb, row))))));
 }
 
+// The key's biggest spenders per end user or session (the API's totals, most spent first);
+// null when none of its requests named one.
+function topSpend(name, since, by, rows) {
+  const named = rows.filter(row => row[by] !== null)
+    .sort((a, b) => (pico(b.cost_usd) > pico(a.cost_usd)) - (pico(b.cost_usd) < pico(a.cost_usd)) || b.requests - a.requests);
+  if (!named.length) return null;
+  const title = by === "user" ? "end user" : by;
+  return card(`Spend by ${title}, last ${DAYS} days`, h("table", {class: "table", id: `key-by-${by}`},
+    h("thead", {}, h("tr", {}, h("th", {}, title[0].toUpperCase() + title.slice(1)), h("th", {class: "num"}, "Requests"),
+      h("th", {class: "num"}, "Spend"))),
+    h("tbody", {}, named.slice(0, TOP).map(row => h("tr", {},
+      h("td", {}, h("a", {href: `#/usage${api.query({key: name, [by]: row[by], since, by: "each"})}`}, h("code", {}, row[by]))),
+      h("td", {class: "num"}, count(row.requests)),
+      h("td", {class: "num"}, money(row.cost_usd)))))),
+    named.length > TOP ? h("span", {class: "muted"}, `top ${TOP} of ${count(named.length)}`) : null);
+}
+
 export async function keyPage(view, params, name, session) {
   const days = lastDays(DAYS);
-  const [key, recent, daily] = await Promise.all([
+  const [key, recent, daily, byUser, bySession] = await Promise.all([
     api.get(api.keyPath(name)),
     api.get(`${api.keyPath(name, "requests")}?limit=50`),
     api.get(`api/usage${api.query({key: name, since: days[0], by: "day"})}`),
+    api.get(`api/usage${api.query({key: name, since: days[0], by: "user"})}`),
+    api.get(`api/usage${api.query({key: name, since: days[0], by: "session"})}`),
   ]);
+  const spenders = [topSpend(name, days[0], "user", byUser.rows), topSpend(name, days[0], "session", bySession.rows)]
+    .filter(Boolean);
   const byDay = Object.fromEntries(daily.rows.map(row => [row.day, row]));
   const texts = days.map(day => byDay[day]?.cost_usd ?? "0");
   const total = sum(texts);
@@ -96,6 +118,7 @@ export async function keyPage(view, params, name, session) {
         ["Created", when(key.created_at)],
       ]))),
     card(`Spend per day, last ${DAYS} days`, place, h("span", {class: "muted"}, "total ", money(total))),
+    ...(spenders.length ? [h("div", {class: "columns", id: "key-spenders"}, spenders)] : []),
     card("Recent requests", h("div", {},
       session.info.mitmweb ? null : h("p", {class: "muted small"},
         "Run the gateway under mitmweb (pouch web) to open each request's flow from here."),

@@ -1,11 +1,17 @@
-// Usage rows or totals, filtered by key and time, and the same as a CSV file.
+// Usage rows or totals, filtered by key, time, team, end user, tag and session, and the same
+// as a CSV file.
 
 import * as api from "./api.js";
 import {emptyState, h, keyHref} from "./dom.js";
 import {count, money, sum, tokens, when} from "./format.js";
 
 const SHOWN = 500;  // rows in the page; the CSV has them all
-const GROUPS = [["", "each request"], ["day", "day"], ["key", "key"], ["model", "model"]];
+const GROUPS = [["", "each request"], ["day", "day"], ["key", "key"], ["model", "model"], ["team", "team"],
+                ["user", "end user"], ["tag", "tag"], ["session", "session"]];
+// Typed filters: [name, label, placeholder]. Values a client chose (x-pouch-user, -tags, -session).
+const TEXT_FILTERS = [["team", "Team", "any"], ["user", "End user", "any"], ["tag", "Tag", "any"],
+                      ["session", "Session", "any"]];
+const NONE = {key: "(no known key)", team: "(no team)", user: "(no end user)", tag: "(no tag)", session: "(no session)"};
 
 function filters(params, names, apply, exportCsv) {
   const listed = params.key && !names.includes(params.key) ? [...names, params.key] : names;
@@ -18,7 +24,13 @@ function filters(params, names, apply, exportCsv) {
   until.value = params.until ?? "";
   const by = h("select", {name: "by", id: "usage-by"}, GROUPS.map(([value, text]) => h("option", {value}, text)));
   by.value = params.by ?? "";
-  const read = () => ({key: key.value, since: since.value.trim(), until: until.value.trim(), by: by.value});
+  const typed = Object.fromEntries(TEXT_FILTERS.map(([name, , placeholder]) => {
+    const input = h("input", {name, id: `usage-${name}`, type: "text", placeholder, autocomplete: "off"});
+    input.value = params[name] ?? "";
+    return [name, input];
+  }));
+  const read = () => ({key: key.value, since: since.value.trim(), until: until.value.trim(), by: by.value,
+                       ...Object.fromEntries(TEXT_FILTERS.map(([name]) => [name, typed[name].value.trim()]))});
   const status = h("span", {class: "muted small", role: "status"});
   const download = h("button", {type: "button", class: "button", id: "export-csv"}, "Export CSV");
   download.addEventListener("click", async () => {
@@ -38,6 +50,7 @@ function filters(params, names, apply, exportCsv) {
     h("label", {class: "field"}, h("span", {class: "field-label"}, "Since"), since),
     h("label", {class: "field"}, h("span", {class: "field-label"}, "Until (excluded)"), until),
     h("label", {class: "field"}, h("span", {class: "field-label"}, "One row per"), by),
+    TEXT_FILTERS.map(([name, title]) => h("label", {class: "field"}, h("span", {class: "field-label"}, title), typed[name])),
     h("div", {class: "filter-actions"}, h("button", {type: "submit", class: "button primary"}, "Apply"), download, status));
   form.addEventListener("submit", event => {
     event.preventDefault();
@@ -48,12 +61,13 @@ function filters(params, names, apply, exportCsv) {
 
 function totalsTable(by, rows) {
   const label = value => {
-    if (value === null) return h("span", {class: "muted"}, by === "key" ? "(no known key)" : "—");
+    if (value === null) return h("span", {class: "muted"}, NONE[by] ?? "—");
     if (by === "key") return h("a", {href: keyHref(value)}, value);
     if (by === "model") return value ? h("code", {}, value) : h("span", {class: "muted"}, "(no model)");
+    if (by !== "day") return h("code", {}, value);  // a client's string, shown as typed
     return value;
   };
-  const head = [by, "Requests", "Input", "Cached", "Output", "Reasoning", "Spend", "Mock (not charged)", "Overruns", "Refused"];
+  const head = [by === "user" ? "end user" : by, "Requests", "Input", "Cached", "Output", "Reasoning", "Spend", "Mock (not charged)", "Overruns", "Refused"];
   return h("table", {class: "table", id: "usage-table"},
     h("thead", {}, h("tr", {}, head.map((title, i) => h("th", {class: i ? "num" : null}, i ? title : title[0].toUpperCase() + title.slice(1))))),
     h("tbody", {}, rows.map(row => h("tr", {},
@@ -67,7 +81,7 @@ function totalsTable(by, rows) {
       h("td", {class: "num"}, money(row.mock_usd, "money mock")),
       h("td", {class: "num"}, count(row.overruns)),
       h("td", {class: "num"}, count(row.refused))))),
-    h("tfoot", {}, h("tr", {},
+    by === "tag" ? null : h("tfoot", {}, h("tr", {},  // tags overlap: their sum is no total
       h("th", {}, "Total"),
       h("th", {class: "num"}, count(rows.reduce((n, r) => n + r.requests, 0))),
       ["input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens"].map(
@@ -103,7 +117,8 @@ export async function usagePage(view, params) {
   const since = params.has("since") ? params.get("since") : "7d";
   const by = params.has("by") ? params.get("by") : "day";
   const chosen = {key: params.get("key") ?? "", since: since === "all" ? "" : since, until: params.get("until") ?? "",
-                  by: by === "each" ? "" : by};
+                  by: by === "each" ? "" : by,
+                  ...Object.fromEntries(TEXT_FILTERS.map(([name]) => [name, params.get(name) ?? ""]))};
   const [keys, found] = await Promise.all([
     api.get("api/keys"),
     api.get(`api/usage${api.query(chosen)}`).catch(e => e),  // a bad filter: said beside the form
@@ -112,7 +127,8 @@ export async function usagePage(view, params) {
     location.hash = `#/usage${api.query({...picked, since: picked.since || "all", by: picked.by || "each"})}`;
   };
   const exportCsv = picked => api.download(`api/usage${api.query({...picked, format: "csv"})}`, "pouch-usage.csv");
-  view.head("Usage", "What each key used and spent. Since and until take a date, a UTC time, or a span back from now (24h, 7d, 4w).");
+  view.head("Usage", "What each key, team, end user, tag and session used and spent. Since and until take a date, a UTC time, " +
+    "or a span back from now (24h, 7d, 4w). Per tag, a request with several tags counts under each.");
   const names = keys.map(key => key.name).sort();
   view.body.append(h("section", {class: "card"}, filters(chosen, names, apply, exportCsv)));
   if (found instanceof Error) {
@@ -125,7 +141,8 @@ export async function usagePage(view, params) {
     ? (chosen.by ? totalsTable(chosen.by, rows) : rowsTable(rows))
     : emptyState("No usage here", "No request matches these filters.");
   view.body.append(h("section", {class: "card flush"},
-    h("div", {class: "card-head padded"}, h("h2", {}, chosen.by ? `Per ${chosen.by}` : "Requests"),
-      h("span", {class: "muted"}, `${count(rows.length)} row${rows.length === 1 ? "" : "s"} · `, money(total), " spent")),
+    h("div", {class: "card-head padded"}, h("h2", {}, chosen.by ? `Per ${chosen.by === "user" ? "end user" : chosen.by}` : "Requests"),
+      h("span", {class: "muted"}, `${count(rows.length)} row${rows.length === 1 ? "" : "s"} · `,
+        chosen.by === "tag" ? "a request with several tags counts under each" : [money(total), " spent"])),
     h("div", {class: "scroll"}, body)));
 }
