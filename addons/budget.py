@@ -10,25 +10,18 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from mitmproxy import ctx, http
+from mitmproxy import ctx, exceptions, http
 
-from pouch.domain.errors import BudgetExhausted, StoreUnavailable
-from pouch.domain.money import Money
-from pouch.domain.periods import utcnow
+from pouch.domain.errors import InvalidInput
+from pouch.domain.keys import parse_budget
+from pouch.domain.periods import Period, utcnow
 from pouch.rules import admission
-from pouch.services import chain, prompt
+from pouch.services import chain, prompt, reserving
 from pouch.services.exchange import Reservation
-from pouch.services.instance import instance
+from pouch.services.levels import levels
 from pouch.services.prices import price_table
-from pouch.services.store_thread import store_thread
-from pouch.store import ledger
 
 log = logging.getLogger(__name__)
-
-
-def exhausted_message(name: str, refusal: ledger.Refusal, period: str, needed: Money) -> str:
-    resets = f"{refusal.window_end:%Y-%m-%d %H:%M}" if refusal.window_end else None
-    return admission.exhausted_message(name, refusal.spent, refusal.reserved, refusal.budget, period, resets, needed)
 
 
 class Budget:
@@ -37,6 +30,11 @@ class Budget:
                           "A request with no output cap whose worst case does not fit the key's remaining "
                           "budget is capped to the output the budget covers (header x-pouch-output-capped) "
                           "instead of refused.")
+        loader.add_option("pouch_budget_total", str, "",
+                          "The gateway's ceiling in USD (e.g. 500): every key's requests together fit it, reserved "
+                          "in the same transaction as the key's budget. Empty: no ceiling.")
+        loader.add_option("pouch_budget_total_period", str, "monthly",
+                          "The ceiling's period: none, daily, weekly, monthly (UTC calendar) or rolling 12h/30d.")
         loader.add_option("pouch_hold", int, 900,
                           "Seconds a reservation may stay open. After that, unless the gateway holding it is "
                           "alive (its heartbeat; it then settles it itself, within a day), any gateway charges it "
@@ -46,6 +44,11 @@ class Budget:
         # read once here, not on every request
         self.cap_output, self.hold = ctx.options.pouch_cap_output, timedelta(seconds=ctx.options.pouch_hold)
         self.allow_unmetered = ctx.options.pouch_unmetered == "allow"
+        try:
+            self.total = parse_budget(ctx.options.pouch_budget_total or None)
+            self.total_period = Period.parse(ctx.options.pouch_budget_total_period)
+        except InvalidInput as e:
+            raise exceptions.OptionsError(f"pouch_budget_total: {e}") from None
 
     @chain.fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -56,32 +59,20 @@ class Budget:
         entry = chain.price_entry(flow, price_table(), call.model, provider)
         plan = admission.plan(entry, call.model, provider, await prompt.bounds(flow),
                               allow_unmetered=self.allow_unmetered)
-        price, needed = plan.price, plan.amount
         now = utcnow()
-        window = key.window(now)
-        result = await self._reserve(found, window, needed, now)
-        if isinstance(result, ledger.Refusal):
-            cap = admission.capped(plan, result.budget - result.spent - result.reserved,
-                                   has_cap=bool(call.max_output), may_cap=self.cap_output)
-            if cap is not None:
-                found.provider.cap_output(found.endpoint, found.body, cap)
-                found.body_changed, found.output_capped = True, cap
-                needed = admission.with_cap(plan, cap).amount
-                result = await self._reserve(found, window, needed, now)
-        if isinstance(result, ledger.Refusal):
-            raise BudgetExhausted(exhausted_message(key.name, result, str(key.period), needed),
-                                  {"x-should-retry": "false"})
-        found.reservation = Reservation(result.id, result.amount, result.remaining, price.model)
 
-    async def _reserve(self, found, window, amount, now):
-        try:
-            return await store_thread.run(
-                ledger.reserve, found.key.id, window, amount, now, owner=instance.name, hold=self.hold,
-                provider=found.provider.name, model=found.call.model, endpoint=found.endpoint.name)
-        except Exception as e:
-            log.error("pouch: reservation failed: %s", e)
-            raise StoreUnavailable("the gateway cannot reach its budget store; nothing was sent, "
-                                   "try again shortly") from e
+        def cap(tokens: int) -> None:
+            found.provider.cap_output(found.endpoint, found.body, tokens)
+            found.body_changed, found.output_capped = True, tokens
+
+        result, _ = await reserving.reserve(
+            key, self.levels(key, found.attribution.end_user, now), plan, now, hold=self.hold,
+            has_cap=bool(call.max_output), may_cap=self.cap_output, cap=cap,
+            provider=provider, model=call.model, endpoint=found.endpoint.name)
+        found.reservation = Reservation(result.id, result.amount, result.remaining, plan.price.model)
+
+    def levels(self, key, end_user: str | None, now) -> tuple:
+        return levels(key, end_user, now, self.total, self.total_period)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         found = chain.existing(flow)

@@ -18,7 +18,7 @@ from pouch.providers import json_body, side_paths
 from pouch.providers.anthropic import long_context_beta
 from pouch.providers.base import METERED, UNMETERED
 from pouch.rules import admission
-from pouch.services import chain, prompt
+from pouch.services import attribution, chain, prompt
 from pouch.services import key_cache, perimeter
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,16 @@ class Keys:
                           "context its round re-reads are reserved.")
         loader.add_option("pouch_key_cache", str, "5",
                           "Seconds a key lookup is cached (revocations take effect within this time).")
+        loader.add_option("pouch_session", str, "client",
+                          "Where a request's session comes from when it sends no x-pouch-session: 'client' (the "
+                          "agent's own session id: Claude Code's, Codex's), 'connection' (that, else the client's "
+                          "proxy connection) or 'off'.")
 
     def configure(self, updated):
         if "pouch_unknown_keys" in updated and ctx.options.pouch_unknown_keys not in ("reject", "observe"):
             raise exceptions.OptionsError("pouch_unknown_keys must be 'reject' or 'observe'")
+        if "pouch_session" in updated and ctx.options.pouch_session not in attribution.SESSION_MODES:
+            raise exceptions.OptionsError(f"pouch_session must be one of {', '.join(attribution.SESSION_MODES)}")
         if "pouch_tool_calls" in updated and ctx.options.pouch_tool_calls < 0:
             raise exceptions.OptionsError("pouch_tool_calls must be 0 or more")
         if "pouch_key_cache" in updated:
@@ -66,6 +72,7 @@ class Keys:
         # read once here, not on every request
         self.observe = ctx.options.pouch_unknown_keys == "observe"
         self.tool_calls = ctx.options.pouch_tool_calls
+        self.session_mode = ctx.options.pouch_session
         self.allow_unmetered = ctx.options.pouch_unmetered == "allow"
 
     @chain.fail_closed
@@ -105,6 +112,8 @@ class Keys:
                 f"{endpoint.name} costs money that pouch cannot meter yet, so it is refused "
                 "(the operator can allow it with pouch_unmetered=allow)")
         if endpoint.metering != METERED:
+            if key is not None:
+                found.attribution = self._attribution(flow, None)
             return
         if len(flow.request.raw_content or b"") > prompt.OFF_LOOP_BYTES:  # a big (or compressed) body
             body = await asyncio.to_thread(parse_body, flow)  # reading it must not stall other flows
@@ -112,9 +121,15 @@ class Keys:
             body = parse_body(flow)
         call = found.call = provider.read_call(endpoint, flow.request.path, body)
         found.long_context = long_context_beta(flow.request.headers)
+        found.attribution = self._attribution(flow, call)
         admission.allowed(key, call, allow_unmetered=self.allow_unmetered)
+        admission.identified(key, found.attribution.end_user)
         found.body = body
         found.tool_calls = self._bound_tools(found, body)
+
+    def _attribution(self, flow, call) -> attribution.Attribution:
+        return attribution.attribute(flow.request.headers, call and call.end_user, call and call.client_session,
+                                     flow.client_conn.id, self.session_mode)
 
     @staticmethod
     def _trusted(client) -> bool:

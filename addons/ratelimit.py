@@ -1,4 +1,5 @@
-"""Chain link 2: requests/min, tokens/min and requests in flight, per key.
+"""Chain link 2: requests/min, tokens/min and requests in flight, per key, per team, and
+requests/min per end user of a key (``--user-rpm``): a request must fit every level.
 
 A request counts against tokens/min with the same worst case the budget reserves (its output
 cap, else the model's maximum; the context its server-side tool rounds may re-read), and is
@@ -19,30 +20,58 @@ from mitmproxy import http
 
 from pouch.domain.errors import RateLimited
 from pouch.domain.keys import Key
-from pouch.domain.ratelimit import KeyLimits
+from pouch.domain.ratelimit import WINDOW_SECONDS, Hold, KeyLimits, admit_all
 from pouch.pricing import reserve
 from pouch.pricing.price import Price
 from pouch.providers.base import SIDE
 from pouch.services import chain, prompt
 from pouch.services.prices import price_table
 
+MAX_IDLE_USERS = 10_000  # end users' limits kept before idle ones are dropped
+
+
 class RateLimit:
     def __init__(self):
         self.limits: dict[int, KeyLimits] = {}
-        # flow -> (limits, release): the finalizer also frees the slot of a flow that ends
+        self.team_limits: dict[int, KeyLimits] = {}
+        self.user_limits: dict[tuple[int, str], KeyLimits] = {}
+        # flow -> (hold, release): the finalizer also frees the slot of a flow that ends
         # without a response or error hook, so a key can never be stuck at its limit.
-        self._slots: weakref.WeakKeyDictionary[http.HTTPFlow, tuple[KeyLimits, weakref.finalize]] = (
+        self._slots: weakref.WeakKeyDictionary[http.HTTPFlow, tuple[Hold, weakref.finalize]] = (
             weakref.WeakKeyDictionary())
 
-    def limits_for(self, key: Key) -> KeyLimits | None:
-        if not (key.rpm or key.tpm or key.max_concurrent):
+    @staticmethod
+    def _kept(table: dict, ident, rpm, tpm, max_concurrent, whose: str) -> KeyLimits | None:
+        if not (rpm or tpm or max_concurrent):
             return None
-        limits = self.limits.get(key.id)
+        limits = table.get(ident)
         if limits is None:
-            limits = self.limits[key.id] = KeyLimits(key.rpm, key.tpm, key.max_concurrent)
-        elif not limits.matches(key.rpm, key.tpm, key.max_concurrent):
-            limits.reconfigure(key.rpm, key.tpm, key.max_concurrent)
+            limits = table[ident] = KeyLimits(rpm, tpm, max_concurrent, whose)
+        elif not limits.matches(rpm, tpm, max_concurrent):
+            limits.reconfigure(rpm, tpm, max_concurrent)
         return limits
+
+    def limits_for(self, key: Key, end_user: str | None = None) -> list[tuple[str, KeyLimits]]:
+        """The limits a request of ``key`` (for ``end_user``) must fit: the key's, its team's and
+        its end user's requests/min, each with who they are."""
+        found = []
+        if limits := self._kept(self.limits, key.id, key.rpm, key.tpm, key.max_concurrent, "the key's"):
+            found.append((f"key '{key.name}'", limits))
+        if (team := key.team) is not None and (
+                limits := self._kept(self.team_limits, team.id, team.rpm, team.tpm, team.max_concurrent, "the team's")):
+            found.append((f"team '{team.name}'", limits))
+        if end_user is not None and key.user_rpm:
+            if len(self.user_limits) >= MAX_IDLE_USERS:
+                self._drop_idle_users()
+            limits = self._kept(self.user_limits, (key.id, end_user), key.user_rpm, None, None, "the end user's")
+            found.append((f"end user '{end_user}' of key '{key.name}'", limits))
+        return found
+
+    def _drop_idle_users(self) -> None:
+        """An end user with nothing in the last minute has nothing to count: forget it."""
+        idle_since = time.monotonic() - WINDOW_SECONDS
+        for ident in [i for i, limits in self.user_limits.items() if limits.last_used <= idle_since]:
+            del self.user_limits[ident]
 
     @chain.fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -53,15 +82,18 @@ class RateLimit:
         # Side paths (settings, telemetry) are the client's housekeeping, not the key's traffic: they
         # cost nothing, and counting them would spend a small requests/min on a client's start-up
         # calls, or refuse its settings (pouch.providers.side_paths).
-        if not key or (found.endpoint and found.endpoint.metering == SIDE) or (limits := self.limits_for(key)) is None:
+        if not key or (found.endpoint and found.endpoint.metering == SIDE):
+            return
+        levels = self.limits_for(key, found.attribution.end_user)
+        if not levels:
             return
         tokens = 0
-        if key.tpm and found.metered:
+        if found.metered and any(limits.tokens for _, limits in levels):
             entry = chain.price_entry(flow, price_table(), found.call.model, found.provider.name)
             price = entry if isinstance(entry, Price) else None
             tokens = reserve.worst_tokens(price, await prompt.bounds(flow))
-        verdict = limits.admit(time.monotonic(), tokens)
-        if verdict.retry_after:
+        hold, verdict = admit_all(levels, time.monotonic(), tokens)
+        if hold is None:
             headers = dict(verdict.headers)
             if not math.isinf(verdict.retry_after):
                 headers["retry-after"] = str(math.ceil(verdict.retry_after))
@@ -71,12 +103,11 @@ class RateLimit:
             reason = verdict.reason
             if math.isinf(verdict.retry_after) and tokens and found.call.max_output is None:
                 reason += " (the request sets no output cap, so the model's maximum output counts: set one)"
-            chain.refuse(flow, RateLimited(f"key '{key.name}' is rate limited: {reason}", headers))
+            chain.refuse(flow, RateLimited(reason, headers))
             return
-        self._slots[flow] = (limits, weakref.finalize(flow, limits.release))
-        if verdict.tokens_entry is not None:
-            entry = verdict.tokens_entry
-            chain.when_measured(flow, lambda used: used is None or limits.settle_tokens(entry, used))
+        self._slots[flow] = (hold, weakref.finalize(flow, hold.release))
+        if tokens:
+            chain.when_measured(flow, lambda used: used is None or hold.settle_tokens(used))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         held = self._slots.get(flow)

@@ -237,4 +237,5 @@ class UsageMeter:
             if response is not None else None,
             "outcome": outcome,
             "flow_id": flow.id,  # the dashboard links the row to mitmweb's view of the flow
+            **found.attribution.columns(key),
         }

@@ -67,6 +67,14 @@ def inject_to_client(flow: http.HTTPFlow, data: bytes) -> None:
     ctx.master.commands.call("inject.websocket", flow, True, data, True)
 
 
+def _levels():
+    """The budget link's levels of a key's request (the ceiling, the team, the end user)."""
+    budget = ctx.master.addons.get("budget")
+    if budget is not None:
+        return budget.levels
+    return socket_admission.Settings.levels
+
+
 def _limits_for():
     """The ratelimit link's limits of a key, found by name each time (a script reload replaces
     the link); without it a key's create is refused, never admitted without its limits."""
@@ -74,7 +82,7 @@ def _limits_for():
     if limits is not None:
         return limits.limits_for
 
-    def missing(key):
+    def missing(key, end_user):
         raise errors.GatewayError("pouch's ratelimit link is not loaded, so this create was not forwarded")
     return missing
 
@@ -95,7 +103,8 @@ class ResponsesWebSocket:
             allow_unmetered=getattr(options, "pouch_unmetered", "refuse") == "allow",
             cap_output=getattr(options, "pouch_cap_output", True),
             hold=timedelta(seconds=getattr(options, "pouch_hold", 900)),
-            mock_all=getattr(options, "pouch_mock", "off") == "all")
+            mock_all=getattr(options, "pouch_mock", "off") == "all",
+            levels=_levels())
         self.mock_reply = getattr(options, "pouch_mock_reply", "")
         self.mock_latency = chain.seconds("pouch_mock_latency") if "pouch_mock_latency" in options else 0.0
 
@@ -134,8 +143,8 @@ class ResponsesWebSocket:
         found = chain.existing(flow)
         if found is None or not socket_upgrade.ours(found):
             return
-        socket = Socket(found.provider, found.endpoint, found.key, found.observed, found.own_credential,
-                        mock=answerer.answers(flow))
+        socket = Socket(found.provider, found.endpoint, found.key, found.observed, found.attribution,
+                        found.own_credential, mock=answerer.answers(flow))
         self._sockets[flow] = socket
         self._show(flow, socket)
 
@@ -273,7 +282,8 @@ class ResponsesWebSocket:
             "ts": datetime.fromtimestamp(message.timestamp, UTC), "key": socket.key.id if socket.key else None,
             "provider": socket.provider.name, "model": model[:200] if model else None,
             "endpoint": socket.endpoint.name, "status": error.status, "reason": error.code or error.kind,
-            "message": redact_text(error.message)}, error.kind, socket.key.name if socket.key else "")
+            "message": redact_text(error.message), "team": socket.attribution.columns(socket.key)["team"],
+            "end_user": socket.attribution.end_user}, error.kind, socket.key.name if socket.key else "")
         log.info("pouch: refused a WebSocket message of %s: %s", socket.who, error.message)
         self._inject(flow, protocol.error_event(socket.provider.error(error), lane))
         flow.marked = MARKERS.get(error.kind, ":x:")

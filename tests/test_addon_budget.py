@@ -15,12 +15,13 @@ import pytest
 from mitmproxy import http
 
 import addons.gateway
-from addons.budget import exhausted_message
+from pouch.domain.keys import Key
 from pouch.domain.money import Money
 from pouch.domain.periods import Period, utcnow
 from pouch.pricing.reserve import Bounds, worst_case
 from pouch.pricing.price import Price, Tier
 from pouch.services import chain
+from pouch.services.reserving import exhausted_message
 from pouch.store import ledger
 from pouch.store.database import LedgerRow, ReservationRow, UsageRow
 from tests.addon_helpers import MODEL, chat_body, create_key, error_of, exchange_of, facts, gateway, openai_flow
@@ -56,7 +57,10 @@ def test_worst_case(input_tokens, choices, expected):
      "this request may cost up to $0.75"),
 ])
 def test_exhausted_message(refusal, period, message):
-    assert exhausted_message("alice", refusal, period, Money.usd("0.75")) == message
+    key = Key(id=1, name="alice", prefix="pouch-abc", secret_hash="h", created_at=datetime(2026, 11, 1, tzinfo=UTC),
+              anchor=datetime(2026, 11, 1, tzinfo=UTC),
+              period=Period.parse(period))
+    assert exhausted_message(key, refusal, Money.usd("0.75")) == message
 
 
 @pytest.fixture

@@ -91,6 +91,7 @@ class TestJSON:
             "output_tokens": 7, "reasoning_tokens": 0, "cost_usd": "0.0000069", "mock": False, "observed": False,
             "request_id": "req_0123", "outcome": "ok", "tool_calls": {},
             "reserved_usd": facts(flow)["reservation"]["amount_usd"],
+            "team": None, "user": None, "tags": [], "session": None,
         }
         assert row["latency_ms"] >= 0 and row["ttft_ms"] >= 0
         stored = only_row()

@@ -147,12 +147,15 @@ class TestAllowed:
 
         return Call(model=model, stream=False, max_output=None, unmetered_tools=tuple(tools))
 
-    def key(self, models=()):
-        from fnmatch import fnmatchcase
-        from types import SimpleNamespace
+    def key(self, models=(), team_models=None, require_user=False):
+        from datetime import UTC, datetime
 
-        return SimpleNamespace(name="alice", models=models,
-                               allows_model=lambda m: not models or any(fnmatchcase(m, g) for g in models))
+        from pouch.domain.keys import Key
+        from pouch.domain.teams import Team
+
+        now = datetime(2026, 11, 1, tzinfo=UTC)
+        team = None if team_models is None else Team(7, "platform", now, now, models=team_models)
+        return Key(1, "alice", "pouch-abc", "h", now, now, models=models, team=team, require_user=require_user)
 
     def test_a_model_outside_the_allowlist_is_refused(self):
         from pouch.domain.errors import ModelNotAllowed
@@ -161,6 +164,26 @@ class TestAllowed:
             admission.allowed(self.key(("gpt-4o-mini",)), self.call("gpt-4o"), allow_unmetered=False)
         admission.allowed(self.key(("gpt-4o-mini",)), self.call(), allow_unmetered=False)
         admission.allowed(None, self.call("anything"), allow_unmetered=False)  # observed: no allowlist
+
+    def test_a_key_in_a_team_may_use_what_both_allow(self):
+        from pouch.domain.errors import ModelNotAllowed
+
+        both = self.key(("gpt-4o*",), team_models=("gpt-4o-mini", "claude-*"))
+        admission.allowed(both, self.call("gpt-4o-mini"), allow_unmetered=False)
+        with pytest.raises(ModelNotAllowed, match="team 'platform' may not use model 'gpt-4o'"):
+            admission.allowed(both, self.call("gpt-4o"), allow_unmetered=False)
+        with pytest.raises(ModelNotAllowed, match="key 'alice' may not use model 'claude-3'"):
+            admission.allowed(both, self.call("claude-3"), allow_unmetered=False)
+        admission.allowed(self.key(team_models=()), self.call("anything"), allow_unmetered=False)
+
+    def test_a_key_requiring_an_end_user_refuses_a_request_without_one(self):
+        from pouch.domain.errors import BadRequest
+
+        with pytest.raises(BadRequest, match="key 'alice' requires an end-user id"):
+            admission.identified(self.key(require_user=True), None)
+        admission.identified(self.key(require_user=True), "u-1")
+        admission.identified(self.key(), None)
+        admission.identified(None, None)
 
     def test_unmetered_tools_only_when_the_operator_allows(self):
         from pouch.domain.errors import ToolNotMetered

@@ -82,10 +82,12 @@ class Verdict:
 
 
 class KeyLimits:
-    """One key's limits; any may be None (no limit)."""
+    """One key's limits (or a team's, or an end user's: ``whose``); any may be None (no limit)."""
 
-    def __init__(self, rpm: int | None, tpm: int | None, max_concurrent: int | None):
+    def __init__(self, rpm: int | None, tpm: int | None, max_concurrent: int | None, whose: str = "the key's"):
         self.in_flight = 0
+        self.whose = whose
+        self.last_used = 0.0  # when a request last took a slot (monotonic): idle end users are dropped
         self.reconfigure(rpm, tpm, max_concurrent)
 
     def reconfigure(self, rpm: int | None, tpm: int | None, max_concurrent: int | None) -> None:
@@ -113,12 +115,21 @@ class KeyLimits:
             if self.requests:
                 self.requests.give_back(1)
             if math.isinf(wait):
-                return Verdict(wait, f"this request needs {tokens} tokens, more than the key's "
+                return Verdict(wait, f"this request needs {tokens} tokens, more than {self.whose} "
                                      f"{self.tokens.limit} tokens per minute", self.headers(now))
             return Verdict(wait, f"over {self.tokens.limit} tokens per minute", self.headers(now))
         self.in_flight += 1
+        self.last_used = now
         entry = self.tokens.last() if self.tokens and tokens else None
         return Verdict(0.0, headers=self.headers(now), tokens_entry=entry)
+
+    def undo(self, tokens: int) -> None:
+        """Give back what the last ``admit`` took (``tokens``): another level refused the request."""
+        if self.requests:
+            self.requests.give_back(1)
+        if self.tokens and tokens:
+            self.tokens.give_back(tokens)
+        self.release()
 
     def settle_tokens(self, entry: list, actual: int) -> None:
         """The request used ``actual`` tokens, not the worst case it was admitted with."""
@@ -137,3 +148,44 @@ class KeyLimits:
                 headers[f"x-ratelimit-remaining-{kind}"] = str(window.remaining(now))
                 headers[f"x-ratelimit-reset-{kind}"] = f"{window.reset_in(now):.3f}s"
         return headers
+
+
+class Hold:
+    """What one request took at every level it fits (key, team, end user), released and
+    settled together."""
+
+    def __init__(self, taken: list[tuple[KeyLimits, list | None]], headers: dict[str, str]):
+        self.taken, self.first_headers, self.released = taken, headers, False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            for limits, _ in self.taken:
+                limits.release()
+
+    def settle_tokens(self, actual: int) -> None:
+        for limits, entry in self.taken:
+            if entry is not None:
+                limits.settle_tokens(entry, actual)
+
+    def headers(self, now: float) -> dict[str, str]:
+        """The x-ratelimit-* headers of the first level with limits (the key's, when it has any)."""
+        return self.taken[0][0].headers(now) if self.taken else self.first_headers
+
+
+def admit_all(levels: list[tuple[str, KeyLimits]], now: float, tokens: int) -> tuple[Hold | None, Verdict]:
+    """Admit a request at every level (``who``, limits) or at none: a refusal at one gives back
+    what the levels before it took. Returns (the hold, None's verdict) or (None, the refusal,
+    its reason naming the level: "team 'platform' is rate limited: ...")."""
+    taken: list[tuple[KeyLimits, list | None]] = []
+    first = None
+    for who, limits in levels:
+        verdict = limits.admit(now, tokens)
+        if verdict.retry_after:
+            for admitted, _ in reversed(taken):
+                admitted.undo(tokens)
+            verdict.reason = f"{who} is rate limited: {verdict.reason}"
+            return None, verdict
+        taken.append((limits, verdict.tokens_entry))
+        first = first or verdict
+    return Hold(taken, first.headers if first else {}), first or Verdict(0.0)

@@ -87,6 +87,11 @@ class Call:
     # Tools (or features) that bill in ways pouch cannot bound or price: refused unless the
     # operator allows unmetered use.
     unmetered_tools: tuple[str, ...] = ()
+    # Who the client says the request is for, where the provider's SDKs put it (OpenAI
+    # ``safety_identifier`` / ``user``, Anthropic ``metadata.user_id``), and an agent's own
+    # session id found in the body: ``pouch.services.attribution`` reads them.
+    end_user: object = None
+    client_session: object = None
 
 
 @dataclasses.dataclass(slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from pouch.domain.errors import ContextTooLong, ModelNotAllowed, ModelNotPriced, ModelRetired, ToolNotMetered
+from pouch.domain.errors import BadRequest, ContextTooLong, ModelNotAllowed, ModelNotPriced, ModelRetired, ToolNotMetered
 from pouch.domain.money import Money
 from pouch.pricing import reserve
 from pouch.pricing.price import Price, Retirement
@@ -44,6 +44,14 @@ def allowed(key, call, *, allow_unmetered: bool) -> None:
         raise ToolNotMetered(
             f"{', '.join(call.unmetered_tools)} bills in ways pouch cannot bound or price, so this request "
             "is refused (the operator can allow it with pouch_unmetered=allow)")
+
+
+def identified(key, end_user: str | None) -> None:
+    """Refuse a request without an end user on a key that requires one (``--require-user``)."""
+    if key is not None and key.require_user and end_user is None:
+        raise BadRequest(
+            f"key '{key.name}' requires an end-user id on every request: send the header x-pouch-user, or the "
+            "SDK's own field (OpenAI safety_identifier or user, Anthropic metadata.user_id)")
 
 
 def plan(entry: Price | Retirement | None, model: str, provider: str, bounds: Bounds, *,
@@ -83,9 +91,10 @@ def with_cap(plan_: Plan, cap: int) -> Plan:
     return dataclasses.replace(plan_, worst=dataclasses.replace(plan_.worst, max_output=cap))
 
 
-def exhausted_message(name: str, spent: Money, reserved: Money, budget: Money, period: str,
+def exhausted_message(who: str, spent: Money, reserved: Money, budget: Money, period: str,
                       resets: str | None, needed: Money) -> str:
+    """``who``: the level that refused ("key 'alice'", "team 'platform'", ...)."""
     held = f" and {reserved} held by requests in flight" if reserved else ""
     resets = f", resets {resets} UTC" if resets else ""
-    return (f"budget of key '{name}' exhausted: {spent} spent{held} of {budget} "
+    return (f"budget of {who} exhausted: {spent} spent{held} of {budget} "
             f"(period {period}{resets}); this request may cost up to {needed}")

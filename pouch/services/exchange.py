@@ -22,6 +22,7 @@ from pouch.domain.usage import Usage
 from pouch.pricing.price import Price, Retirement
 from pouch.providers.base import METERED, Call, Endpoint, Provider
 from pouch.providers.registry import for_host
+from pouch.services.attribution import NONE, Attribution
 
 SNAPSHOT = "pouch"  # flow.metadata[SNAPSHOT]: the exchange as JSON, once the flow has ended
 
@@ -44,6 +45,7 @@ class Exchange:
     observed: str | None = None  # fingerprint of a foreign credential let through (observe mode)
     own_credential: bool = False  # charged to ``key``, but the client's own credential goes upstream
     call: Call | None = None  # what the request asks for (metered endpoints)
+    attribution: Attribution = NONE  # its end user, tags and session
     tool_calls: tuple[tuple[tuple[str, ...], int], ...] = ()  # server tools sharing a bound, the bound
     long_context: bool = False  # a long-context beta opened (Claude's context-1m)
     body: dict | None = None  # the parsed request while it is in the chain
@@ -82,6 +84,7 @@ class Exchange:
             "endpoint": {"name": endpoint.name, "metering": endpoint.metering, "api": endpoint.api} if endpoint else None,
             "client_path": self.client_path,
             "key": key_facts(key) if key else None,
+            **self.attribution.json(),
             "observed": self.observed,
             "own_credential": self.own_credential,
             "call": {"model": call.model, "stream": call.stream, "max_output": call.max_output,
@@ -108,6 +111,7 @@ def key_facts(key: Key) -> dict:
         "id": key.id, "name": key.name, "prefix": key.prefix, "mock": key.mock,
         "rpm": key.rpm, "tpm": key.tpm, "max_concurrent": key.max_concurrent,
         "period": str(key.period), "anchor": key.anchor.isoformat(),
+        "team": key.team.name if key.team else None,
     }
 
 

@@ -44,6 +44,8 @@ def refusal_row(flow: http.HTTPFlow) -> dict:
         # the message may quote the request's path, and so a credential in its query
         "message": redact_text(refused["message"]),
         "flow_id": flow.id,  # for the dashboard's link to mitmweb's view of it
+        "team": found.key.team.name if found.key and found.key.team else None,
+        "end_user": found.attribution.end_user,
     }
 
 

@@ -33,6 +33,7 @@ from pouch.providers.base import Call, Endpoint, Provider
 from pouch.providers.openai import websocket
 from pouch.providers.openai.streams import ResponsesStreamTracker
 from pouch.rules.settlement import Ending
+from pouch.services.attribution import NONE, Attribution
 from pouch.services.exchange import Reservation
 from pouch.tokens.count import count_text
 
@@ -63,6 +64,7 @@ class Response:
     tracker: ResponsesStreamTracker = dataclasses.field(default_factory=ResponsesStreamTracker)
     response_id: str | None = None  # the server's id, from response.created
     first_event: float | None = None  # time.time() of its first event, for time to first token
+    attribution: Attribution = NONE  # its end user (the handshake's header, else the create's body), tags, session
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -73,6 +75,7 @@ class Socket:
     endpoint: Endpoint  # the handshake's: what a create is read as (its api) and recorded under
     key: Key | None  # None: an observed credential
     observed: str | None = None
+    attribution: Attribution = NONE  # read from the handshake: x-pouch-user, -tags, -session, the agent's session
     own_credential: bool = False
     mock: bool = False  # pouch answers every create itself (a mock key, or pouch_mock=all)
     lanes: dict[str | None, collections.deque[Response]] = dataclasses.field(default_factory=dict)

@@ -25,20 +25,17 @@ from datetime import timedelta
 from pouch.domain import errors
 from pouch.domain.keys import Key
 from pouch.domain.periods import utcnow
-from pouch.domain.ratelimit import KeyLimits
+from pouch.domain.ratelimit import admit_all
 from pouch.pricing import reserve
 from pouch.pricing.price import Price
 from pouch.pricing.reserve import Bounds
 from pouch.providers.base import Endpoint
 from pouch.providers.openai import websocket
 from pouch.rules import admission
-from pouch.services import key_cache, prompt
+from pouch.services import attribution, key_cache, prompt, reserving
 from pouch.services.exchange import Reservation
-from pouch.services.instance import instance
 from pouch.services.prices import price_table
 from pouch.services.response_socket import Response, Socket
-from pouch.services.store_thread import store_thread
-from pouch.store import ledger
 from pouch.tokens.count import count_prompt, input_upper_bound, is_exact
 
 
@@ -51,6 +48,7 @@ class Settings:
     cap_output: bool = True  # pouch_cap_output
     hold: timedelta = timedelta(seconds=900)  # pouch_hold
     mock_all: bool = False  # pouch_mock == "all"
+    levels: Callable = lambda key, end_user, now: ()  # the budget link's: the ceiling, team and end user levels
 
 
 class Reconnect(errors.PouchError):
@@ -64,7 +62,7 @@ class Reconnect(errors.PouchError):
 
 
 async def admit(socket: Socket, endpoint: Endpoint, body: dict, sent_at: float, settings: Settings,
-                limits_for: Callable[[Key], KeyLimits | None]) -> tuple[Response, bool]:
+                limits_for: Callable[[Key, str | None], list]) -> tuple[Response, bool]:
     """The admitted response (its reservation held, its rate-limit slot taken) and whether
     ``body`` changed (an output cap, a bound on tool calls: forward it re-serialised)."""
     provider, requested_at = socket.provider, datetime.datetime.fromtimestamp(sent_at, datetime.UTC)
@@ -79,7 +77,11 @@ async def admit(socket: Socket, endpoint: Endpoint, body: dict, sent_at: float, 
                         "open a new one (pouch answers it)")
     call = dataclasses.replace(provider.read_call(endpoint, "", body), stream=True)  # a socket always streams
     admission.allowed(key, call, allow_unmetered=settings.allow_unmetered)
-    response = Response(index, websocket.lane_of(body), call, requested_at, sent_at)
+    found = socket.attribution
+    end_user = found.end_user or attribution.from_client(call.end_user)
+    admission.identified(key, end_user)
+    response = Response(index, websocket.lane_of(body), call, requested_at, sent_at,
+                        attribution=dataclasses.replace(found, end_user=end_user))
     changed = _bound_tools(response, endpoint, provider, body, settings.tool_calls)
     response.input_tokens, response.exact = await _count(call.model, body)
     if key is None:
@@ -87,7 +89,7 @@ async def admit(socket: Socket, endpoint: Endpoint, body: dict, sent_at: float, 
     response.entry = price_table().lookup(call.model, provider.name, requested_at)
     bounds = Bounds(response.input_tokens, call.max_output, call.choices, call.hidden_input, response.tool_calls,
                     False, response.exact)
-    _take_slot(response, key, bounds, limits_for(key))
+    _take_slot(response, bounds, limits_for(key, end_user))
     try:
         changed |= await _reserve(response, key, endpoint, provider, body, bounds, settings)
     except BaseException:
@@ -139,15 +141,15 @@ async def _count(model: str, body: dict) -> tuple[int, bool]:
     return (counted if exact else input_upper_bound(model, counted)), exact
 
 
-def _take_slot(response: Response, key: Key, bounds: Bounds, limits: KeyLimits | None) -> None:
+def _take_slot(response: Response, bounds: Bounds, levels: list) -> None:
     """Requests/min, tokens/min (the same worst case the budget reserves) and requests in
-    flight, as the ratelimit link counts an HTTP request."""
-    if limits is None:
+    flight at every level (key, team, end user), as the ratelimit link counts an HTTP request."""
+    if not levels:
         return
     price = response.entry if isinstance(response.entry, Price) else None
-    tokens = reserve.worst_tokens(price, bounds) if key.tpm else 0
-    verdict = limits.admit(time.monotonic(), tokens)
-    if verdict.retry_after:
+    tokens = reserve.worst_tokens(price, bounds) if any(limits.tokens for _, limits in levels) else 0
+    hold, verdict = admit_all(levels, time.monotonic(), tokens)
+    if hold is None:
         headers = dict(verdict.headers)
         reason = verdict.reason
         if math.isinf(verdict.retry_after):
@@ -157,44 +159,27 @@ def _take_slot(response: Response, key: Key, bounds: Bounds, limits: KeyLimits |
         else:
             headers["retry-after"] = str(math.ceil(verdict.retry_after))
             headers["retry-after-ms"] = str(math.ceil(verdict.retry_after * 1000))
-        raise errors.RateLimited(f"key '{key.name}' is rate limited: {reason}", headers)
-    response.release = limits.release
-    entry = verdict.tokens_entry
-    if entry is not None:
-        response.measured = lambda used: used is None or limits.settle_tokens(entry, used)
+        raise errors.RateLimited(reason, headers)
+    response.release = hold.release
+    if tokens:
+        response.measured = lambda used: used is None or hold.settle_tokens(used)
 
 
 async def _reserve(response: Response, key: Key, endpoint: Endpoint, provider, body: dict, bounds: Bounds,
                    settings: Settings) -> bool:
-    """Reserve the worst case (``budget``'s rules); True if it capped the output to fit."""
+    """Reserve the worst case at every level (``reserving``); True if it capped the output to fit."""
     call = response.call
     plan = admission.plan(response.entry, call.model, provider.name, bounds, allow_unmetered=settings.allow_unmetered)
     now = utcnow()
-    window, needed = key.window(now), plan.amount
 
-    async def hold(amount):
-        try:
-            return await store_thread.run(ledger.reserve, key.id, window, amount, now, owner=instance.name,
-                                          hold=settings.hold, provider=provider.name, model=call.model,
-                                          endpoint=endpoint.name)
-        except Exception as e:
-            raise errors.StoreUnavailable("the gateway cannot reach its budget store; nothing was sent, "
-                                          "try again shortly") from e
+    def cap(tokens: int) -> None:
+        provider.cap_output(endpoint, body, tokens)
+        response.output_capped = tokens
+        response.call = dataclasses.replace(call, max_output=tokens)
 
-    result, capped = await hold(needed), False
-    if isinstance(result, ledger.Refusal):
-        cap = admission.capped(plan, result.budget - result.spent - result.reserved,
-                               has_cap=bool(call.max_output), may_cap=settings.cap_output)
-        if cap is not None:
-            provider.cap_output(endpoint, body, cap)
-            response.output_capped, capped = cap, True
-            response.call = dataclasses.replace(call, max_output=cap)
-            needed = admission.with_cap(plan, cap).amount
-            result = await hold(needed)
-    if isinstance(result, ledger.Refusal):
-        resets = f"{result.window_end:%Y-%m-%d %H:%M}" if result.window_end else None
-        raise errors.BudgetExhausted(admission.exhausted_message(
-            key.name, result.spent, result.reserved, result.budget, str(key.period), resets, needed),
-            {"x-should-retry": "false"})
+    result, capped = await reserving.reserve(
+        key, settings.levels(key, response.attribution.end_user, now), plan, now, hold=settings.hold,
+        has_cap=bool(call.max_output), may_cap=settings.cap_output, cap=cap,
+        provider=provider.name, model=call.model, endpoint=endpoint.name)
     response.reservation = Reservation(result.id, result.amount, result.remaining, plan.price.model)
-    return capped
+    return capped is not None

@@ -97,6 +97,7 @@ def _row(socket: Socket, response: Response, ending: Ending, settled: settlement
         "request_id": response.response_id,
         "outcome": settled.outcome,
         "reserved_pico": response.reservation.amount.pico if response.reservation else None,
+        **response.attribution.columns(socket.key),
     }
 
 

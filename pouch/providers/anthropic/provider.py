@@ -87,7 +87,9 @@ class Anthropic:
         if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= _MAX_CAP:
             raise BadRequest(f"'max_tokens' must be a positive integer (at most {_MAX_CAP:,}), got {shown(cap)}")
         server, unmetered = _tools(body)
-        return Call(model, stream, cap, server_tools=server, unmetered_tools=unmetered + _unpriced_fields(body))
+        end_user, session = _user_id(body.get("metadata"))
+        return Call(model, stream, cap, server_tools=server, unmetered_tools=unmetered + _unpriced_fields(body),
+                    end_user=end_user, client_session=session)
 
     def cap_output(self, endpoint: Endpoint, body: dict, max_tokens: int) -> None:
         body["max_tokens"] = max_tokens
@@ -195,3 +197,18 @@ def long_context_beta(headers) -> bool:
     """Whether the request opens Claude's 1M-token context (``anthropic-beta: context-1m-…``),
     which the provider bills above 200K input tokens at its long-context rate."""
     return any("context-1m" in value.lower() for value in headers.get_all("anthropic-beta"))
+
+
+def _user_id(metadata) -> tuple[object, object]:
+    """``metadata.user_id`` as (end user, session). Claude Code sends a JSON object there
+    (``device_id``, ``account_uuid``, ``session_id``): its user is the account (else the
+    device) and its session is its own, so each run is not taken for another end user."""
+    user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
+    if isinstance(user_id, str) and user_id.startswith("{"):
+        try:
+            fields = json.loads(user_id)
+        except ValueError:
+            fields = None
+        if isinstance(fields, dict):
+            return fields.get("account_uuid") or fields.get("device_id") or user_id, fields.get("session_id")
+    return user_id, None

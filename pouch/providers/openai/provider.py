@@ -114,6 +114,11 @@ class OpenAI:
         return list(dict.fromkeys(found))
 
     def read_call(self, endpoint: Endpoint, path: str, body: dict) -> Call:
+        call = self._read_call(endpoint, body)
+        call.end_user = body.get("safety_identifier") or body.get("user")
+        return call
+
+    def _read_call(self, endpoint: Endpoint, body: dict) -> Call:
         model = json_body.model_of(body)
         api = endpoint.api
         if api == "embeddings":

@@ -1,0 +1,54 @@
+"""Reserving a request's worst case at every budget level it belongs to, or refusing it: shared
+by the budget link (HTTP) and the Responses WebSocket's admission (each ``response.create``).
+
+A request with no output cap that one level cannot cover is capped to the output that level
+covers and tried again; another level may then cap it lower still, so this repeats (the cap
+only falls) until it fits or one level cannot cover a single token."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from pouch.domain.errors import BudgetExhausted, StoreUnavailable
+from pouch.domain.keys import Key
+from pouch.domain.money import Money
+from pouch.rules import admission
+from pouch.services.instance import instance
+from pouch.services.store_thread import store_thread
+from pouch.store import ledger
+
+log = logging.getLogger(__name__)
+
+
+def exhausted_message(key: Key, refusal: ledger.Refusal, needed: Money) -> str:
+    level = refusal.level
+    who, period = (level.who, level.period) if level else (f"key '{key.name}'", str(key.period))
+    resets = f"{refusal.window_end:%Y-%m-%d %H:%M}" if refusal.window_end else None
+    return admission.exhausted_message(who, refusal.spent, refusal.reserved, refusal.budget, period, resets, needed)
+
+
+async def reserve(key: Key, levels: tuple[ledger.Level, ...], plan: admission.Plan, now: datetime, *,
+                  hold: timedelta, has_cap: bool, may_cap: bool, cap: Callable[[int], None],
+                  provider: str, model: str, endpoint: str) -> tuple[ledger.Reservation, int | None]:
+    """The reservation and the output cap pouch set (None: none), or BudgetExhausted naming the
+    level that refused; ``cap(tokens)`` writes a cap into the request."""
+    window, needed, capped = key.window(now), plan.amount, None
+    for _ in range(len(levels) + 2):
+        try:
+            result = await store_thread.run(ledger.reserve, key.id, window, needed, now, owner=instance.name, hold=hold,
+                                            provider=provider, model=model, endpoint=endpoint, levels=levels)
+        except Exception as e:
+            log.error("pouch: reservation failed: %s", e)
+            raise StoreUnavailable("the gateway cannot reach its budget store; nothing was sent, "
+                                   "try again shortly") from e
+        if isinstance(result, ledger.Reservation):
+            return result, capped
+        tokens = admission.capped(plan, result.budget - result.spent - result.reserved,
+                                  has_cap=has_cap, may_cap=may_cap)
+        if tokens is None or (capped is not None and tokens >= capped):
+            break
+        cap(tokens)
+        capped, needed = tokens, admission.with_cap(plan, tokens).amount
+    raise BudgetExhausted(exhausted_message(key, result, needed), {"x-should-retry": "false"})
