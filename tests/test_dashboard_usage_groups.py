@@ -56,6 +56,9 @@ def test_breakdowns_per_end_user_session_and_tag(browser, seeded):  # noqa: F811
     try:
         sign_in(browser, served.url + "/", admin_secret)
 
+        go(browser, "#/overview", "#top-teams")
+        assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#top-teams tbody a")] == ["support"]
+
         go(browser, "#/keys/support-bot", "#key-by-user")
         users = spenders(browser, "user")
         assert users == [HOSTILE, *[f"u{n:02d}" for n in range(11, 2, -1)]], "top 10 by spend, as text"

@@ -13,7 +13,7 @@ import pytest
 
 from pouch.domain.money import Money
 from pouch.services import usage_report
-from pouch.store import keys
+from pouch.store import keys, overview
 from pouch.store import usage as usage_store
 from pouch.store.database import RefusalRow, UsageRow
 
@@ -172,3 +172,16 @@ def test_csv_never_hands_a_spreadsheet_a_formula(any_store, value):
 def test_grouping_by_something_else_is_refused(any_store):
     with pytest.raises(ValueError, match="group by one of key, model, day, team, user, tag, session"):
         usage_store.totals("colour")
+
+
+def test_top_teams_most_spent_first_without_the_teamless(any_store):
+    alice, _ = keys.create("alice", NOW)
+    write_usage(alice, team="growth", cost=5)
+    write_usage(alice, team="platform", cost=3)
+    write_usage(alice, team="platform", cost=4)
+    write_usage(alice, team="research", cost=900, mock=True)  # would-be cost: not spend
+    write_usage(alice, cost=10**6)
+    write_usage(alice, team="growth", cost=10**6, ts=NOW - timedelta(days=40))
+    assert overview.top_teams(NOW - timedelta(days=30), 10) == [("platform", 7, 2), ("growth", 5, 1),
+                                                                ("research", 0, 1)]
+    assert overview.top_teams(NOW - timedelta(days=30), 1) == [("platform", 7, 2)]

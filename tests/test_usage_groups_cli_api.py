@@ -127,3 +127,9 @@ def test_api_refuses_unknown_groups_and_parameters(api, recorded):
     assert "group by one of key, model, day, team, user, tag, session" in error_of(
         api.get("/api/usage?by=colour", api.token), 400)
     assert "unknown query parameter(s) tags" in error_of(api.get("/api/usage?tags=beta", api.token), 400)
+
+
+def test_overview_lists_top_teams(api, recorded):
+    body = api.get("/api/overview?days=7", api.token).json()
+    assert body["top_teams"] == [{"team": "platform", "cost_usd": "0.000000015", "requests": 4}]
+    assert body["top_teams"][0]["cost_usd"] == as_json("usage", "--by", "team", "--since", "7d")[0]["cost_usd"]

@@ -1,5 +1,5 @@
 """``/api/overview``: spend today and this month, each key's budget window summed, spend per
-day by model and by key, the top keys and refusals by reason (the dashboard's first page)."""
+day by model and by key, the top keys and teams and refusals by reason (the dashboard's first page)."""
 
 from __future__ import annotations
 

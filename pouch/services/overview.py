@@ -13,6 +13,7 @@ from pouch.store import ledger
 from pouch.store import overview as store
 
 TOP_KEYS = 10
+TOP_TEAMS = 10
 
 
 def _spend(since: datetime) -> dict:
@@ -67,6 +68,8 @@ def overview(days: int = 30, now: datetime | None = None) -> dict:
                    "by_model": entry["model"], "by_key": entry["key"]} for day, entry in per_day.items()],
         "top_keys": [{"key": name, "cost_usd": Money(cost).json(), "requests": requests}
                      for name, (cost, requests) in top],
+        "top_teams": [{"team": name, "cost_usd": Money(cost).json(), "requests": requests}
+                      for name, cost, requests in store.top_teams(first_day, TOP_TEAMS)],
         "refusals": [{"reason": reason, "count": count} for reason, count in store.refusal_reasons(first_day)],
     }
 

@@ -34,6 +34,16 @@ def daily(since: datetime, by: str) -> list[tuple[str, str, int, int]]:
     return [(str(r["day"])[:10], r["group"], int(r["cost"] or 0), r["requests"]) for r in query]
 
 
+def top_teams(since: datetime, limit: int) -> list[tuple[str, int, int]]:
+    """(team name, cost in pico-dollars, requests) since ``since``, most spent first; requests
+    made without a team are left out."""
+    cost = _REAL_COST.alias("cost")
+    query = (UsageRow.select(UsageRow.team, cost, pw.fn.COUNT(UsageRow.id).alias("requests"))
+             .where((UsageRow.ts >= naive(since)) & UsageRow.team.is_null(False)).group_by(UsageRow.team)
+             .order_by(pw.SQL("cost").desc(), pw.SQL("requests").desc(), UsageRow.team).limit(limit).tuples())
+    return [(team, int(cost or 0), requests) for team, cost, requests in query]
+
+
 def refusal_reasons(since: datetime) -> list[tuple[str, int]]:
     """(reason, refused requests) since ``since``, most first."""
     count = pw.fn.COUNT(RefusalRow.id)

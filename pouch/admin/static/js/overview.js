@@ -78,6 +78,19 @@ function topKeys(body) {
       h("td", {class: "share-col"}, h("div", {class: "minibar"}, h("span", {width: share(Number(row.cost_usd), most)})))))));
 }
 
+// Shown only once some team has spent: each links to its usage per key.
+function topTeams(body) {
+  const most = Number(body.top_teams[0].cost_usd);
+  return h("table", {class: "table", id: "top-teams"},
+    h("thead", {}, h("tr", {}, h("th", {}, "Team"), h("th", {class: "num"}, "Spend"), h("th", {class: "num"}, "Requests"),
+      h("th", {class: "share-col"}, h("span", {class: "sr-only"}, "share")))),
+    h("tbody", {}, body.top_teams.map(row => h("tr", {},
+      h("td", {}, h("a", {href: `#/usage${api.query({team: row.team, by: "key", since: `${body.days}d`})}`}, row.team)),
+      h("td", {class: "num"}, money(row.cost_usd)),
+      h("td", {class: "num"}, count(row.requests)),
+      h("td", {class: "share-col"}, h("div", {class: "minibar"}, h("span", {width: share(Number(row.cost_usd), most)})))))));
+}
+
 function refusals(body) {
   if (!body.refusals.length) return emptyState("No refusals", `pouch refused no request in the last ${body.days} days.`);
   const most = body.refusals[0].count;
@@ -115,7 +128,9 @@ export async function overviewPage(view, params) {
     card(`Spend per day, last ${days} days`, chart.box,
       segmented([["model", "By model"], ["key", "By key"]], by, value => go({by: value}), "split the bars")),
     h("div", {class: "columns"},
-      card("Top keys", topKeys(body)),
+      body.top_teams?.length
+        ? h("div", {class: "stack"}, card("Top teams", topTeams(body)), card("Top keys", topKeys(body)))
+        : card("Top keys", topKeys(body)),
       card("Refusals by reason", refusals(body))));
   view.after(chart.draw);  // once the page is shown: the chart takes its box's width
 }
