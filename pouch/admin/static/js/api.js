@@ -62,6 +62,10 @@ export async function patch(path, body) {
   return (await send("PATCH", path, body)).json();
 }
 
+export async function remove(path) {
+  return (await send("DELETE", path)).json();
+}
+
 // A CSV export, fetched with the token (a plain link could not send it) and handed to the
 // browser as a download.
 export async function download(path, fallbackName) {

@@ -7,6 +7,7 @@ import {disposeCharts} from "./charts.js";
 import {errorBox, h, loading} from "./dom.js";
 import {keyPage} from "./key.js";
 import {keysPage} from "./keys.js";
+import {teamPage, teamsPage} from "./teams.js";
 import {overviewPage} from "./overview.js";
 import {usagePage} from "./usage.js";
 
@@ -25,6 +26,10 @@ function route() {
     return {page: "keys", id: `key:${parts[1]}`, params, run: (view) => keyPage(view, params, decodeURIComponent(parts[1]), session)};
   }
   if (parts[0] === "keys") return {page: "keys", id: "keys", params, run: view => keysPage(view, params, session)};
+  if (parts[0] === "teams" && parts.length === 2) {
+    return {page: "teams", id: `team:${parts[1]}`, params, run: view => teamPage(view, params, decodeURIComponent(parts[1]), session)};
+  }
+  if (parts[0] === "teams") return {page: "teams", id: "teams", params, run: view => teamsPage(view, params, session)};
   if (parts[0] === "usage") return {page: "usage", id: "usage", params, run: view => usagePage(view, params)};
   return {page: "overview", id: "overview", params, refreshes: true, run: view => overviewPage(view, params)};
 }

@@ -5,6 +5,7 @@ import * as api from "./api.js";
 import {emptyState, h, keyHref} from "./dom.js";
 import {money, sum} from "./format.js";
 import {badges, budgetBar, keyActions, keyForm, limits, models, secretDialog} from "./keyui.js";
+import {teamHref} from "./teams.js";
 
 export async function keysPage(view, params, session) {
   const all = await api.get("api/keys");
@@ -36,7 +37,8 @@ export async function keysPage(view, params, session) {
       h("th", {}, "Limits"), h("th", {}, "Models"), session.canWrite ? h("th", {}, h("span", {class: "sr-only"}, "actions")) : null)),
     h("tbody", {}, shown.map(key => h("tr", {dataset: {key: key.name}, class: key.revoked ? "revoked" : null},
       h("td", {}, h("a", {class: "key-name", href: keyHref(key.name)}, key.name),
-        h("div", {class: "muted small mono"}, `${key.prefix}…`)),
+        h("div", {class: "muted small mono"}, `${key.prefix}…`),
+        key.team ? h("a", {class: "small team-link", href: teamHref(key.team)}, `team ${key.team}`) : null),
       h("td", {}, badges(key)),
       h("td", {class: "budget-col"}, budgetBar(key)),
       h("td", {}, limits(key)),

@@ -87,7 +87,7 @@ export function expiry(key) {
 
 // ---- dialogs ---------------------------------------------------------------------------
 
-function dialog(title, ...content) {
+export function dialog(title, ...content) {
   const node = h("dialog", {class: "dialog"}, h("h2", {}, title), ...content);
   node.addEventListener("close", () => node.remove());
   document.body.append(node);
@@ -95,7 +95,7 @@ function dialog(title, ...content) {
   return node;
 }
 
-function field(label, input, hint) {
+export function field(label, input, hint) {
   return h("label", {class: "field"}, h("span", {class: "field-label"}, label), input,
     hint ? h("span", {class: "hint"}, hint) : null);
 }
@@ -111,8 +111,11 @@ const FORM_FIELDS = [
   ["models", "Models", "comma-separated globs (gpt-4o*, claude-*); empty: every model", key => key.models.join(", ")],
   ["expires_at", "Expires", "2026-12-31, or 30d from now; empty: never", key => key.expires_at ?? ""],
   ["alert_at", "Alert at (% of budget)", "e.g. 50, 80, 100; empty: no alerts", key => key.alert_at.join(", ")],
+  ["user_budget_usd", "Budget per end user (USD)", "each end user's own; empty: none", key => key.user_budget_usd ?? ""],
+  ["user_period", "End users' period", "none, daily, weekly, monthly, or 12h, 30d", key => key.user_period],
+  ["user_rpm", "Requests per minute per end user", "empty: no limit", key => key.user_rpm ?? ""],
 ];
-const WHOLE = ["rpm", "tpm", "max_concurrent"];
+const WHOLE = ["rpm", "tpm", "max_concurrent", "user_rpm"];
 
 // The form's text as the API's JSON value (null: none), or an Error naming the field.
 function value(name, text) {
@@ -129,7 +132,7 @@ function value(name, text) {
     if (!/^\d+$/.test(text)) throw new Error(`${FORM_FIELDS.find(f => f[0] === name)[1]}: give a whole number`);
     return Number(text);
   }
-  if (name === "period") return text || "none";
+  if (name === "period" || name === "user_period") return text || "none";
   return text || null;
 }
 
@@ -141,14 +144,17 @@ export function keyForm(key, done) {
     p => h("option", {value: p})));
   const grid = h("div", {class: "form-grid"}, FORM_FIELDS.map(([name, label, hint, shown]) => {
     const input = h("input", {name, type: "text", autocomplete: "off", spellcheck: "false",
-                              list: name === "period" ? "periods" : null, required: name === "name" && creating,
+                              list: name.endsWith("period") ? "periods" : null, required: name === "name" && creating,
                               inputmode: WHOLE.includes(name) || name === "budget_usd" ? "decimal" : null});
-    input.value = key ? String(shown(key)) : (name === "period" ? "monthly" : "");
+    input.value = key ? String(shown(key)) : (name === "period" ? "monthly" : (name === "user_period" ? "none" : ""));
     inputs[name] = input;
     return field(label, input, hint);
   }));
+  const team = teamSelect(key);
+  grid.firstChild.after(field("Team", team, "its budget, limits and models bind the key too"));
   const checks = {};
-  const boxes = h("div", {class: "checks"}, [["auto_renew", "Renew when it expires"], ["mock", "Mock: answer locally, never charged"]].map(
+  const boxes = h("div", {class: "checks"}, [["auto_renew", "Renew when it expires"], ["mock", "Mock: answer locally, never charged"],
+                                             ["require_user", "Require an end-user id on each request"]].map(
     ([name, label]) => {
       const box = h("input", {type: "checkbox", name});
       box.checked = key ? Boolean(key[name]) : false;
@@ -172,6 +178,7 @@ export function keyForm(key, done) {
         if (creating && !text.trim() && name !== "name") continue;  // left empty: the API's default
         body[name] = value(name, text);
       }
+      if (team.value !== (key?.team ?? "")) body.team = team.value || null;
       for (const [name, box] of Object.entries(checks)) {
         if (creating ? box.checked : box.checked !== Boolean(key[name])) body[name] = box.checked;
       }
@@ -197,6 +204,19 @@ export function keyForm(key, done) {
     }
   });
   (creating ? inputs.name : inputs.budget_usd).focus();
+}
+
+// The teams to choose from, filled in when the API answers; the key's own team is there at once.
+function teamSelect(key) {
+  const select = h("select", {name: "team", id: "key-team"}, h("option", {value: ""}, "no team"),
+    key?.team ? h("option", {value: key.team}, key.team) : null);
+  select.value = key?.team ?? "";
+  api.get("api/teams").then(teams => {
+    for (const team of teams) {
+      if (team.name !== key?.team) select.append(h("option", {value: team.name}, team.name));
+    }
+  }, () => { /* no list: the key's team and "no team" stay choosable */ });
+  return select;
 }
 
 // The secret, once: with a copy button and the warning that it is not shown again.
