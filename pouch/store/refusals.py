@@ -14,25 +14,25 @@ import peewee as pw
 
 from pouch.store.database import KeyRow, RefusalRow, database, naive
 
-FIELDS = ("ts", "key", "provider", "model", "endpoint", "status", "reason", "message", "flow_id")
-BATCH = 100  # rows per INSERT: 900 parameters, within every SQLite's limit (999)
+FIELDS = ("ts", "key", "provider", "model", "endpoint", "status", "reason", "message", "flow_id", "team", "end_user")
+BATCH = 90  # rows per INSERT: 990 parameters, within every SQLite's limit (999)
 # One multi-row statement per batch, built by hand: peewee's insert_many spent four times
 # the database's own time building the query, in the store thread, under the GIL.
-_INSERT = ("INSERT INTO pouch_refusals (ts, key_id, provider, model, endpoint, status, reason, message, flow_id) "
-           "VALUES ")
-_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT = ("INSERT INTO pouch_refusals (ts, key_id, provider, model, endpoint, status, reason, message, flow_id, "
+           "team, end_user) VALUES ")
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 def record(refusals: Sequence[dict]) -> None:
-    """Insert refusal rows (``FIELDS``; ``key`` is the key's id or None; ``flow_id`` may be
-    left out) in one transaction."""
+    """Insert refusal rows (``FIELDS``; ``key`` is the key's id or None; ``flow_id``, ``team``
+    and ``end_user`` may be left out) in one transaction."""
     stamp = RefusalRow.ts.db_value
     with database.atomic():
         for start in range(0, len(refusals), BATCH):
             batch = refusals[start:start + BATCH]
             params = [value for r in batch for value in (
                 stamp(r["ts"]), r.get("key"), r["provider"], r.get("model"), r.get("endpoint"), r["status"],
-                r["reason"], r["message"], r.get("flow_id"))]
+                r["reason"], r["message"], r.get("flow_id"), r.get("team"), r.get("end_user"))]
             sql = _INSERT + ", ".join([_ROW] * len(batch))
             database.execute_sql(sql.replace("?", database.obj.param), params)
 
