@@ -169,3 +169,21 @@ def test_key_options_refuse_bad_input(isolated_home, command, args, message):
     target = ["create", "--name", "other"] if command == "create" else ["update", "app"]
     assert message in refused("keys", *target, *args)
     assert as_json("keys", "list") == before, "nothing written"
+
+
+def test_teams_on_every_store(store_url):
+    """The same commands on SQLite and PostgreSQL: the largest values stored exactly, a key read
+    with its team, a team with keys kept, one without deleted."""
+    big = ["--budget", "1000000", "--rpm", "2147483647", "--tpm", "2147483647", "--max-concurrent", "2147483647"]
+    created = as_json("--db", store_url, "teams", "create", "--name", "platform", *big)
+    assert (created["budget_usd"], created["rpm"], created["tpm"], created["max_concurrent"]) == (
+        "1000000", 2147483647, 2147483647, 2147483647)
+    key = as_json("--db", store_url, "keys", "create", "--name", "alice", "--team", "platform",
+                  "--user-budget", "1000000", "--user-rpm", "2147483647")
+    assert (key["team"], key["user_budget_usd"], key["user_rpm"]) == ("platform", "1000000", 2147483647)
+    assert as_json("--db", store_url, "teams", "list")[0]["keys"] == ["alice"]
+    assert "still has keys (alice)" in refused("--db", store_url, "teams", "delete", "platform")
+    pouch("--db", store_url, "keys", "update", "alice", "--team", "none")
+    pouch("--db", store_url, "teams", "delete", "platform")
+    assert as_json("--db", store_url, "teams", "list") == []
+    assert as_json("--db", store_url, "keys", "show", "alice")["team"] is None
