@@ -295,6 +295,7 @@ def test_a_key_made_in_the_dashboard_meters_traffic_and_is_revoked_there(browser
     browser.get_log("browser")  # mitmweb's own complaints (its source maps): not the dashboard's
 
     # Rotate it: the new secret shows once, the old one is refused at once.
+    browser.execute_script("window.scrollTo(0, 0)")  # the page's head, not under the sticky top bar
     buttons = {b.text: b for b in browser.find_elements(By.CSS_SELECTOR, ".page-tools .actions button")}
     assert set(buttons) == {"Edit", "Rotate", "Revoke"}
     buttons["Rotate"].click()

@@ -119,6 +119,10 @@ def test_teams_in_the_dashboard(browser, served):  # noqa: F811
     carol = key_store.get("carol")
     assert (carol.team.name, carol.user_budget, str(carol.user_period), carol.user_rpm, carol.require_user) == (
         "research", Money.usd("0.25"), "daily", 3, True)
+    go(browser, "#/keys/carol", ".facts .team-link")
+    assert text_of(browser, ".facts .team-link") == "research"
+    assert text_of(browser, ".facts .end-users") == "$0.25 each, daily · 3 rpm each · an end-user id required"
+    go(browser, "#/keys", "#keys")
     # ...and takes it out again ("no team"), leaving the rest as it was.
     button(shown(browser, '#keys tr[data-key="carol"]'), "Edit").click()
     form = shown(browser, "dialog .key-form")

@@ -42,6 +42,10 @@ export function keyHref(name) {
   return `#/keys/${encodeURIComponent(name)}`;
 }
 
+export function teamHref(name) {
+  return `#/teams/${encodeURIComponent(name)}`;
+}
+
 export function errorBox(message) {
   return h("div", {class: "notice error", role: "alert"}, message);
 }

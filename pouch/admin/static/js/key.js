@@ -5,7 +5,7 @@ import * as api from "./api.js";
 import {requestsLine, stackedBars} from "./charts.js";
 import {card, emptyState, h} from "./dom.js";
 import {count, dateLabel, money, pico, sum, tokens, when} from "./format.js";
-import {badges, budgetBar, expiry, keyActions, limits, models} from "./keyui.js";
+import {badges, budgetBar, endUsers, expiry, keyActions, limits, models, team} from "./keyui.js";
 import {reasonText} from "./overview.js";
 
 const DAYS = 30;
@@ -112,6 +112,8 @@ export async function keyPage(view, params, name, session) {
       card("Limits", facts([
         ["Rate", limits(key)],
         ["Models", models(key)],
+        ["Team", team(key)],
+        ["End users", endUsers(key)],
         ["Expires", expiry(key)],
         ["Alerts at", key.alert_at.length ? `${key.alert_at.join("%, ")}% of the budget` : h("span", {class: "muted"}, "none")],
         key.webhook ? ["Webhook", h("code", {class: "small"}, key.webhook)] : null,

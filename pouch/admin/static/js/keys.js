@@ -2,10 +2,9 @@
 // admins create, edit, rotate and revoke here.
 
 import * as api from "./api.js";
-import {emptyState, h, keyHref} from "./dom.js";
+import {emptyState, h, keyHref, teamHref} from "./dom.js";
 import {money, sum} from "./format.js";
 import {badges, budgetBar, keyActions, keyForm, limits, models, secretDialog} from "./keyui.js";
-import {teamHref} from "./teams.js";
 
 export async function keysPage(view, params, session) {
   const all = await api.get("api/keys");

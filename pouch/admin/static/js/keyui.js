@@ -2,7 +2,7 @@
 // dialogs that create, edit, rotate and revoke a key (admins only).
 
 import * as api from "./api.js";
-import {h} from "./dom.js";
+import {h, teamHref} from "./dom.js";
 import {count, dateLabel, fromPico, pico, relative, share, usd} from "./format.js";
 
 export function statuses(key, now = Date.now()) {
@@ -77,6 +77,19 @@ export function limits(key) {
 export function models(key) {
   if (!key.models.length) return h("span", {class: "muted"}, "every model");
   return h("span", {class: "chips"}, key.models.map(model => h("code", {class: "chip"}, model)));
+}
+
+export function team(key) {
+  return key.team ? h("a", {class: "team-link", href: teamHref(key.team)}, key.team) : h("span", {class: "muted"}, "none");
+}
+
+// What each end user of the key may do on its own (a budget, a rate), and whether one must be named.
+export function endUsers(key) {
+  const parts = [];
+  if (key.user_budget_usd !== null) parts.push(`${usd(key.user_budget_usd)} each, ${periodText({period: key.user_period})}`);
+  if (key.user_rpm !== null) parts.push(`${count(key.user_rpm)} rpm each`);
+  if (key.require_user) parts.push("an end-user id required");
+  return parts.length ? h("span", {class: "end-users"}, parts.join(" · ")) : h("span", {class: "muted"}, "no limits of their own");
 }
 
 export function expiry(key) {

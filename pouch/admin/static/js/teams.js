@@ -3,13 +3,9 @@
 // their own spend. Admins create, edit and delete teams here.
 
 import * as api from "./api.js";
-import {card, emptyState, h, keyHref} from "./dom.js";
+import {card, emptyState, h, keyHref, teamHref} from "./dom.js";
 import {money, sum} from "./format.js";
 import {badges, budgetBar, confirmDialog, dialog, field, limits, models} from "./keyui.js";
-
-export function teamHref(name) {
-  return `#/teams/${encodeURIComponent(name)}`;
-}
 
 function teamPath(name) {
   return `api/teams/${encodeURIComponent(name)}`;
