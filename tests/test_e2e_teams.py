@@ -7,6 +7,7 @@ tags and session it belongs to. The x-pouch-* headers never reach the provider."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -21,6 +22,7 @@ from pouch.services import teams as team_service
 from pouch.store import keys as key_store
 from pouch.store import ledger
 from pouch.store.database import BudgetLedgerRow, RefusalRow, ReservationRow, UsageRow
+from tests.conftest import PG_URL, fresh_postgres
 from tests.fakes.anthropic_fake import FakeAnthropic
 from tests.fakes.openai_fake import FakeOpenAI
 from tests.gateway import Gateway
@@ -181,3 +183,59 @@ def test_the_gateway_ceiling_binds_every_key(fakes, tmp_path):
         assert level("total") == (UsageRow.get().cost_pico, 0)
     finally:
         ceiling.stop()
+
+
+STORES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
+    not PG_URL, reason="PostgreSQL not available (scripts/test starts it when installed)"))]
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_a_burst_over_a_teams_keys_and_their_end_users_overspends_no_level(fakes, tmp_path, store):
+    """60 concurrent requests over 3 keys of one team and 5 end users each: the team's, each
+    key's and each end user's budget bind at some point; none is exceeded and each level's
+    ledger is the sum of its rows."""
+    options = {}
+    if store == "postgresql":
+        fresh_postgres(PG_URL)
+        options["pouch_db"] = PG_URL
+    burst = Gateway(tmp_path / "gw", {"api.openai.com": fakes["openai"].url}, str(fakes["ca_bundle"]), options).start()
+    try:
+        burst.open_store()
+        team = team_service.create("platform", budget="0.0004")
+        members = [key_service.create(f"k{i}", team="platform", budget="0.00018", user_budget="0.00006")
+                   for i in range(3)]
+
+        async def one(i):
+            key, secret = members[i % 3]
+            client = burst.async_client(secret)
+            try:
+                await client.chat.completions.create(
+                    model=MODEL, messages=HELLO, max_tokens=60, user=f"u{i % 5}",
+                    extra_headers={"x-fake-output-tokens": "50"})
+                return "ok"
+            except openai.RateLimitError as e:
+                return e.body["message"].split(" exhausted")[0]
+            finally:
+                await client.close()
+
+        async def run():
+            return await asyncio.gather(*(one(i) for i in range(60)))
+
+        outcomes = asyncio.run(run())
+        burst.settled(expected_rows=outcomes.count("ok"))
+        refused_by = {outcome for outcome in outcomes if outcome != "ok"}
+        assert refused_by and all(o.startswith("budget of ") for o in refused_by)
+        rows = list(UsageRow.select())
+        assert len(rows) == outcomes.count("ok") and ReservationRow.select().count() == 0
+        team_spent = level(team.scope)
+        assert team_spent == (sum(r.cost_pico for r in rows), 0) and team_spent[0] <= Money.usd("0.0004").pico
+        for key, _ in members:
+            mine = [r for r in rows if r.key_name == key.name]
+            assert ledger.window_totals(key_store.get(key.id), utcnow()) == (Money(sum(r.cost_pico for r in mine)),
+                                                                           Money(0))
+            assert sum(r.cost_pico for r in mine) <= Money.usd("0.00018").pico
+            for user in {r.end_user for r in mine}:
+                theirs = sum(r.cost_pico for r in mine if r.end_user == user)
+                assert level(key.user_scope(user)) == (theirs, 0) and theirs <= Money.usd("0.00006").pico
+    finally:
+        burst.stop()
