@@ -10,6 +10,7 @@ import re
 import secrets
 from collections.abc import Iterable
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from pouch.domain.errors import InvalidInput
 from pouch.domain.money import AmountTooLarge, Money
@@ -174,13 +175,26 @@ def parse_webhook(text: str | None) -> str | None:
 
 
 def display_url(url: str) -> str:
-    """A webhook URL as logs and errors show it: scheme and host only, since its path or its
-    user:password may be the credential (a Slack webhook's path is)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url[:20] + ("..." if len(url) > 20 else "")
-    host = rest.split("/", 1)[0].rpartition("@")[2]
-    return f"{scheme}://{host}/..." if rest.rstrip("/") != host else f"{scheme}://{host}"
+    """A webhook URL as logs, errors and viewers see it: scheme, host and port only, as parsed
+    (its path, query, fragment or user:password may be the credential: a Slack webhook's path
+    is), and ``/...`` when it had more than that."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        scheme = url.partition("://")[0]
+        return f"{scheme}://..." if scheme.isalnum() and len(scheme) <= 10 else "(not a URL)"
+    host = parts.hostname
+    try:
+        port = parts.port
+    except ValueError:
+        port = None  # not a port: shown without it
+    if "://" not in url:  # show what would be its host
+        shown = re.split(r"[/?#]", url, maxsplit=1)[0].rpartition("@")[2][:40]
+        return shown + ("/..." if len(shown) < len(url) else "")
+    netloc = f"[{host}]" if host and ":" in host else host or ""
+    shown = f"{parts.scheme}://{netloc}{'' if port is None else f':{port}'}"
+    more = parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc
+    return shown + "/..." if more else shown
 
 
 def parse_budget(text: str | None) -> Money | None:
