@@ -136,12 +136,13 @@ class Courier:
                         "may send it again (receivers de-duplicate on its id)", row.id)
 
     async def _post(self, url: str, body: str) -> str | None:
-        """POST one event to one target; None when it took it, else why not (never raises)."""
-        data = events.payload(body, url)
-        headers = {"content-type": "application/json", "user-agent": "pouch-alerts"}
-        if self.settings.secret:
-            headers["x-pouch-signature"] = events.signature(self.settings.secret, data)
+        """POST one event to one target; None when it took it, else why not. Never raises: a try
+        that raised would never be recorded, and its row would be claimed and sent again each lease."""
         try:
+            data = events.payload(body, url)
+            headers = {"content-type": "application/json", "user-agent": "pouch-alerts"}
+            if self.settings.secret:
+                headers["x-pouch-signature"] = events.signature(self.settings.secret, data)
             target, extensions = self._resolved(httpx.URL(url), headers)
             async with asyncio.timeout(self.settings.timeout):
                 response = await self._client.post(target, content=data, headers=headers, extensions=extensions)
@@ -149,6 +150,9 @@ class Courier:
             return f"no answer within {self.settings.timeout:g} s"
         except (httpx.HTTPError, httpx.InvalidURL, ValueError) as e:
             return f"{type(e).__name__}: {str(e).replace(url, display_url(url))}"  # a Slack URL's path is its secret
+        except Exception as e:  # a URL from before parse_webhook refused it, a bug: a failed try all the same
+            log.debug("pouch: alert POST to %s raised", display_url(url), exc_info=True)
+            return f"{type(e).__name__} (unexpected; the debug log has it)"
         if 200 <= response.status_code < 300:
             return None
         return f"HTTP {response.status_code}"

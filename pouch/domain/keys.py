@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from urllib.parse import urlsplit
 
+import httpx  # parse_webhook checks a URL as the alert sender (pouch.alerts.delivery) reads it
+
 from pouch.domain.errors import InvalidInput
 from pouch.domain.money import AmountTooLarge, Money
 from pouch.domain.periods import Period, Window
@@ -160,18 +162,50 @@ def parse_alert_at(value: str | Iterable[int] | None) -> tuple[int, ...]:
 
 
 def parse_webhook(text: str | None) -> str | None:
-    """An http(s) URL alerts are POSTed to; empty text or ``none``: no webhook."""
+    """An http(s) URL alerts are POSTed to; empty text or ``none``: no webhook. Refused unless
+    the sender can use it as it is: a URL it cannot parse would fail every try of every alert."""
     if text is None or text.strip().lower() in ("", "none"):
         return None
     url = text.strip()
-    scheme, _, rest = url.partition("://")
-    host = rest.split("/", 1)[0].rpartition("@")[2]
-    if scheme.lower() not in ("http", "https") or not host or len(url) > 2048 or any(c.isspace() for c in url):
+    problem = _webhook_problem(url)
+    if problem:
         raise InvalidInput(
-            f"bad webhook {display_url(url)!r}: give an http:// or https:// URL such as "
+            f"bad webhook {display_url(url)!r} ({problem}): give an http:// or https:// URL such as "
             "https://hooks.slack.com/services/... ('none' for no webhook)"
         )
     return url
+
+
+def _webhook_problem(url: str) -> str | None:
+    """Why ``url`` cannot be POSTed to, else None. Checked as the standard library and httpx
+    (the sender) read it: they disagree on some URLs, and either refusing it is enough."""
+    if len(url) > 2048:
+        return "longer than 2048 characters"
+    if any(c.isspace() for c in url):
+        return "it contains a space"
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:
+        return "it is not valid text"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "its host is not valid"
+    if parts.scheme.lower() not in ("http", "https") or "://" not in url:
+        return "not http or https"
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port is not None and not 1 <= port <= 65535:
+        return "its port is not a number from 1 to 65535"
+    if not parts.hostname:
+        return "no host"
+    try:
+        httpx.URL(url).host  # decodes the host (IDNA) as sending does
+    except (ValueError, httpx.InvalidURL):
+        return "its host is not valid"
+    return None
 
 
 def display_url(url: str) -> str:
