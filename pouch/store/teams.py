@@ -96,7 +96,7 @@ def delete(team: Team) -> None:
         names = [row.name for row in members.limit(6)]
         if names:
             shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-            raise TeamInUse(f"team {team.name!r} still has keys ({shown}): move them first "
-                            "(pouch keys update NAME --team none) or revoke them")
+            raise TeamInUse(f"team {team.name!r} still has keys ({shown}), revoked ones included: move them "
+                            "out first (pouch keys update NAME --team none)")
         BudgetLedgerRow.delete().where(BudgetLedgerRow.scope == team.scope).execute()
         TeamRow.delete().where(TeamRow.id == team.id).execute()
