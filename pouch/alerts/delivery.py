@@ -4,8 +4,8 @@ Runs on the gateway's event loop (``addons/alerts.py``): store work goes to the 
 every POST is async with a hard deadline, so a slow or dead receiver holds a task of its own,
 never a request. A try that some target failed is tried again later for those targets only,
 after a pause that doubles each time (up to ``MAX_BACKOFF``); after ``tries`` tries the row is
-kept, marked failed, and the gateway logs an error. Success is any 2xx answer (redirects are not
-followed). Webhooks go straight to their host (no proxy from the environment).
+kept, marked failed, and the gateway logs an error. Success is any 2xx status (redirects are not
+followed; the answer's body is never read). Webhooks go straight to their host (no proxy from the environment).
 
 ``POUCH_WEBHOOK_RESOLVE=host=ip:port,...`` connects to ``ip:port`` for ``host`` while keeping the
 URL's host (Host header, TLS name), as curl's --resolve does: a split-horizon DNS, or a test
@@ -145,7 +145,11 @@ class Courier:
                 headers["x-pouch-signature"] = events.signature(self.settings.secret, data)
             target, extensions = self._resolved(httpx.URL(url), headers)
             async with asyncio.timeout(self.settings.timeout):
-                response = await self._client.post(target, content=data, headers=headers, extensions=extensions)
+                # Only the status counts: the answer's body is never read (closing drops the
+                # connection), so a huge one fills no memory and a slow one fails nothing.
+                async with self._client.stream("POST", target, content=data, headers=headers,
+                                               extensions=extensions) as response:
+                    status = response.status_code
         except TimeoutError:
             return f"no answer within {self.settings.timeout:g} s"
         except (httpx.HTTPError, httpx.InvalidURL, ValueError) as e:
@@ -153,9 +157,9 @@ class Courier:
         except Exception as e:  # a URL from before parse_webhook refused it, a bug: a failed try all the same
             log.debug("pouch: alert POST to %s raised", display_url(url), exc_info=True)
             return f"{type(e).__name__} (unexpected; the debug log has it)"
-        if 200 <= response.status_code < 300:
+        if 200 <= status < 300:
             return None
-        return f"HTTP {response.status_code}"
+        return f"HTTP {status}"
 
     def _resolved(self, url: httpx.URL, headers: dict) -> tuple[httpx.URL, dict]:
         address = dict(self.settings.resolve).get(url.host)
