@@ -1,12 +1,14 @@
 """Receivers that misbehave (pouch/alerts/delivery.py): an answer too large to hold, one that
 trickles, one that never comes. Real sockets on loopback, the real store, the Courier's looks."""
 
+import asyncio
 import socket
 import threading
 import time
 
 from pouch.alerts import delivery
 from pouch.alerts.outbox import AlertRow
+from pouch.services.store_thread import StoreThread
 from tests.alerts_receiver import Receiver
 from tests.test_alerts_delivery import crossed, deliver
 
@@ -93,3 +95,36 @@ def test_a_200_whose_body_trickles_is_delivered_at_the_first_try(store):
     receiver.close()
     assert len(receiver.bodies) == 2, "each event once"
     assert {(row.state, row.attempts) for row in AlertRow.select()} == {("delivered", 1)}
+
+
+def test_a_webhook_that_never_answers_holds_up_no_other_alert(store):
+    """A key's webhook accepts the connection and never answers: its row waits out its timeout
+    alone, while an event written meanwhile is delivered by the next looks."""
+    sink = socket.create_server(("127.0.0.1", 0))  # connections wait in its backlog, unanswered
+    with Receiver() as ops:
+        crossed("slow", webhook=f"http://127.0.0.1:{sink.getsockname()[1]}/", alert_at=())
+        settings = delivery.Settings(webhooks=(ops.url,), timeout=60, backoff=60)
+
+        def fine_delivered() -> bool:
+            return [r.state for r in AlertRow.select().where(AlertRow.body.contains('"key": "fine"'))] == ["delivered"]
+
+        async def drive():
+            courier = delivery.Courier(settings, StoreThread())
+            try:
+                assert await courier.once() == 1  # slow's event: ops has it at once, the sink never answers
+                crossed("fine", alert_at=())
+                for _ in range(1000):
+                    await courier.once()
+                    if fine_delivered():
+                        break
+                    await asyncio.sleep(0.02)
+                assert courier.busy, "slow's POST is still waiting on the sink"
+            finally:
+                await courier.close()
+
+        asyncio.run(drive())
+        assert fine_delivered()
+        assert sorted(r.json["key"] for r in ops.accepted()) == ["fine", "slow"]
+    sink.close()
+    slow = AlertRow.get(AlertRow.body.contains('"key": "slow"'))
+    assert (slow.state, slow.attempts) == ("pending", 0), "stopped mid-try: left to its lease, not recorded"

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 MAX_BACKOFF = 3600.0  # seconds between two tries, at most
-BATCH = 20  # rows claimed per look at the outbox
+BATCH = 20  # rows claimed per look at the outbox, at most
+MAX_IN_FLIGHT = 100  # rows being delivered at once, at most (a look claims only what there is room for)
 EXPIRY_CHECK_EVERY = 60.0  # seconds between two looks for keys about to expire
 
 
@@ -87,6 +88,7 @@ class Courier:
         self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False, transport=transport,
                                          timeout=settings.timeout)
         self._next_expiry_check = 0.0
+        self._in_flight: set[asyncio.Task] = set()  # rows being delivered
 
     async def run(self) -> None:
         """Deliver until cancelled: one look at the outbox every ``interval`` seconds."""
@@ -100,18 +102,43 @@ class Courier:
             await asyncio.sleep(self.settings.interval)
 
     async def close(self) -> None:
+        """Stop: deliveries under way are dropped (their rows go to whoever claims them once
+        their lease ends: receivers de-duplicate on the id), so a stop never waits on a receiver."""
+        for task in list(self._in_flight):
+            task.cancel()
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
         await self._client.aclose()
 
+    @property
+    def busy(self) -> bool:
+        """Whether a delivery is under way."""
+        return bool(self._in_flight)
+
     async def once(self) -> int:
-        """Look for expiring keys (every EXPIRY_CHECK_EVERY), then deliver what is due; returns
-        how many rows were tried."""
+        """Look for expiring keys (every EXPIRY_CHECK_EVERY), then start delivering what is due;
+        returns how many rows were claimed. Does not wait for them: each row is a task of its
+        own, so a receiver that never answers holds its row for ``timeout``, never the others nor
+        the next look."""
         if time.monotonic() >= self._next_expiry_check:
             self._next_expiry_check = time.monotonic() + EXPIRY_CHECK_EVERY
             await self._thread.run(outbox.expiring, utcnow())
-        claimed = await self._thread.run(outbox.claim, utcnow(), self.settings.lease, BATCH,
+        room = min(BATCH, MAX_IN_FLIGHT - len(self._in_flight))
+        if room <= 0:
+            return 0
+        claimed = await self._thread.run(outbox.claim, utcnow(), self.settings.lease, room,
                                          only_keys_with_webhook=not self.settings.webhooks)
-        await asyncio.gather(*(self.deliver(row) for row in claimed))
+        for row in claimed:
+            task = asyncio.create_task(self._deliver_one(row))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
         return len(claimed)
+
+    async def _deliver_one(self, row: outbox.Claimed) -> None:
+        try:
+            await self.deliver(row)
+        except Exception as e:  # the store, most likely: the row is claimed again when its lease ends
+            log.warning("pouch: alert %s: recording its try failed (%s: %s); it is tried again once its lease "
+                        "ends", row.id, type(e).__name__, e)
 
     async def deliver(self, row: outbox.Claimed) -> None:
         every = targets(self.settings, row)
