@@ -136,8 +136,7 @@ class Keys:
         """Whether a request without any key may pass (a public side path): only from this host
         or a transport of the operator's, else anyone who reaches the gateway could use it as a
         relay to the provider (a remote client authenticates with its key as proxy password)."""
-        peer = client.peername
-        return isinstance(client.proxy_mode, perimeter.ADMITTED_MODES) or bool(peer and perimeter.is_loopback(peer[0]))
+        return isinstance(client.proxy_mode, perimeter.ADMITTED_MODES) or perimeter.local_client(client)
 
     async def _caller(self, flow, found: chain.Exchange, keyless: bool = False) -> Key | None:
         """The key this request is charged to (None: observed, a credential let through untouched;

@@ -40,6 +40,10 @@ _expected: weakref.WeakKeyDictionary[connection.Client, set[tuple[str, int]]] = 
 # hosts the operator configured as upstreams (pouch_route): the credential may go there
 routed_hosts: frozenset[str] = frozenset()
 
+# The host clients really reach this gateway on when a load balancer on this host forwards them
+# from loopback (pouch_public_listen, which `pouch run --workers` sets): "" when they reach it directly.
+public_listen: str = ""
+
 
 def connection_key(client: connection.Client) -> str | None:
     """The secret hash of the pouch key ``client`` authenticated with, if it did."""
@@ -65,7 +69,20 @@ def proxy_auth(setting: str, mitmproxy_auth: str | None, exposed: bool) -> str:
 
 def exposed(mode: mode_specs.ProxyMode, listen_host: str) -> bool:
     """Whether a listener of ``mode`` takes proxy clients from beyond this host."""
-    return isinstance(mode, PROXY_MODES) and not is_loopback(mode.listen_host(listen_host))
+    return isinstance(mode, PROXY_MODES) and (behind_balancer() or not is_loopback(mode.listen_host(listen_host)))
+
+
+def behind_balancer() -> bool:
+    """Whether a load balancer brings clients from beyond this host: they all arrive from
+    loopback then, so no peer address says a client is local."""
+    return bool(public_listen) and not is_loopback(public_listen)
+
+
+def local_client(client: connection.Client) -> bool:
+    """Whether ``client`` runs on this host (trusted for keyless side paths, and for tunnels
+    when proxy authentication is off)."""
+    peer = client.peername
+    return not behind_balancer() and bool(peer and is_loopback(peer[0]))
 
 
 def credential_may_go(provider: Provider, host: str, port: int) -> bool:
