@@ -68,8 +68,10 @@ class Budget:
         result, _ = await reserving.reserve(
             key, self.levels(key, found.attribution.end_user, now), plan, now, hold=self.hold,
             has_cap=bool(call.max_output), may_cap=self.cap_output, cap=cap,
-            provider=provider, model=call.model, endpoint=found.endpoint.name)
+            provider=provider, model=call.model, endpoint=found.endpoint.name,
+            limits=found.limits, tokens=found.limit_tokens)
         found.reservation = Reservation(result.id, result.amount, result.remaining, plan.price.model)
+        found.limit_headers = result.headers or None
 
     def levels(self, key, end_user: str | None, now) -> tuple:
         return levels(key, end_user, now, self.total, self.total_period)

@@ -11,6 +11,7 @@ budget link's instance name)."""
 from __future__ import annotations
 
 import asyncio
+import time
 import gc
 import logging
 import socket
@@ -142,6 +143,7 @@ class Gateway:
             await asyncio.sleep(RECOVERY_INTERVAL)
             try:
                 await store_thread.run(ledger.recover, utcnow())
+                await store_thread.run(ledger.prune_rates, time.time())  # the minutes no limit counts any more
             except Exception:
                 log.exception("pouch: reservation recovery failed")
 

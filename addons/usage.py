@@ -172,11 +172,11 @@ class UsageMeter:
         if reservation:
             # Retried while the store is unavailable (finish is idempotent): a settlement given
             # up would leave the worst case held, and recovery would charge all of it.
-            store_thread.later(ledger.finish, reservation.id, charge, row, retries=SETTLE_RETRIES)
+            store_thread.later(ledger.finish, reservation.id, charge, row, settled.measured_tokens,
+                               retries=SETTLE_RETRIES)
         else:
             store_thread.later(ledger.record, row)
         traffic.settled(row, charge, found.entry)  # /metrics: counted where the row is made, once
-        chain.measured(flow, settled.measured_tokens)
         found.result = {
             **{f.name: getattr(usage, f.name) for f in dataclasses.fields(usage) if f.name != "tool_calls"},
             "tool_calls": dict(usage.tool_calls),

@@ -75,18 +75,6 @@ def _levels():
     return socket_admission.Settings.levels
 
 
-def _limits_for():
-    """The ratelimit link's limits of a key, found by name each time (a script reload replaces
-    the link); without it a key's create is refused, never admitted without its limits."""
-    limits = ctx.master.addons.get("ratelimit")
-    if limits is not None:
-        return limits.limits_for
-
-    def missing(key, end_user):
-        raise errors.GatewayError("pouch's ratelimit link is not loaded, so this create was not forwarded")
-    return missing
-
-
 class ResponsesWebSocket:
     def __init__(self, inject: Callable[[http.HTTPFlow, bytes], None] = inject_to_client):
         self._inject = inject
@@ -222,7 +210,7 @@ class ResponsesWebSocket:
                 self._other(socket, message, kind, body)
                 return
             response, changed = await socket_admission.admit(
-                socket, socket.endpoint, body, message.timestamp, self.settings, _limits_for())
+                socket, socket.endpoint, body, message.timestamp, self.settings)
         except errors.PouchError as e:
             model = body.get("model") if isinstance(body, dict) else None
             self._refuse(flow, socket, message, e, lane, model if isinstance(model, str) else None)

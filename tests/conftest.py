@@ -32,7 +32,7 @@ def store(isolated_home):
 
 PG_URL = os.environ.get("POUCH_TEST_PG")  # scripts/test starts PostgreSQL and sets this
 PG_TABLES = ("pouch_admin_tokens, pouch_alerts, pouch_refusals, pouch_usage, pouch_reservations, pouch_budget_ledger, "
-             "pouch_ledger, pouch_keys, pouch_teams, pouch_instances, pouch_migrations")
+             "pouch_ledger, pouch_keys, pouch_teams, pouch_instances, pouch_limit_state, pouch_rate_log, pouch_migrations")
 
 
 def fresh_postgres(url: str) -> None:

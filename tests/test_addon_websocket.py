@@ -390,17 +390,6 @@ def test_a_socket_opened_before_a_reload_is_dropped_and_closed(ws):
     assert flow.error is not None and ReservationRow.select().count() == 0
 
 
-def test_without_the_ratelimit_link_a_create_is_refused_not_admitted_without_limits(ws):
-    key, secret = create_key(rpm=1)
-    flow = ws.open(secret)
-    ws.gw.tctx.master.addons.remove(ws.gw.ratelimit)
-    sent = ws.client(flow, create())
-    assert sent.dropped and ws.injected[-1]["error"]["code"] == "gateway_error"
-
-
-# --- big messages and long sockets ---
-
-
 def test_a_message_above_the_cap_is_refused_unread(ws, monkeypatch):
     monkeypatch.setattr(json_body, "MAX_DECODED_BYTES", 1000)
     read = []

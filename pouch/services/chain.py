@@ -8,8 +8,6 @@ import datetime
 import functools
 import logging
 import math
-import weakref
-from collections.abc import Callable
 
 from mitmproxy import ctx, exceptions, http
 
@@ -31,22 +29,6 @@ def price_entry(flow: http.HTTPFlow, table, model: str, provider: str) -> Price 
     if not found.priced:
         found.entry, found.priced = table.lookup(model, provider, found.requested_at), True
     return found.entry
-
-
-# Once a metered flow is measured, what it really used goes to those that admitted it on a
-# guess: the rate limiter counts a worst case against tokens/min, then settles to this.
-_on_measured: weakref.WeakKeyDictionary[http.HTTPFlow, Callable[[int | None], None]] = weakref.WeakKeyDictionary()
-
-
-def when_measured(flow: http.HTTPFlow, callback: Callable[[int | None], None]) -> None:
-    _on_measured[flow] = callback
-
-
-def measured(flow: http.HTTPFlow, tokens: int | None) -> None:
-    """The flow was billed ``tokens`` tokens (None: unknown, the worst case stands)."""
-    callback = _on_measured.pop(flow, None)
-    if callback is not None:
-        callback(tokens)
 
 
 def provider_of(flow: http.HTTPFlow) -> Provider | None:

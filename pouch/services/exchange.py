@@ -56,6 +56,9 @@ class Exchange:
     entry: Price | Retirement | None = None  # what the price table says of the model at requested_at
     priced: bool = False  # ``entry`` was looked up
     reservation: Reservation | None = None
+    limits: tuple = ()  # the rate limits it is taken at with its reservation (pouch.store.limits.Limit)
+    limit_tokens: int = 0  # what it counts against tokens/min: the worst case, settled to what was billed
+    limit_headers: dict | None = None  # x-ratelimit-* for the client
     output_capped: int | None = None  # the output cap pouch set on a request that had none
     tools_capped: int | None = None  # the bound on server tool calls pouch set
     mock: Usage | None = None  # a mock answer was served, with this usage

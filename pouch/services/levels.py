@@ -1,6 +1,7 @@
 """The budget levels a key's request must fit besides the key's own: the gateway's ceiling
-(``pouch_budget_total``), the key's team and the key's end user. Reserved with the key's in one
-transaction (``pouch.store.ledger.reserve``), settled at each exactly once."""
+(``pouch_budget_total``), the key's team and the key's end user; and the rate limits of the key,
+its team and its end user. Taken with the key's budget in one transaction
+(``pouch.store.ledger.reserve``), settled at each exactly once."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pouch.domain.keys import Key
 from pouch.domain.money import Money
 from pouch.domain.periods import Period
 from pouch.store.ledger import Level
+from pouch.store.limits import Limit
 
 TOTAL = "total"
 # Where the gateway's ceiling's rolling windows are counted from (calendar periods ignore it;
@@ -32,4 +34,19 @@ def levels(key: Key, end_user: str | None, now: datetime, total: Money | None = 
     if end_user is not None and key.user_budget is not None:
         found.append(Level(key.user_scope(end_user), f"end user '{end_user}' of key '{key.name}'",
                            str(key.user_period), key.user_window(now), ("user", key.id)))
+    return tuple(found)
+
+
+def limits(key: Key, end_user: str | None) -> tuple[Limit, ...]:
+    """The rate limits a request of ``key`` (for ``end_user``) must fit, in the order their rows
+    are locked: the team's, the key's, the end user's (requests/min)."""
+    found = []
+    team = key.team
+    if team is not None and (team.rpm or team.tpm or team.max_concurrent):
+        found.append(Limit(team.scope, f"team '{team.name}'", "the team's", team.rpm, team.tpm, team.max_concurrent))
+    if key.rpm or key.tpm or key.max_concurrent:
+        found.append(Limit(f"key:{key.id}", f"key '{key.name}'", "the key's", key.rpm, key.tpm, key.max_concurrent))
+    if end_user is not None and key.user_rpm:
+        found.append(Limit(key.user_scope(end_user), f"end user '{end_user}' of key '{key.name}'", "the end user's",
+                           key.user_rpm))
     return tuple(found)

@@ -8,10 +8,11 @@ only falls) until it fits or one level cannot cover a single token."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from pouch.domain.errors import BudgetExhausted, StoreUnavailable
+from pouch.domain.errors import BudgetExhausted, RateLimited, StoreUnavailable
 from pouch.domain.keys import Key
 from pouch.domain.money import Money
 from pouch.rules import admission
@@ -31,18 +32,18 @@ def exhausted_message(key: Key, refusal: ledger.Refusal, needed: Money) -> str:
 
 async def reserve(key: Key, levels: tuple[ledger.Level, ...], plan: admission.Plan, now: datetime, *,
                   hold: timedelta, has_cap: bool, may_cap: bool, cap: Callable[[int], None],
-                  provider: str, model: str, endpoint: str) -> tuple[ledger.Reservation, int | None]:
+                  provider: str, model: str, endpoint: str, limits: tuple = (),
+                  tokens: int = 0) -> tuple[ledger.Reservation, int | None]:
     """The reservation and the output cap pouch set (None: none), or BudgetExhausted naming the
-    level that refused; ``cap(tokens)`` writes a cap into the request."""
+    level that refused (RateLimited: the limit); ``cap(tokens)`` writes a cap into the request.
+    ``limits`` are taken in the same transaction, ``tokens`` counted against tokens/min."""
     window, needed, capped = key.window(now), plan.amount, None
     for _ in range(len(levels) + 2):
-        try:
-            result = await store_thread.run(ledger.reserve, key.id, window, needed, now, owner=instance.name, hold=hold,
-                                            provider=provider, model=model, endpoint=endpoint, levels=levels)
-        except Exception as e:
-            log.error("pouch: reservation failed: %s", e)
-            raise StoreUnavailable("the gateway cannot reach its budget store; nothing was sent, "
-                                   "try again shortly") from e
+        result = await store(ledger.reserve, key.id, window, needed, now, owner=instance.name, hold=hold,
+                             provider=provider, model=model, endpoint=endpoint, levels=levels,
+                             limits=limits, tokens=tokens)
+        if isinstance(result, ledger.RateRefusal):
+            raise rate_limited(result, tokens, has_cap=has_cap)
         if isinstance(result, ledger.Reservation):
             return result, capped
         tokens = admission.capped(plan, result.budget - result.spent - result.reserved,
@@ -52,3 +53,28 @@ async def reserve(key: Key, levels: tuple[ledger.Level, ...], plan: admission.Pl
         cap(tokens)
         capped, needed = tokens, admission.with_cap(plan, tokens).amount
     raise BudgetExhausted(exhausted_message(key, result, needed), {"x-should-retry": "false"})
+
+
+async def store(fn, *args, **kwargs):
+    """A store step admission waits for; a store that fails refuses the request (503): nothing
+    unaccounted goes upstream."""
+    try:
+        return await store_thread.run(fn, *args, **kwargs)
+    except Exception as e:
+        log.error("pouch: admission failed in the store: %s", e)
+        raise StoreUnavailable("the gateway cannot reach its budget store; nothing was sent, "
+                               "try again shortly") from e
+
+
+def rate_limited(refusal: ledger.RateRefusal, tokens: int, *, has_cap: bool) -> RateLimited:
+    """The 429 a client gets: Retry-After when waiting helps, x-should-retry: false when not."""
+    headers = dict(refusal.headers)
+    reason = refusal.reason
+    if math.isinf(refusal.retry_after):
+        headers["x-should-retry"] = "false"
+        if tokens and not has_cap:
+            reason += " (the request sets no output cap, so the model's maximum output counts: set one)"
+    else:
+        headers["retry-after"] = str(math.ceil(refusal.retry_after))
+        headers["retry-after-ms"] = str(math.ceil(refusal.retry_after * 1000))
+    return RateLimited(reason, headers)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
-from collections.abc import Callable
 
 from pouch.domain.keys import Key
 from pouch.domain.money import Money
@@ -58,9 +57,6 @@ class Response:
     output_capped: int | None = None
     tools_capped: int | None = None
     mock: Usage | None = None  # answered by pouch with this usage
-    # Given back when it ends: the rate limiter's slot, and its tokens/min to the tokens billed.
-    release: Callable[[], None] | None = None
-    measured: Callable[[int | None], None] | None = None
     tracker: ResponsesStreamTracker = dataclasses.field(default_factory=ResponsesStreamTracker)
     response_id: str | None = None  # the server's id, from response.created
     first_event: float | None = None  # time.time() of its first event, for time to first token

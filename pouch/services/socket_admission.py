@@ -17,15 +17,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-import math
-import time
 from collections.abc import Callable
 from datetime import timedelta
 
 from pouch.domain import errors
 from pouch.domain.keys import Key
 from pouch.domain.periods import utcnow
-from pouch.domain.ratelimit import admit_all
 from pouch.pricing import reserve
 from pouch.pricing.price import Price
 from pouch.pricing.reserve import Bounds
@@ -34,6 +31,7 @@ from pouch.providers.openai import websocket
 from pouch.rules import admission
 from pouch.services import attribution, key_cache, prompt, reserving
 from pouch.services.exchange import Reservation
+from pouch.services.levels import limits
 from pouch.services.prices import price_table
 from pouch.services.response_socket import Response, Socket
 from pouch.tokens.count import count_prompt, input_upper_bound, is_exact
@@ -61,8 +59,8 @@ class Reconnect(errors.PouchError):
     kind = "endpoint"
 
 
-async def admit(socket: Socket, endpoint: Endpoint, body: dict, sent_at: float, settings: Settings,
-                limits_for: Callable[[Key, str | None], list]) -> tuple[Response, bool]:
+async def admit(socket: Socket, endpoint: Endpoint, body: dict, sent_at: float,
+                settings: Settings) -> tuple[Response, bool]:
     """The admitted response (its reservation held, its rate-limit slot taken) and whether
     ``body`` changed (an output cap, a bound on tool calls: forward it re-serialised)."""
     provider, requested_at = socket.provider, datetime.datetime.fromtimestamp(sent_at, datetime.UTC)
@@ -89,24 +87,8 @@ async def admit(socket: Socket, endpoint: Endpoint, body: dict, sent_at: float, 
     response.entry = price_table().lookup(call.model, provider.name, requested_at)
     bounds = Bounds(response.input_tokens, call.max_output, call.choices, call.hidden_input, response.tool_calls,
                     False, response.exact)
-    _take_slot(response, bounds, limits_for(key, end_user))
-    try:
-        changed |= await _reserve(response, key, endpoint, provider, body, bounds, settings)
-    except BaseException:
-        given_back(response, 0)
-        raise
+    changed |= await _reserve(response, key, endpoint, provider, body, bounds, settings)
     return response, changed
-
-
-def given_back(response: Response, tokens: int | None) -> None:
-    """A response that was refused, or is over: its tokens/min settled to ``tokens``, what the
-    provider billed (0: nothing; None: unknown, the worst case stands), its slot free again."""
-    measured, release = response.measured, response.release
-    response.measured = response.release = None
-    if measured is not None:
-        measured(tokens)
-    if release is not None:
-        release()
 
 
 async def _usable(key: Key) -> Key:
@@ -141,30 +123,6 @@ async def _count(model: str, body: dict) -> tuple[int, bool]:
     return (counted if exact else input_upper_bound(model, counted)), exact
 
 
-def _take_slot(response: Response, bounds: Bounds, levels: list) -> None:
-    """Requests/min, tokens/min (the same worst case the budget reserves) and requests in
-    flight at every level (key, team, end user), as the ratelimit link counts an HTTP request."""
-    if not levels:
-        return
-    price = response.entry if isinstance(response.entry, Price) else None
-    tokens = reserve.worst_tokens(price, bounds) if any(limits.tokens for _, limits in levels) else 0
-    hold, verdict = admit_all(levels, time.monotonic(), tokens)
-    if hold is None:
-        headers = dict(verdict.headers)
-        reason = verdict.reason
-        if math.isinf(verdict.retry_after):
-            headers["x-should-retry"] = "false"
-            if tokens and response.call.max_output is None:
-                reason += " (the request sets no output cap, so the model's maximum output counts: set one)"
-        else:
-            headers["retry-after"] = str(math.ceil(verdict.retry_after))
-            headers["retry-after-ms"] = str(math.ceil(verdict.retry_after * 1000))
-        raise errors.RateLimited(reason, headers)
-    response.release = hold.release
-    if tokens:
-        response.measured = lambda used: used is None or hold.settle_tokens(used)
-
-
 async def _reserve(response: Response, key: Key, endpoint: Endpoint, provider, body: dict, bounds: Bounds,
                    settings: Settings) -> bool:
     """Reserve the worst case at every level (``reserving``); True if it capped the output to fit."""
@@ -177,9 +135,13 @@ async def _reserve(response: Response, key: Key, endpoint: Endpoint, provider, b
         response.output_capped = tokens
         response.call = dataclasses.replace(call, max_output=tokens)
 
+    end_user = response.attribution.end_user
+    rates = limits(key, end_user)
+    tokens = reserve.worst_tokens(response.entry if isinstance(response.entry, Price) else None, bounds) \
+        if any(limit.tpm for limit in rates) else 0
     result, capped = await reserving.reserve(
-        key, settings.levels(key, response.attribution.end_user, now), plan, now, hold=settings.hold,
+        key, settings.levels(key, end_user, now), plan, now, hold=settings.hold,
         has_cap=bool(call.max_output), may_cap=settings.cap_output, cap=cap,
-        provider=provider.name, model=call.model, endpoint=endpoint.name)
+        provider=provider.name, model=call.model, endpoint=endpoint.name, limits=rates, tokens=tokens)
     response.reservation = Reservation(result.id, result.amount, result.remaining, plan.price.model)
     return capped is not None

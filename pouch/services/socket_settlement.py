@@ -20,7 +20,6 @@ from pouch.rules import settlement
 from pouch.rules.settlement import Ending
 from pouch.services.instance import instance
 from pouch.services.response_socket import Response, Socket
-from pouch.services.socket_admission import given_back
 from pouch.services.store_thread import store_thread
 from pouch.store import ledger
 from pouch.store.database import LedgerRow, database
@@ -52,13 +51,13 @@ def settle(socket: Socket, response: Response, ending: Ending, bill: Bill) -> di
     row = _row(socket, response, ending, settled)
     if reservation is not None:
         # Retried while the store is unavailable (finish is idempotent), as the usage link does.
-        store_thread.later(ledger.finish, reservation.id, settled.charge, row, retries=SETTLE_RETRIES)
+        store_thread.later(ledger.finish, reservation.id, settled.charge, row, settled.measured_tokens,
+                           retries=SETTLE_RETRIES)
     elif socket.key is not None and settled.charge.pico:
         store_thread.later(_charge_unreserved, socket.key, settled.charge, row)
     else:
         store_thread.later(ledger.record, row)
     traffic.settled(row, settled.charge, response.entry)  # /metrics, as the usage link counts an HTTP request
-    given_back(response, settled.measured_tokens)
     socket.settled += 1
     socket.cost_pico += settled.cost.pico
     socket.charged_pico += settled.charge.pico

@@ -175,6 +175,28 @@ class BudgetLedgerRow(Table):
         table_name = "pouch_budget_ledger"
 
 
+class LimitStateRow(Table):
+    """A limited scope's requests in flight (pouch.store.limits); its row is what admission locks."""
+
+    scope = pw.TextField(primary_key=True)
+    in_flight = pw.IntegerField(default=0)
+
+    class Meta:
+        table_name = "pouch_limit_state"
+
+
+class RateLogRow(Table):
+    """One admitted request at one limited scope: when, and its tokens (the worst case, then billed)."""
+
+    scope = pw.TextField()
+    at = pw.DoubleField()
+    tokens = pw.BigIntegerField(default=0)
+    reservation_id = pw.TextField(null=True)
+
+    class Meta:
+        table_name = "pouch_rate_log"
+
+
 class ReservationRow(Table):
     """An admitted request's worst-case cost, held until it is settled or released."""
 
@@ -189,6 +211,7 @@ class ReservationRow(Table):
     model = pw.TextField(null=True)
     endpoint = pw.TextField(null=True)
     scopes = pw.TextField(null=True)  # the pouch_budget_ledger ids it also holds, comma-separated
+    slots = pw.TextField(null=True)  # the limit scopes it holds a request in flight at, one per line
 
     class Meta:
         table_name = "pouch_reservations"

@@ -22,6 +22,8 @@ from pouch.store.database import (
     BudgetLedgerRow, InstanceRow, KeyRow, LedgerRow, ReservationRow, TeamRow, UsageRow, database, naive)
 
 from pouch.store.instances import STALE_AFTER
+from pouch.store import limits as limit_store
+from pouch.store.limits import Limit, RateRefusal
 from pouch.store.quick import quick
 
 LONGEST_REQUEST = timedelta(hours=24)  # past this, even a live gateway's reservation is recovered
@@ -34,6 +36,7 @@ class Reservation:
     amount: Money
     window_start: datetime
     remaining: Money | None  # budget left after this reservation; None: no budget
+    headers: dict = dataclasses.field(default_factory=dict)  # x-ratelimit-*, when it counts against limits
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -90,8 +93,8 @@ _HOLD = (
     "INSERT INTO pouch_reservations (id, key_id, ledger_id, amount_pico, created_at, deadline, owner, "
     "provider, model, endpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_HOLD_LEVELS = _HOLD.replace("endpoint)", "endpoint, scopes)").replace("?)", "?, ?)")
-_RELEASE = "DELETE FROM pouch_reservations WHERE id = ? RETURNING ledger_id, amount_pico, scopes"
+_HOLD_LEVELS = _HOLD.replace("endpoint)", "endpoint, scopes, slots)").replace("?)", "?, ?, ?)")
+_RELEASE = "DELETE FROM pouch_reservations WHERE id = ? RETURNING ledger_id, amount_pico, scopes, slots"
 _FIND_LEVEL = "SELECT id FROM pouch_budget_ledger WHERE scope = ? AND window_start = ?"
 _ADMIT_LEVEL = (
     "UPDATE pouch_budget_ledger SET reserved_pico = reserved_pico + ? "
@@ -144,7 +147,9 @@ def reserve(
     model: str | None = None,
     endpoint: str | None = None,
     levels: tuple[Level, ...] = (),
-) -> Reservation | Refusal:
+    limits: tuple[Limit, ...] = (),
+    tokens: int = 0,
+) -> Reservation | Refusal | RateRefusal:
     """Admit ``amount`` against the key's budget window ``window`` and every other level's
     (``levels``: the gateway's, the team's, the end user's) only if it fits them all, in one
     transaction: refused at one, held at none.
@@ -152,14 +157,19 @@ def reserve(
     ``hold`` bounds how long the reservation may stay open before recovery settles it
     (see ``recover``). A key without a budget is always admitted (and still metered).
 
-    Rows are locked in one order, the levels' (total, team, end user) and then the key's, and
-    ``finish`` settles them in that order too: on PostgreSQL two requests can never each
-    hold a row the other waits for.
+    ``limits`` (the key's, its team's, its end user's rates and requests in flight) are taken
+    first, in the same transaction (``pouch.store.limits``), counting ``tokens`` against tokens/min.
+
+    Rows are locked in one order, the limits' (team, key, end user), the levels' (total, team,
+    end user) and then the key's, and ``finish`` settles them in that order too: on PostgreSQL
+    two requests can never each hold a row the other waits for.
     """
     if amount.pico < 0:
         raise ValueError("a reservation cannot be negative")
+    reservation_id = _reservation_id()
     try:
         with database.atomic():
+            headers = limit_store.take(_run, limits, limit_store.clock(), tokens, reservation_id) if limits else {}
             held = [_admit_level(level, amount) for level in levels]
             admit = (amount.pico, key_id, _stamp(window.start), amount.pico)
             admitted = _run(_ADMIT, admit).fetchone()
@@ -172,19 +182,19 @@ def reserve(
                     raise _Refused(Refusal(Money(budget or 0), Money(row.spent_pico), Money(row.reserved_pico),
                                            row.window_start, row.window_end))
             ledger_id, spent, reserved, budget = admitted
-            reservation_id = _reservation_id()
             values = (reservation_id, key_id, ledger_id, amount.pico, _stamp(now), _stamp(now + hold), owner,
                       provider, model, endpoint)
-            if held:
-                _run(_HOLD_LEVELS, (*values, ",".join(str(level_id) for level_id, _ in held)))
+            if held or limits:
+                _run(_HOLD_LEVELS, (*values, ",".join(str(level_id) for level_id, _ in held) or None,
+                                    "\n".join(limit.scope for limit in limits) or None))
             else:
                 _run(_HOLD, values)
-    except _Refused as refused:
+    except (_Refused, limit_store.Refused) as refused:
         return refused.refusal
     lefts = [left for _, left in held if left is not None]
     if budget is not None:
         lefts.append(budget - spent - reserved)
-    return Reservation(reservation_id, key_id, amount, window.start, Money(min(lefts)) if lefts else None)
+    return Reservation(reservation_id, key_id, amount, window.start, Money(min(lefts)) if lefts else None, headers)
 
 
 def _admit_level(level: Level, amount: Money) -> tuple[int, int | None]:
@@ -213,20 +223,33 @@ _LEVEL_STATE = "SELECT id, spent_pico, reserved_pico, window_end FROM pouch_budg
 
 
 @quick
-def finish(reservation_id: str, cost: Money, usage: dict) -> bool:
+def count(limits: tuple[Limit, ...], now: float) -> dict[str, str] | RateRefusal:
+    """Count a request that holds no reservation (a free endpoint) against its limits'
+    requests/min: the x-ratelimit-* headers, or why it is refused."""
+    try:
+        with database.atomic():
+            return limit_store.take(_run, limits, now, 0, None, slot=False)
+    except limit_store.Refused as refused:
+        return refused.refusal
+
+
+@quick
+def finish(reservation_id: str, cost: Money, usage: dict, tokens: int | None = None) -> bool:
     """Close a reservation exactly once: charge ``cost`` (zero to release) and record usage.
 
     The usage row is written in the same transaction, so an admitted request has a usage
     row if and only if its reservation is closed. Returns False if it was already closed
     (a concurrent close waits on the row, then finds it gone). The row's cost is ``cost``
     unless ``usage`` names its own ``cost_pico`` (a mock records what it would have cost
-    while charging nothing).
+    while charging nothing). ``tokens``: what the provider billed, in place of the worst case
+    its tokens/min counted (None: unknown, the worst case stands).
     """
     with database.atomic():
         released = _run(_RELEASE, (reservation_id,)).fetchone()
         if released is None:
             return False
-        ledger_id, amount, scopes = released
+        ledger_id, amount, scopes, slots = released
+        limit_store.free(_run, slots, reservation_id, tokens)  # first: the order reserve locked them in
         for level_id in scopes.split(",") if scopes else ():  # in the order reserve locked them
             _run(_SETTLE_LEVEL, (amount, cost.pico, int(level_id)))
         spent, budget, alert_at = _run(_SETTLE, (amount, cost.pico, ledger_id)).fetchone()
@@ -327,6 +350,11 @@ def level_totals(scope: str, window: Window) -> tuple[Money, Money]:
         .first()
     )
     return (Money(row.spent_pico), Money(row.reserved_pico)) if row else (Money(0), Money(0))
+
+
+def prune_rates(now: float) -> int:
+    with database.atomic():
+        return limit_store.prune(_run, now)
 
 
 def open_reservations() -> int:

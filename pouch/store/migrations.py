@@ -265,6 +265,49 @@ MIGRATIONS: list[tuple[int, str, str | dict[str, str]]] = [
         CREATE INDEX pouch_keys_team ON pouch_keys (team_id);
         """,
     ),
+    (
+        10,
+        "rate limits in the store: requests in flight per scope and a log of the last minutes",
+        # pouch.store.limits: requests/min, tokens/min and requests in flight shared by every
+        # gateway on the store. ``at`` is epoch seconds; the log is pruned past two minutes.
+        # A reservation names the scopes it holds a slot at (``slots``, one per line).
+        {
+            "sqlite": """
+        CREATE TABLE pouch_limit_state (
+            scope TEXT PRIMARY KEY,
+            in_flight INTEGER NOT NULL DEFAULT 0
+        ) WITHOUT ROWID;
+        CREATE TABLE pouch_rate_log (
+            id {pk},
+            scope TEXT NOT NULL,
+            at REAL NOT NULL,
+            tokens BIGINT NOT NULL DEFAULT 0,
+            reservation_id TEXT
+        );
+        CREATE INDEX pouch_rate_log_scope ON pouch_rate_log (scope, at);
+        CREATE INDEX pouch_rate_log_at ON pouch_rate_log (at);
+        CREATE INDEX pouch_rate_log_reservation ON pouch_rate_log (reservation_id) WHERE reservation_id IS NOT NULL;
+        ALTER TABLE pouch_reservations ADD COLUMN slots TEXT;
+        """,
+            "postgresql": """
+        CREATE TABLE pouch_limit_state (
+            scope TEXT PRIMARY KEY,
+            in_flight INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE pouch_rate_log (
+            id {pk},
+            scope TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            tokens BIGINT NOT NULL DEFAULT 0,
+            reservation_id TEXT
+        );
+        CREATE INDEX pouch_rate_log_scope ON pouch_rate_log (scope, at);
+        CREATE INDEX pouch_rate_log_at ON pouch_rate_log (at);
+        CREATE INDEX pouch_rate_log_reservation ON pouch_rate_log (reservation_id) WHERE reservation_id IS NOT NULL;
+        ALTER TABLE pouch_reservations ADD COLUMN slots TEXT;
+        """,
+        },
+    ),
 ]
 
 

@@ -1,0 +1,141 @@
+"""Rate limits in the store (pouch.store.limits): exact across threads, processes and restarts,
+taken in the reservation's transaction, given back with its settlement or recovery."""
+
+import multiprocessing
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+import pouch.store.limits
+from pouch.domain.money import Money
+from pouch.services.levels import limits
+from pouch.store import database, keys, ledger, teams
+from pouch.store.database import LimitStateRow, RateLogRow
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+HOLD = timedelta(minutes=10)
+T0 = 1_800_000_000.0
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    now = [T0]
+    monkeypatch.setattr(pouch.store.limits, "clock", lambda: now[0])
+    return now
+
+
+def reserve(key, amount=1, user=None, tokens=0):
+    key = keys.get(key.id)
+    return ledger.reserve(key.id, key.window(NOW), Money(amount), NOW, owner="t", hold=HOLD,
+                          limits=limits(key, user), tokens=tokens)
+
+
+def finish(held, tokens=None):
+    return ledger.finish(held.id, Money(0), {"ts": NOW, "key": held.key_id, "key_name": "k"}, tokens)
+
+
+def test_requests_per_minute_across_threads_admit_exactly_the_limit(any_store, clock):
+    key, _ = keys.create("alice", NOW, rpm=10)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: reserve(key), range(40)))
+    admitted = [r for r in results if isinstance(r, ledger.Reservation)]
+    assert len(admitted) == 10
+    refused = [r for r in results if isinstance(r, ledger.RateRefusal)]
+    assert len(refused) == 30 and refused[0].reason == "key 'alice' is rate limited: over 10 requests per minute"
+    clock[0] += 60.001
+    assert isinstance(reserve(key), ledger.Reservation), "a minute later the window is empty"
+
+
+def test_requests_in_flight_across_threads_and_their_settlement(any_store, clock):
+    key, _ = keys.create("alice", NOW, max_concurrent=3)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: reserve(key), range(20)))
+    held = [r for r in results if isinstance(r, ledger.Reservation)]
+    assert len(held) == 3
+    assert "3 requests already in flight (limit 3)" in reserve(key).reason
+    assert finish(held[0])
+    assert not finish(held[0]), "a slot is given back once"
+    assert LimitStateRow.get_by_id(f"key:{key.id}").in_flight == 2
+    assert isinstance(reserve(key), ledger.Reservation)
+
+
+def test_recovery_gives_a_crashed_gateways_slots_back(any_store, clock):
+    key, _ = keys.create("alice", NOW, max_concurrent=1)
+    assert isinstance(reserve(key), ledger.Reservation)
+    assert isinstance(reserve(key), ledger.RateRefusal)
+    assert ledger.recover(NOW, owner="t") == 1
+    assert isinstance(reserve(key), ledger.Reservation)
+
+
+def test_tokens_per_minute_settle_to_what_was_billed(any_store, clock):
+    key, _ = keys.create("alice", NOW, tpm=1000)
+    first = reserve(key, tokens=900)
+    assert first.headers["x-ratelimit-remaining-tokens"] == "100"
+    assert isinstance(reserve(key, tokens=200), ledger.RateRefusal)
+    assert finish(first, tokens=50)
+    second = reserve(key, tokens=200)
+    assert second.headers["x-ratelimit-remaining-tokens"] == "750"
+    assert "needs 1001 tokens, more than the key's 1000" in reserve(key, tokens=1001).reason
+
+
+def test_a_budget_refusal_takes_nothing_from_the_limits(any_store, clock):
+    key, _ = keys.create("alice", NOW, rpm=2, max_concurrent=5, budget=Money(10))
+    assert isinstance(reserve(key, amount=11), ledger.Refusal)
+    assert RateLogRow.select().count() == 0 and LimitStateRow.select().count() == 0
+    assert isinstance(reserve(key, amount=5), ledger.Reservation)
+    assert isinstance(reserve(key, amount=5), ledger.Reservation)
+
+
+def test_a_team_and_an_end_user_limit_bind_with_the_keys(any_store, clock):
+    team = teams.create("platform", NOW, rpm=3)
+    a, _ = keys.create("a", NOW, team=team, user_rpm=1)
+    b, _ = keys.create("b", NOW, team=team)
+    assert isinstance(reserve(a, user="ann"), ledger.Reservation)
+    assert reserve(a, user="ann").reason == "end user 'ann' of key 'a' is rate limited: over 1 requests per minute"
+    assert isinstance(reserve(a, user="bob"), ledger.Reservation)
+    assert isinstance(reserve(b), ledger.Reservation)
+    assert reserve(b).reason == "team 'platform' is rate limited: over 3 requests per minute"
+    # the refusals took nothing: the team's minute holds the 3 admitted
+    assert RateLogRow.select().where(RateLogRow.scope == team.scope).count() == 3
+
+
+def test_a_limit_survives_a_restart(store_url, clock):
+    database.open_store(store_url)
+    key, _ = keys.create("alice", NOW, rpm=1)
+    assert isinstance(reserve(key), ledger.Reservation)
+    database.database.close()
+    database.open_store(store_url)  # a gateway starting again on the same store
+    assert isinstance(reserve(key), ledger.RateRefusal)
+
+
+def _admit_many(url, key_id, count, now):
+    pouch.store.limits.clock = lambda: now
+    database.open_store(url)
+    key = keys.get(key_id)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: reserve(key), range(count)))
+    database.database.close()
+    return sum(isinstance(r, ledger.Reservation) for r in results)
+
+
+def test_processes_on_one_store_share_the_limit(store_url):
+    database.open_store(store_url)
+    key, _ = keys.create("shared", NOW, rpm=7)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2) as processes:
+        results = [processes.apply_async(_admit_many, (store_url, key.id, 10, T0)) for _ in range(2)]
+        total = sum(r.get(timeout=60) for r in results)
+    database.open_store(store_url)
+    assert total == 7
+    assert RateLogRow.select().count() == 7
+
+
+def test_the_log_is_pruned_past_two_minutes(any_store, clock):
+    key, _ = keys.create("alice", NOW, rpm=100)
+    for _ in range(3):
+        reserve(key)
+    clock[0] += 121
+    reserve(key)
+    assert ledger.prune_rates(clock[0]) == 3
+    assert RateLogRow.select().count() == 1
