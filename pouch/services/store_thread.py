@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 
-from pouch.store import quick
+from pouch.store import database, quick
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,16 @@ class _Job:
     tries: int = 0
     here: bool = False  # a quick step, still tried on the caller's thread (not handed to the store thread)
     attempts: int = 0  # its tries on the caller's thread that found the store busy
+
+
+def _guarded(call: functools.partial):
+    """Run a store step on a store thread; a connection it found dead is dropped, so the next
+    step (a retry) connects again once the store is back."""
+    try:
+        return call()
+    except BaseException as e:
+        database.forget_if_broken(e)
+        raise
 
 
 # What stands before a quick step: nothing, earlier ones waiting for the store, or one with the thread.
@@ -83,12 +93,12 @@ class StoreThread:
                     break  # still locked: wait for it on the store thread
                 await asyncio.sleep(pause)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        return await loop.run_in_executor(self._pool, _guarded, functools.partial(fn, *args, **kwargs))
 
     def call(self, fn, *args, **kwargs):
         """Run ``fn`` in the store thread and wait for it, from code that is not on the event
         loop (e.g. closing the thread's own database connection)."""
-        return self._pool.submit(fn, *args, **kwargs).result()
+        return self._pool.submit(_guarded, functools.partial(fn, *args, **kwargs)).result()
 
     def later(self, fn, *args, retries: int = 0, **kwargs) -> None:
         """Queue ``fn(*args, **kwargs)``; if it raises, try again up to ``retries`` more times
@@ -181,7 +191,7 @@ class StoreThread:
             self._checkpointing = False
 
     def _submit(self, job: _Job) -> None:
-        self._pool.submit(job.call).add_done_callback(lambda future: self._done(job, future))
+        self._pool.submit(_guarded, job.call).add_done_callback(lambda future: self._done(job, future))
 
     def _done(self, job: _Job, future: concurrent.futures.Future) -> None:
         error = None if future.cancelled() else future.exception()

@@ -69,6 +69,24 @@ def connect(url: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> pw.Data
     return db
 
 
+def forget_if_broken(error: BaseException) -> None:
+    """After a store error on this thread: a PostgreSQL connection the server dropped (a restart,
+    a failover, a network cut) is forgotten, so the thread's next statement connects afresh;
+    peewee would otherwise hand the dead one out for ever."""
+    if not isinstance(error, (pw.OperationalError, pw.InterfaceError)):
+        return
+    db = database.obj
+    if isinstance(db, pw.PostgresqlDatabase):
+        connection = db._state.conn
+        if connection is None or getattr(connection, "closed", 0):
+            db._state.reset()
+        else:
+            try:
+                connection.rollback()  # a live connection after an ordinary error: leave it usable
+            except Exception:
+                db._state.reset()
+
+
 def naive(instant: datetime | None) -> datetime | None:
     if instant is None:
         return None
