@@ -42,6 +42,7 @@ def fresh_postgres(url: str) -> None:
     connection = psycopg2.connect(**parse(url))
     with connection, connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {PG_TABLES} CASCADE")
+        cursor.execute("DROP FUNCTION IF EXISTS pouch_reserve")
     connection.close()
 
 

@@ -139,3 +139,33 @@ def test_the_log_is_pruned_past_two_minutes(any_store, clock):
     reserve(key)
     assert ledger.prune_rates(clock[0]) == 3
     assert RateLogRow.select().count() == 1
+
+
+def test_on_postgresql_a_reservation_is_one_call(store_url, clock, monkeypatch):
+    """pouch_reserve does what the Python steps do, in one round trip: with those steps broken,
+    a reservation with limits and levels still works on PostgreSQL (and only there)."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("SQLite runs the steps in process")
+    database.open_store(store_url)
+    team = teams.create("platform", NOW, budget=Money(100), rpm=5)
+    key, _ = keys.create("a", NOW, team=team, max_concurrent=2, user_budget=Money(30))
+
+    def broken(*args, **kwargs):
+        raise AssertionError("the Python steps ran")
+
+    monkeypatch.setattr(ledger, "_admit_level", broken)
+    monkeypatch.setattr(pouch.store.limits, "take", broken)
+    statements = []
+    monkeypatch.setattr(ledger, "_run", lambda sql, params: statements.append(sql) or _real_run(sql, params))
+    from pouch.services.levels import levels
+    key = keys.get(key.id)
+    held = ledger.reserve(key.id, key.window(NOW), Money(20), NOW, owner="t", hold=HOLD,
+                          levels=levels(key, "ann", NOW), limits=limits(key, "ann"))
+    assert isinstance(held, ledger.Reservation) and held.remaining == Money(10)  # ann's 30 - 20
+    assert len(statements) == 1 and statements[0].startswith("SELECT pouch_reserve(")
+    refused = ledger.reserve(key.id, key.window(NOW), Money(20), NOW, owner="t", hold=HOLD,
+                             levels=levels(key, "ann", NOW), limits=limits(key, "ann"))
+    assert refused.level.who == "end user 'ann' of key 'a'" and refused.reserved == Money(20)
+
+
+_real_run = ledger._run

@@ -8,6 +8,7 @@ key's row in the same statement, so a budget lowered by ``pouch keys update`` bi
 from __future__ import annotations
 
 import dataclasses
+import json
 import secrets
 import time
 from datetime import datetime, timedelta
@@ -26,6 +27,7 @@ from pouch.store import limits as limit_store
 from pouch.store.limits import Limit, RateRefusal
 from pouch.store.quick import quick
 
+ONE_CALL = 11  # the migration that made pouch_reserve (PostgreSQL)
 LONGEST_REQUEST = timedelta(hours=24)  # past this, even a live gateway's reservation is recovered
 
 
@@ -167,6 +169,9 @@ def reserve(
     if amount.pico < 0:
         raise ValueError("a reservation cannot be negative")
     reservation_id = _reservation_id()
+    if getattr(database.obj, "pouch_schema", 0) >= ONE_CALL and not isinstance(database.obj, pw.SqliteDatabase):
+        return _reserve_in_one_call(reservation_id, key_id, window, amount, now, owner, hold, provider, model,
+                                    endpoint, levels, limits, tokens)
     try:
         with database.atomic():
             headers = limit_store.take(_run, limits, limit_store.clock(), tokens, reservation_id) if limits else {}
@@ -195,6 +200,49 @@ def reserve(
     if budget is not None:
         lefts.append(budget - spent - reserved)
     return Reservation(reservation_id, key_id, amount, window.start, Money(min(lefts)) if lefts else None, headers)
+
+
+def _reserve_in_one_call(reservation_id, key_id, window, amount, now, owner, hold, provider, model, endpoint,
+                         levels, limits, tokens) -> Reservation | Refusal | RateRefusal:
+    """``reserve`` on PostgreSQL: the same steps in one round trip, ``pouch_reserve``
+    (pouch/store/reserve.sql); what it answers read back into the same results."""
+    clock = limit_store.clock()
+    found = _run(_RESERVE, (
+        reservation_id, key_id, _stamp(window.start), _stamp(window.end), amount.pico, _stamp(now),
+        _stamp(now + hold), owner, provider, model, endpoint,
+        json.dumps([_level_json(level) for level in levels]),
+        json.dumps([{"scope": limit.scope, "rpm": limit.rpm, "tpm": limit.tpm, "max_concurrent": limit.max_concurrent}
+                    for limit in limits]),
+        tokens, clock)).fetchone()[0]
+    refused = found.get("refused")
+    if refused is not None and "rate" in refused:  # what the refusal says is read as the minute stands
+        return limit_store.refusal(_run, limits[refused["rate"]], clock, refused["why"], tokens)
+    if refused is not None:
+        level = None if refused["level"] is None else levels[refused["level"]]
+        shown = level.window if level else window
+        return Refusal(Money(refused["budget"] or 0), Money(refused["spent"] or 0), Money(refused["reserved"] or 0),
+                       shown.start, shown.end, level)
+    lefts = [left for left in found["lefts"] if left is not None]
+    if found["left"] is not None:
+        lefts.append(found["left"])
+    headers = {}
+    if found["rate"] is not None:
+        index, count, used = found["rate"]
+        headers = limit_store.headers_after(limits[index], count, used)
+    return Reservation(reservation_id, key_id, amount, window.start, Money(min(lefts)) if lefts else None, headers)
+
+
+_RESERVE = "SELECT pouch_reserve(" + ", ".join(["?"] * 11) + ", ?::jsonb, ?::jsonb, ?, ?)"
+
+
+def _level_json(level: Level) -> dict:
+    start, end = _stamp(level.window.start), _stamp(level.window.end)
+    found = {"scope": level.scope, "start": start.isoformat(), "end": end.isoformat() if end else None}
+    if isinstance(level.budget, tuple):
+        found["from"], found["row"] = level.budget
+    else:
+        found["budget"] = None if level.budget is None else level.budget.pico
+    return found
 
 
 def _admit_level(level: Level, amount: Money) -> tuple[int, int | None]:

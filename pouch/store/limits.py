@@ -79,54 +79,74 @@ def take(run, limits: tuple[Limit, ...], now: float, tokens: int, reservation_id
     """Take a request's place at every scope's limits, or raise ``Refused`` (the caller's
     transaction then rolls back whatever the earlier scopes took). ``slot``: it holds a request
     in flight until ``free`` (a reservation); without one (a free endpoint) it only counts.
-    Returns the x-ratelimit-* headers of the first scope that counts requests or tokens."""
+    Returns the x-ratelimit-* headers of the first scope that counts requests or tokens.
+    (On PostgreSQL a reservation runs the same steps in one call of ``pouch_reserve``.)"""
     headers: dict[str, str] = {}
     for limit in limits:
-        _lock(run, limit, slot)
+        cap = limit.max_concurrent if slot else None
+        params = (1 if slot else 0, limit.scope, cap, cap)
+        if run(_LOCK, params).fetchone() is None:
+            run(_MAKE, (limit.scope,))
+            if run(_LOCK, params).fetchone() is None:
+                raise Refused(refusal(run, limit, now, CONCURRENT, tokens))
         if not limit.counts:
             continue
         count, used, _ = run(_USED, (limit.scope, now - WINDOW)).fetchone()
-        if limit.rpm and count + 1 > limit.rpm:
-            # it fits once all but rpm - 1 of the minute's requests have left it
-            leaving = run(_ENTRIES, (limit.scope, now - WINDOW)).fetchall()[count - limit.rpm][0]
-            _refuse(run, limit, now, f"over {limit.rpm} requests per minute", max(leaving + WINDOW - now, 0.001))
-        if limit.tpm and tokens > limit.tpm:
-            _refuse(run, limit, now, f"this request needs {tokens} tokens, more than {limit.whose} "
-                                      f"{limit.tpm} tokens per minute", math.inf)
-        if limit.tpm and used + tokens > limit.tpm:
-            _refuse(run, limit, now, f"over {limit.tpm} tokens per minute",
-                    _tokens_free_in(run, limit, now, used + tokens - limit.tpm))
+        if why := _over(limit, count, used, tokens):
+            raise Refused(refusal(run, limit, now, why, tokens))
         run(_LOG, (limit.scope, now, tokens if limit.tpm else 0, reservation_id))
-        headers = headers or _headers(limit, count + 1, used + (tokens if limit.tpm else 0), WINDOW)
+        headers = headers or headers_after(limit, count + 1, used + (tokens if limit.tpm else 0))
     return headers
 
 
-def _lock(run, limit: Limit, slot: bool) -> None:
-    """Lock the scope's row (taking a slot in flight when ``slot``), or refuse at its maximum."""
-    cap = limit.max_concurrent if slot else None
-    params = (1 if slot else 0, limit.scope, cap, cap)
-    if run(_LOCK, params).fetchone() is None:
-        run(_MAKE, (limit.scope,))
-        if run(_LOCK, params).fetchone() is None:
-            in_flight = run(_IN_FLIGHT, (limit.scope,)).fetchone()[0]
-            raise Refused(RateRefusal(limit, f"{limit.who} is rate limited: {in_flight} requests already in "
-                                             f"flight (limit {limit.max_concurrent})", 1.0, {}))
+def headers_after(limit: Limit, requests: int, tokens: int) -> dict[str, str]:
+    """x-ratelimit-* once a request was admitted: the minute is full again a minute after it."""
+    return _headers(limit, requests, tokens, WINDOW)
 
 
-def _tokens_free_in(run, limit: Limit, now: float, needed: int) -> float:
+CONCURRENT, RPM, TPM, TPM_NEVER = "concurrent", "rpm", "tpm", "tpm_never"
+
+
+def _over(limit: Limit, count: int, used: int, tokens: int) -> str | None:
+    if limit.rpm and count + 1 > limit.rpm:
+        return RPM
+    if limit.tpm and tokens > limit.tpm:
+        return TPM_NEVER
+    if limit.tpm and used + tokens > limit.tpm:
+        return TPM
+    return None
+
+
+def refusal(run, limit: Limit, now: float, why: str, tokens: int) -> RateRefusal:
+    """The refusal at ``limit`` for ``why`` (CONCURRENT, RPM, TPM, TPM_NEVER), with the wait and
+    the x-ratelimit-* headers read from the minute's log as it is."""
+    count, used, newest = run(_USED, (limit.scope, now - WINDOW)).fetchone()
+    headers = _headers(limit, count, used, newest + WINDOW - now if newest else 0.0)
+    if why == CONCURRENT:
+        in_flight = run(_IN_FLIGHT, (limit.scope,)).fetchone()
+        return RateRefusal(limit, f"{limit.who} is rate limited: {in_flight[0] if in_flight else '?'} requests "
+                                  f"already in flight (limit {limit.max_concurrent})", 1.0, {})
+    entries = run(_ENTRIES, (limit.scope, now - WINDOW)).fetchall()
+    if why == RPM:
+        # it fits once all but rpm - 1 of the minute's requests have left it
+        leaving = entries[max(count - limit.rpm, 0)][0] if entries else now - WINDOW
+        reason, wait = f"over {limit.rpm} requests per minute", max(leaving + WINDOW - now, 0.001)
+    elif why == TPM_NEVER:
+        reason, wait = (f"this request needs {tokens} tokens, more than {limit.whose} {limit.tpm} tokens per minute",
+                        math.inf)
+    else:
+        reason, wait = f"over {limit.tpm} tokens per minute", _tokens_free_in(entries, now, used + tokens - limit.tpm)
+    return RateRefusal(limit, f"{limit.who} is rate limited: {reason}", wait, headers)
+
+
+def _tokens_free_in(entries, now: float, needed: int) -> float:
     """Seconds until the oldest entries of the minute, leaving it, free ``needed`` tokens."""
     freed = 0
-    for at, tokens in run(_ENTRIES, (limit.scope, now - WINDOW)).fetchall():
+    for at, tokens in entries:
         freed += tokens
         if freed >= needed:
             return max(at + WINDOW - now, 0.001)
     return WINDOW
-
-
-def _refuse(run, limit: Limit, now: float, reason: str, retry_after: float):
-    count, used, newest = run(_USED, (limit.scope, now - WINDOW)).fetchone()
-    raise Refused(RateRefusal(limit, f"{limit.who} is rate limited: {reason}", retry_after,
-                              _headers(limit, count, used, newest + WINDOW - now if newest else 0.0)))
 
 
 def _headers(limit: Limit, requests: int, tokens: int, reset: float) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """Numbered schema migrations, recorded in ``pouch_migrations`` and applied at start-up.
 
 Each migration is SQL that SQLite and PostgreSQL both accept (``{pk}`` stands for the
-dialect's auto-increment primary key), or one text per dialect where they differ. Never edit
+dialect's auto-increment primary key), or one text per dialect where they differ (a tuple of
+statements, not split at ';', for a PostgreSQL function). Never edit
 a released migration: add the next number.
 """
 
@@ -9,12 +10,17 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 
 import peewee as pw
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS: list[tuple[int, str, str | dict[str, str]]] = [
+def _read(name: str) -> str:
+    return (Path(__file__).parent / name).read_text()
+
+
+MIGRATIONS: list[tuple[int, str, str | dict]] = [
     (
         1,
         "keys, ledger, reservations, usage",
@@ -308,6 +314,12 @@ MIGRATIONS: list[tuple[int, str, str | dict[str, str]]] = [
         """,
         },
     ),
+    (
+        11,
+        "PostgreSQL: a reservation in one round trip (pouch_reserve)",
+        # pouch/store/reserve.sql; SQLite runs the same steps in process (nothing to create).
+        {"sqlite": (), "postgresql": (_read("reserve.sql"),)},
+    ),
 ]
 
 
@@ -317,10 +329,14 @@ def _primary_key(db: pw.Database) -> str:
     return "INTEGER PRIMARY KEY AUTOINCREMENT"
 
 
-def _sql(db: pw.Database, sql: str | dict[str, str]) -> str:
+def _statements(db: pw.Database, sql: str | dict[str, str | tuple[str, ...]]) -> list[str]:
+    """A migration's statements: its text split at each ';', or, given as a tuple, each as it is
+    (a function's body holds ';' of its own)."""
     if isinstance(sql, dict):
         sql = sql["postgresql" if isinstance(db, pw.PostgresqlDatabase) else "sqlite"]
-    return sql.format(pk=_primary_key(db))
+    if isinstance(sql, tuple):
+        return list(sql)
+    return [statement for statement in sql.format(pk=_primary_key(db)).split(";") if statement.strip()]
 
 
 def migrate(db: pw.Database) -> list[int]:
@@ -340,9 +356,8 @@ def migrate(db: pw.Database) -> list[int]:
             continue
         try:
             with db.atomic():
-                for statement in _sql(db, sql).split(";"):
-                    if statement.strip():
-                        db.execute_sql(statement)
+                for statement in _statements(db, sql):
+                    db.execute_sql(statement)
                 db.execute_sql(
                     "INSERT INTO pouch_migrations (id, name, applied_at) VALUES (%d, '%s', '%s')"
                     % (number, name, datetime.now(UTC).replace(tzinfo=None).isoformat(" "))
@@ -353,4 +368,6 @@ def migrate(db: pw.Database) -> list[int]:
             continue  # another process applied it first
         log.info("applied migration %d: %s", number, name)
         applied.append(number)
+    # what the store's schema is at: code that needs a later migration's function checks it
+    db.pouch_schema = db.execute_sql("SELECT MAX(id) FROM pouch_migrations").fetchone()[0] or 0
     return applied
