@@ -27,7 +27,7 @@ from pouch.store import limits as limit_store
 from pouch.store.limits import Limit, RateRefusal
 from pouch.store.quick import quick
 
-ONE_CALL = 11  # the migration that made pouch_reserve (PostgreSQL)
+ONE_CALL = 12  # the migration that made pouch_reserve (PostgreSQL)
 LONGEST_REQUEST = timedelta(hours=24)  # past this, even a live gateway's reservation is recovered
 
 

@@ -272,7 +272,7 @@ MIGRATIONS: list[tuple[int, str, str | dict]] = [
         """,
     ),
     (
-        10,
+        11,
         "rate limits in the store: requests in flight per scope and a log of the last minutes",
         # pouch.store.limits: requests/min, tokens/min and requests in flight shared by every
         # gateway on the store. ``at`` is epoch seconds; the log is pruned past two minutes.
@@ -315,7 +315,7 @@ MIGRATIONS: list[tuple[int, str, str | dict]] = [
         },
     ),
     (
-        11,
+        12,
         "PostgreSQL: a reservation in one round trip (pouch_reserve)",
         # pouch/store/reserve.sql; SQLite runs the same steps in process (nothing to create).
         {"sqlite": (), "postgresql": (_read("reserve.sql"),)},
