@@ -43,6 +43,7 @@ def fresh_postgres(url: str) -> None:
     with connection, connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {PG_TABLES} CASCADE")
         cursor.execute("DROP FUNCTION IF EXISTS pouch_reserve")
+        cursor.execute("DROP FUNCTION IF EXISTS pouch_finish")
     connection.close()
 
 

@@ -11,7 +11,7 @@ import pouch.store.limits
 from pouch.domain.money import Money
 from pouch.services.levels import limits
 from pouch.store import database, keys, ledger, teams
-from pouch.store.database import LimitStateRow, RateLogRow
+from pouch.store.database import LimitStateRow, RateLogRow, UsageRow
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 HOLD = timedelta(minutes=10)
@@ -166,6 +166,15 @@ def test_on_postgresql_a_reservation_is_one_call(store_url, clock, monkeypatch):
     refused = ledger.reserve(key.id, key.window(NOW), Money(20), NOW, owner="t", hold=HOLD,
                              levels=levels(key, "ann", NOW), limits=limits(key, "ann"))
     assert refused.level.who == "end user 'ann' of key 'a'" and refused.reserved == Money(20)
+    statements.clear()
+    monkeypatch.setattr(pouch.store.limits, "free", broken)
+    assert finish(held, tokens=12)
+    assert [s.split("(")[0] for s in statements] == ["SELECT pouch_finish"]
+    assert not finish(held)
+    row = UsageRow.get()
+    assert (row.reservation_id, row.key_name, row.cost_pico, row.ts) == (held.id, "k", 0, NOW)
+    assert LimitStateRow.get_by_id(f"key:{key.id}").in_flight == 0
+    assert RateLogRow.get().tokens == 12
 
 
 _real_run = ledger._run

@@ -320,6 +320,11 @@ MIGRATIONS: list[tuple[int, str, str | dict]] = [
         # pouch/store/reserve.sql; SQLite runs the same steps in process (nothing to create).
         {"sqlite": (), "postgresql": (_read("reserve.sql"),)},
     ),
+    (
+        13,
+        "PostgreSQL: a settlement in one call (pouch_finish)",
+        {"sqlite": (), "postgresql": (_read("finish.sql"),)},
+    ),
 ]
 
 
