@@ -265,6 +265,16 @@ MIGRATIONS: list[tuple[int, str, str | dict[str, str]]] = [
         CREATE INDEX pouch_keys_team ON pouch_keys (team_id);
         """,
     ),
+    (
+        10,
+        "alerts: the targets each event is still owed",
+        # Space-separated: a fingerprint (pouch.alerts.outbox.fingerprint) of each pouch_webhook of
+        # the gateway that wrote the event, and "key" for the key's own webhook. Gateways with other
+        # pouch_webhook lists deliver what they know and leave the rest. NULL: written before this.
+        """
+        ALTER TABLE pouch_alerts ADD COLUMN owed TEXT;
+        """,
+    ),
 ]
 
 
