@@ -37,6 +37,7 @@ MAX_BACKOFF = 3600.0  # seconds between two tries, at most
 BATCH = 20  # rows claimed per look at the outbox, at most
 MAX_IN_FLIGHT = 100  # rows being delivered at once, at most (a look claims only what there is room for)
 EXPIRY_CHECK_EVERY = 60.0  # seconds between two looks for keys about to expire
+PRUNE_EVERY = 3600.0  # seconds between two prunings of old events (outbox.prune)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -112,6 +113,7 @@ class Courier:
         self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False, transport=transport,
                                          timeout=settings.timeout)
         self._next_expiry_check = 0.0
+        self._next_prune = 0.0
         self._in_flight: set[asyncio.Task] = set()  # rows being delivered
 
     async def run(self) -> None:
@@ -155,13 +157,19 @@ class Courier:
         return bool(self._in_flight)
 
     async def once(self) -> int:
-        """Look for expiring keys (every EXPIRY_CHECK_EVERY), then start delivering what is due;
-        returns how many rows were claimed. Does not wait for them: each row is a task of its
-        own, so a receiver that never answers holds its row for ``timeout``, never the others nor
-        the next look."""
+        """Look for expiring keys (every EXPIRY_CHECK_EVERY), prune old events (every
+        PRUNE_EVERY), then start delivering what is due; returns how many rows were claimed.
+        Does not wait for them: each row is a task of its own, so a receiver that never answers
+        holds its row for ``timeout``, never the others nor the next look."""
         if time.monotonic() >= self._next_expiry_check:
             self._next_expiry_check = time.monotonic() + EXPIRY_CHECK_EVERY
             await self._thread.run(outbox.expiring, utcnow())
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + PRUNE_EVERY
+            pruned = await self._thread.run(outbox.prune, utcnow())
+            if pruned:
+                log.info("pouch: deleted %d sent or given-up alert(s) whose period ended over %d days ago",
+                         pruned, outbox.KEEP.days)
         room = min(BATCH, MAX_IN_FLIGHT - len(self._in_flight))
         if room <= 0:
             return 0

@@ -37,6 +37,7 @@ from pouch.store.database import KeyRow, LedgerRow, Table, UTCDateTimeField, dat
 log = logging.getLogger(__name__)
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+KEEP = timedelta(days=7)  # a sent or given-up event is kept this long after its period ended
 KEY = "key"  # in ``owed``: the key's own webhook
 
 
@@ -248,3 +249,30 @@ def stranded(known: tuple[str, ...]) -> dict[str, int]:
         for target in set(owed.split()) - {KEY, *known}:
             counts[target] = counts.get(target, 0) + count
     return counts
+
+
+def prune(now: datetime, batch: int = 500) -> int:
+    """Delete delivered and given-up events whose period ended over ``KEEP`` ago (for
+    ``key.expiring``, whose key expired that long ago); returns how many. Only those: the row of
+    an event is what keeps it from being written again for its period (the unique index, and
+    ``refused``'s look), so a period that has not ended keeps its rows, pending ones always."""
+    cutoff = now - KEEP
+    deleted, after = 0, ""
+    while True:  # in batches, in id order: a long outbox is never read whole
+        rows = _run("SELECT id, event, body FROM pouch_alerts WHERE state IN (?, ?) AND period_start < ? AND id > ? "
+                    "AND (event = ? OR body NOT LIKE ?) ORDER BY id LIMIT ?",  # a period that never ends: kept
+                    (DELIVERED, FAILED, _stamp(cutoff), after, events.EXPIRING, '%"period_end": null%',
+                     batch)).fetchall()
+        if not rows:
+            return deleted
+        after = rows[-1][0]
+        ended = [id_ for id_, event, body in rows if event == events.EXPIRING or _ended_before(body, cutoff)]
+        if ended:
+            marks = ", ".join("?" * len(ended))
+            deleted += _run(f"DELETE FROM pouch_alerts WHERE id IN ({marks}) AND state IN (?, ?)",
+                            (*ended, DELIVERED, FAILED)).rowcount
+
+
+def _ended_before(body: str, cutoff: datetime) -> bool:
+    end = json.loads(body).get("period_end")
+    return end is not None and datetime.fromisoformat(end) < cutoff
