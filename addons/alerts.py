@@ -85,8 +85,12 @@ class Alerts:
 
     def done(self):
         self._stop()
+        outbox.owe(None)
 
     def _start(self) -> None:
+        # Events this gateway writes from now on are owed its webhooks: a gateway on the same store
+        # with other pouch_webhook lists delivers what it knows and leaves these to this one.
+        outbox.owe(self.settings.webhooks)
         self.courier = delivery.Courier(self.settings)
         self._task = asyncio.create_task(self.courier.run())
 

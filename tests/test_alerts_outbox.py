@@ -21,6 +21,7 @@ from pouch.store.database import UsageRow
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 HOLD = timedelta(minutes=10)
 LEASE = timedelta(seconds=30)
+OPS = (outbox.fingerprint("https://ops.example/hook"),)  # claims of a gateway with a webhook of its own
 
 
 def usage_for(key, **extra):
@@ -200,16 +201,16 @@ def two_alerts(webhook=None):
 def test_a_claimed_row_is_nobody_elses_until_its_lease_ends(any_store):
     two_alerts()
     later = datetime.now(UTC) + timedelta(seconds=1)
-    mine = outbox.claim(later, LEASE, 10, only_keys_with_webhook=False)
+    mine = outbox.claim(later, LEASE, 10, known=OPS)
     assert [row.event for row in mine] == ["budget.threshold", "budget.exhausted"]
-    assert outbox.claim(later, LEASE, 10, only_keys_with_webhook=False) == []
-    assert outbox.claim(later + LEASE - timedelta(seconds=1), LEASE, 10, only_keys_with_webhook=False) == []
+    assert outbox.claim(later, LEASE, 10, known=OPS) == []
+    assert outbox.claim(later + LEASE - timedelta(seconds=1), LEASE, 10, known=OPS) == []
 
     after = later + LEASE + timedelta(seconds=1)  # this gateway died: another takes them over
-    theirs = outbox.claim(after, LEASE, 10, only_keys_with_webhook=False)
+    theirs = outbox.claim(after, LEASE, 10, known=OPS)
     assert [row.id for row in theirs] == [row.id for row in mine]
-    assert not outbox.attempted(mine[0], after, ("http://x",), None, None), "a lost lease records nothing"
-    assert outbox.attempted(theirs[0], after, ("http://x",), None, None)
+    assert not outbox.attempted(mine[0], after, ("http://x",), None, None, ()), "a lost lease records nothing"
+    assert outbox.attempted(theirs[0], after, ("http://x",), None, None, ())
     row = AlertRow.get_by_id(mine[0].id)
     assert (row.state, row.attempts, json.loads(row.delivered_to), row.lease_until) == ("delivered", 1, ["http://x"], None)
 
@@ -217,12 +218,12 @@ def test_a_claimed_row_is_nobody_elses_until_its_lease_ends(any_store):
 def test_a_try_that_failed_is_due_again_at_its_retry_time_and_a_given_up_one_never(any_store):
     two_alerts()
     later = datetime.now(UTC) + timedelta(seconds=1)
-    first, second = outbox.claim(later, LEASE, 10, only_keys_with_webhook=False)
+    first, second = outbox.claim(later, LEASE, 10, known=OPS)
     retry_at = later + timedelta(seconds=5)
-    assert outbox.attempted(first, later, ("http://a",), "http://b: HTTP 500", retry_at)
-    assert outbox.attempted(second, later, (), "http://a: HTTP 500", None)
-    assert outbox.claim(later + timedelta(seconds=4), LEASE, 10, only_keys_with_webhook=False) == []
-    [again] = outbox.claim(retry_at, LEASE, 10, only_keys_with_webhook=False)
+    assert outbox.attempted(first, later, ("http://a",), "http://b: HTTP 500", retry_at, OPS)
+    assert outbox.attempted(second, later, (), "http://a: HTTP 500", None, OPS)
+    assert outbox.claim(later + timedelta(seconds=4), LEASE, 10, known=OPS) == []
+    [again] = outbox.claim(retry_at, LEASE, 10, known=OPS)
     assert (again.id, again.attempts, again.delivered_to) == (first.id, 1, ("http://a",))
     gave_up = AlertRow.get_by_id(second.id)
     assert (gave_up.state, gave_up.last_error) == ("failed", "http://a: HTTP 500")
@@ -233,9 +234,9 @@ def test_a_gateway_without_webhooks_claims_only_rows_it_can_send(any_store):
     keyed, _ = keys.create("bob", NOW, budget=Money(1000), webhook="http://127.0.0.1:9/hook")
     settle(keyed, 1000)
     later = datetime.now(UTC) + timedelta(seconds=1)
-    [row] = outbox.claim(later, LEASE, 10, only_keys_with_webhook=True)
+    [row] = outbox.claim(later, LEASE, 10, known=())
     assert (row.key_id, row.webhook) == (keyed.id, "http://127.0.0.1:9/hook")
-    assert len(outbox.claim(later, LEASE, 10, only_keys_with_webhook=False)) == 2
+    assert len(outbox.claim(later, LEASE, 10, known=OPS)) == 2
 
 
 # --- concurrency -----------------------------------------------------------------------------
@@ -292,7 +293,7 @@ def test_two_gateways_claiming_at_once_share_the_rows_out(store_url):
     def claim_until_none_is_left(_):
         mine = []
         for _ in range(500):  # a claimant may lose every row it chose to another: it tries again
-            mine += [row.id for row in outbox.claim(later, LEASE, 7, only_keys_with_webhook=False)]
+            mine += [row.id for row in outbox.claim(later, LEASE, 7, known=OPS)]
             if not AlertRow.select().where(AlertRow.lease_until.is_null()).exists():
                 return mine
         raise AssertionError("rows were left unclaimed")

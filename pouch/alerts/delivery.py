@@ -37,6 +37,7 @@ MAX_BACKOFF = 3600.0  # seconds between two tries, at most
 BATCH = 20  # rows claimed per look at the outbox, at most
 MAX_IN_FLIGHT = 100  # rows being delivered at once, at most (a look claims only what there is room for)
 EXPIRY_CHECK_EVERY = 60.0  # seconds between two looks for keys about to expire
+PRUNE_EVERY = 3600.0  # seconds between two prunings of old events (outbox.prune)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -48,6 +49,11 @@ class Settings:
     backoff: float = 5.0  # seconds before the second try; doubled for each next one
     interval: float = 2.0  # seconds between two looks at the outbox
     resolve: tuple[tuple[str, str], ...] = ()  # (host, "ip:port")
+
+    @property
+    def fingerprints(self) -> tuple[str, ...]:
+        """What rows record of ``webhooks`` (outbox.fingerprint), in their order."""
+        return tuple(outbox.fingerprint(url) for url in self.webhooks)
 
     @property
     def lease(self) -> timedelta:
@@ -75,9 +81,28 @@ def retry_delay(settings: Settings, attempts: int) -> float:
     return min(settings.backoff * 2 ** (attempts - 1), MAX_BACKOFF)
 
 
-def targets(settings: Settings, row: outbox.Claimed) -> list[str]:
-    """Every URL the row goes to (the gateway's, then the key's), each once."""
-    return list(dict.fromkeys([*settings.webhooks, *([row.webhook] if row.webhook else [])]))
+def plan(settings: Settings, row: outbox.Claimed) -> tuple[dict[str, str], tuple[str, ...]]:
+    """What this gateway sends ``row`` now: each target it is owed that this gateway knows, with
+    the URL it goes to (the gateway's webhooks, then the key's); and the fingerprints of the
+    owed webhooks this gateway does not have, left to a gateway that has them."""
+    mine = {outbox.fingerprint(url): url for url in settings.webhooks}
+    if row.owed is None:  # written before targets were recorded: this gateway's and the key's
+        done = {outbox.fingerprint(t) if "://" in t else t for t in row.delivered_to}  # URLs before migration 10
+        owed = [fp for fp in mine if fp not in done]
+        if not (row.webhook and outbox.fingerprint(row.webhook) in done):
+            owed.append(outbox.KEY)
+    else:
+        owed = list(row.owed)
+    sends, unknown = {}, []
+    for target in owed:
+        if target == outbox.KEY:
+            if row.webhook:  # a key without a webhook (any more) is owed nothing
+                sends[target] = row.webhook
+        elif target in mine:
+            sends[target] = mine[target]
+        else:
+            unknown.append(target)
+    return sends, tuple(unknown)
 
 
 class Courier:
@@ -88,10 +113,15 @@ class Courier:
         self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False, transport=transport,
                                          timeout=settings.timeout)
         self._next_expiry_check = 0.0
+        self._next_prune = 0.0
         self._in_flight: set[asyncio.Task] = set()  # rows being delivered
 
     async def run(self) -> None:
         """Deliver until cancelled: one look at the outbox every ``interval`` seconds."""
+        try:
+            await self.announce()
+        except Exception as e:  # the store: delivery itself says more, look by look
+            log.warning("pouch: could not look for alerts owed to other webhooks: %s: %s", type(e).__name__, e)
         while True:
             try:
                 await self.once()
@@ -100,6 +130,18 @@ class Courier:
             except Exception:
                 log.exception("pouch: alert delivery failed; looking again in %s s", self.settings.interval)
             await asyncio.sleep(self.settings.interval)
+
+    async def announce(self) -> None:
+        """Log this gateway's webhooks as rows record them, and warn of pending rows owed a
+        webhook it does not have: a gateway that has it delivers those; if none does, they wait."""
+        for url, fp in zip(self.settings.webhooks, self.settings.fingerprints):
+            log.info("pouch: alerts go to %s (fingerprint %s)", display_url(url), fp)
+        stranded = await self._thread.run(outbox.stranded, self.settings.fingerprints)
+        if stranded:
+            log.warning("pouch: %d undelivered alert(s) in the store are owed to webhook(s) this gateway does not "
+                        "have (fingerprint %s): a gateway whose pouch_webhook has them delivers them; if none "
+                        "does any more, give one that pouch_webhook again", sum(stranded.values()),
+                        ", ".join(f"{fp}: {n}" for fp, n in sorted(stranded.items())))
 
     async def close(self) -> None:
         """Stop: deliveries under way are dropped (their rows go to whoever claims them once
@@ -115,18 +157,24 @@ class Courier:
         return bool(self._in_flight)
 
     async def once(self) -> int:
-        """Look for expiring keys (every EXPIRY_CHECK_EVERY), then start delivering what is due;
-        returns how many rows were claimed. Does not wait for them: each row is a task of its
-        own, so a receiver that never answers holds its row for ``timeout``, never the others nor
-        the next look."""
+        """Look for expiring keys (every EXPIRY_CHECK_EVERY), prune old events (every
+        PRUNE_EVERY), then start delivering what is due; returns how many rows were claimed.
+        Does not wait for them: each row is a task of its own, so a receiver that never answers
+        holds its row for ``timeout``, never the others nor the next look."""
         if time.monotonic() >= self._next_expiry_check:
             self._next_expiry_check = time.monotonic() + EXPIRY_CHECK_EVERY
             await self._thread.run(outbox.expiring, utcnow())
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + PRUNE_EVERY
+            pruned = await self._thread.run(outbox.prune, utcnow())
+            if pruned:
+                log.info("pouch: deleted %d sent or given-up alert(s) whose period ended over %d days ago",
+                         pruned, outbox.KEEP.days)
         room = min(BATCH, MAX_IN_FLIGHT - len(self._in_flight))
         if room <= 0:
             return 0
         claimed = await self._thread.run(outbox.claim, utcnow(), self.settings.lease, room,
-                                         only_keys_with_webhook=not self.settings.webhooks)
+                                         known=self.settings.fingerprints)
         for row in claimed:
             task = asyncio.create_task(self._deliver_one(row))
             self._in_flight.add(task)
@@ -141,24 +189,32 @@ class Courier:
                         "ends", row.id, type(e).__name__, e)
 
     async def deliver(self, row: outbox.Claimed) -> None:
-        every = targets(self.settings, row)
-        remaining = [url for url in every if url not in row.delivered_to]
-        results = await asyncio.gather(*(self._post(url, row.body) for url in remaining))
-        delivered = row.delivered_to + tuple(url for url, error in zip(remaining, results) if error is None)
-        errors = [f"{display_url(url)}: {error}" for url, error in zip(remaining, results) if error is not None]
-        if not every:
+        sends, unknown = plan(self.settings, row)
+        urls = list(dict.fromkeys(sends.values()))  # a URL both the gateway's and the key's: sent once
+        results = dict(zip(urls, await asyncio.gather(*(self._post(url, row.body) for url in urls))))
+        delivered = tuple(dict.fromkeys(
+            [*row.delivered_to, *(outbox.fingerprint(url) for url in urls if results[url] is None)]))
+        owed = tuple(target for target, url in sends.items() if results[url] is not None) + unknown
+        errors = [f"{display_url(url)}: {error}" for url, error in results.items() if error is not None]
+        nowhere = not sends and not unknown and not row.delivered_to
+        if nowhere:
             errors = ["no webhook to send it to (pouch_webhook, or the key's --webhook)"]
+        waiting = f"left for a gateway whose pouch_webhook has fingerprint {', '.join(unknown)}" if unknown else ""
         error, retry_at, attempts = "; ".join(errors) or None, None, row.attempts + 1
         now = utcnow()
-        if error is None:
-            log.info("pouch: alert %s (%s) delivered to %d webhook(s)", row.id, row.event, len(remaining))
-        elif attempts >= self.settings.tries or not every:
+        if error is None and not unknown:
+            log.info("pouch: alert %s (%s) delivered to %d webhook(s)", row.id, row.event, len(urls))
+        elif error is None:  # nothing failed here: due at once, for the gateways that have the rest
+            error, retry_at = waiting, now
+            log.info("pouch: alert %s (%s) delivered to %d webhook(s), %s", row.id, row.event, len(urls), waiting)
+        elif attempts >= self.settings.tries or nowhere:
             log.error("pouch: alert %s (%s) given up after %d tries: %s", row.id, row.event, attempts, error)
         else:
             retry_at = now + timedelta(seconds=retry_delay(self.settings, attempts))
             log.warning("pouch: alert %s (%s) not delivered (try %d of %d): %s; next try at %s",
                         row.id, row.event, attempts, self.settings.tries, error, f"{retry_at:%H:%M:%S}")
-        if not await self._thread.run(outbox.attempted, row, now, delivered, error, retry_at):
+            error = "; ".join([error, waiting]) if waiting else error
+        if not await self._thread.run(outbox.attempted, row, now, delivered, error, retry_at, owed):
             log.warning("pouch: alert %s: its lease ran out before its try was recorded; another gateway "
                         "may send it again (receivers de-duplicate on its id)", row.id)
 

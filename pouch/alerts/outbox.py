@@ -8,12 +8,20 @@ written it is delivered even if the gateway that wrote it dies the next instant.
 
 Gateways deliver by claiming due rows with a lease (``claim``: a conditional UPDATE, so two never
 send one row at once) and recording each try (``attempted``: only while the lease is theirs).
+
+Gateways on one store may have different ``pouch_webhook`` lists. So a row records the targets it
+is owed when it is written (``owed``): a fingerprint of each webhook of the gateway that wrote it,
+and ``key`` for the key's own webhook (as it is when sent). A gateway claims only rows owed
+something it can send, sends that, and leaves the rest to a gateway that knows those webhooks;
+the row is delivered once nothing is owed. The store never holds a gateway's webhook URLs (a
+Slack webhook's path is its credential), only their fingerprints.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 from datetime import datetime, timedelta
@@ -29,6 +37,26 @@ from pouch.store.database import KeyRow, LedgerRow, Table, UTCDateTimeField, dat
 log = logging.getLogger(__name__)
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+KEEP = timedelta(days=7)  # a sent or given-up event is kept this long after its period ended
+KEY = "key"  # in ``owed``: the key's own webhook
+
+
+def fingerprint(url: str) -> str:
+    """What the store keeps of a gateway's webhook: enough to tell two apart, not the URL."""
+    return hashlib.sha256(url.encode()).hexdigest()[:12]
+
+
+# What an event written by this process is owed: set by the alerts addon (addons/alerts.py)
+# from pouch_webhook while the gateway runs. None: not recorded (NULL), and whichever gateway
+# delivers the row sends it to its own webhooks and the key's, as before migration 10.
+_owed_at_write: str | None = None
+
+
+def owe(webhooks: tuple[str, ...] | None) -> None:
+    """Events written from now on are owed these webhooks (this gateway's pouch_webhook) and the
+    key's own; None: record nothing (each deliverer decides)."""
+    global _owed_at_write
+    _owed_at_write = None if webhooks is None else " ".join([*dict.fromkeys(map(fingerprint, webhooks)), KEY])
 
 
 class AlertRow(Table):
@@ -47,9 +75,10 @@ class AlertRow(Table):
     due_at = UTCDateTimeField()
     attempts = pw.IntegerField(default=0)
     lease_until = UTCDateTimeField(null=True)
-    delivered_to = pw.TextField(default="[]")  # JSON list of the target URLs that have it
+    delivered_to = pw.TextField(default="[]")  # JSON list of the fingerprints (URLs before migration 10) that have it
     delivered_at = UTCDateTimeField(null=True)
     last_error = pw.TextField(null=True)
+    owed = pw.TextField(null=True)  # space-separated targets still owed (fingerprints, KEY); NULL: not recorded
 
     class Meta:
         table_name = "pouch_alerts"
@@ -63,8 +92,8 @@ def _run(sql: str, params: tuple):
 _stamp = AlertRow.created_at.db_value
 _instant = AlertRow.created_at.python_value
 _INSERT = (
-    "INSERT INTO pouch_alerts (id, key_id, event, period_start, threshold, ref, body, created_at, due_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id"
+    "INSERT INTO pouch_alerts (id, key_id, event, period_start, threshold, ref, body, created_at, due_at, owed) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id"
 )
 
 
@@ -73,7 +102,7 @@ def add(key_id: int, event: events.Event, period_start: datetime, ref: str = "")
     ref); True if it was written."""
     now = _stamp(event.ts)
     params = (event.id, key_id, event.event, _stamp(period_start), event.threshold_pct or 0, ref, event.json(),
-              now, now)
+              now, now, _owed_at_write)
     return _run(_INSERT, params).fetchone() is not None
 
 
@@ -167,40 +196,83 @@ class Claimed:
     delivered_to: tuple[str, ...]
     webhook: str | None  # the key's own target, as it is now
     lease: object
+    owed: tuple[str, ...] | None = None  # the targets still owed (fingerprints, KEY); None: not recorded
 
 
-def claim(now: datetime, lease_for: timedelta, limit: int, *, only_keys_with_webhook: bool) -> list[Claimed]:
-    """Lease up to ``limit`` due rows to this gateway. Rows another gateway holds (an unexpired
-    lease) are skipped; of two gateways claiming one row at once, the conditional UPDATE lets
-    one win. ``only_keys_with_webhook``: this gateway has no webhook of its own, so it takes
-    only rows it has somewhere to send (another gateway may have)."""
-    webhook = "AND EXISTS (SELECT 1 FROM pouch_keys WHERE pouch_keys.id = key_id AND webhook IS NOT NULL) " \
-        if only_keys_with_webhook else ""
+def claim(now: datetime, lease_for: timedelta, limit: int, *, known: tuple[str, ...]) -> list[Claimed]:
+    """Lease up to ``limit`` due rows to this gateway, whose own webhooks have the fingerprints
+    ``known``: rows owed the key's webhook or one of those; of rows that record nothing owed,
+    every row if it has webhooks, else those whose key has one. Rows another gateway holds (an
+    unexpired lease) are skipped; of two gateways claiming one row at once, the conditional
+    UPDATE lets one win."""
+    unrecorded = "owed IS NULL" if known else \
+        "owed IS NULL AND EXISTS (SELECT 1 FROM pouch_keys WHERE pouch_keys.id = key_id AND webhook IS NOT NULL)"
+    owed_one_of = tuple(f"%{target}%" for target in (KEY, *known))  # parameters: '%' is psycopg's marker
+    sendable = " OR ".join([f"({unrecorded})", *["owed LIKE ?"] * len(owed_one_of)])
     free = "state = 'pending' AND due_at <= ? AND (lease_until IS NULL OR lease_until < ?) "
     due = [row[0] for row in _run(
-        f"SELECT id FROM pouch_alerts WHERE {free}{webhook}ORDER BY due_at, created_at, threshold LIMIT ?",
-        (_stamp(now), _stamp(now), limit))]
+        f"SELECT id FROM pouch_alerts WHERE {free}AND ({sendable}) ORDER BY due_at, created_at, threshold LIMIT ?",
+        (_stamp(now), _stamp(now), *owed_one_of, limit))]
     if not due:
         return []  # the usual poll: a read, no write lock taken
     lease = _stamp(now + lease_for)
     marks = ", ".join("?" * len(due))
     with database.atomic():
         won = _run(f"UPDATE pouch_alerts SET lease_until = ? WHERE id IN ({marks}) AND {free}"
-                   "RETURNING id, key_id, event, body, attempts, delivered_to, created_at, threshold",
+                   "RETURNING id, key_id, event, body, attempts, delivered_to, created_at, threshold, owed",
                    (lease, *due, _stamp(now), _stamp(now))).fetchall()
         hooks = dict(KeyRow.select(KeyRow.id, KeyRow.webhook).where(KeyRow.id.in_([r[1] for r in won])).tuples())
     won.sort(key=lambda r: (str(r[6]), r[7]))
-    return [Claimed(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), hooks.get(r[1]), lease) for r in won]
+    return [Claimed(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), hooks.get(r[1]), lease,
+                    None if r[8] is None else tuple(r[8].split())) for r in won]
 
 
 def attempted(claimed: Claimed, now: datetime, delivered_to: tuple[str, ...], error: str | None,
-              retry_at: datetime | None) -> bool:
-    """Record a try: delivered (``error`` None), to be tried again at ``retry_at``, or given up
-    (neither). Only while this gateway's lease holds: False if it expired and another took it."""
+              retry_at: datetime | None, owed: tuple[str, ...]) -> bool:
+    """Record a try: delivered (``error`` None: nothing is owed any more), due again at
+    ``retry_at`` (for the targets still ``owed``), or given up (neither). Only while this
+    gateway's lease holds: False if it expired and another took it."""
     state = DELIVERED if error is None else PENDING if retry_at is not None else FAILED
     updated = _run(
         "UPDATE pouch_alerts SET attempts = attempts + 1, delivered_to = ?, state = ?, due_at = ?, "
-        "lease_until = NULL, last_error = ?, delivered_at = ? WHERE id = ? AND lease_until = ?",
+        "lease_until = NULL, last_error = ?, delivered_at = ?, owed = ? WHERE id = ? AND lease_until = ?",
         (json.dumps(list(delivered_to)), state, _stamp(retry_at or now), error,
-         _stamp(now) if error is None else None, claimed.id, claimed.lease))
+         _stamp(now) if error is None else None, " ".join(owed), claimed.id, claimed.lease))
     return updated.rowcount == 1
+
+
+def stranded(known: tuple[str, ...]) -> dict[str, int]:
+    """Pending rows owed a webhook this gateway does not have: how many, by its fingerprint."""
+    counts: dict[str, int] = {}
+    for owed, count in _run("SELECT owed, COUNT(*) FROM pouch_alerts WHERE state = 'pending' AND owed IS NOT NULL "
+                            "GROUP BY owed", ()):
+        for target in set(owed.split()) - {KEY, *known}:
+            counts[target] = counts.get(target, 0) + count
+    return counts
+
+
+def prune(now: datetime, batch: int = 500) -> int:
+    """Delete delivered and given-up events whose period ended over ``KEEP`` ago (for
+    ``key.expiring``, whose key expired that long ago); returns how many. Only those: the row of
+    an event is what keeps it from being written again for its period (the unique index, and
+    ``refused``'s look), so a period that has not ended keeps its rows, pending ones always."""
+    cutoff = now - KEEP
+    deleted, after = 0, ""
+    while True:  # in batches, in id order: a long outbox is never read whole
+        rows = _run("SELECT id, event, body FROM pouch_alerts WHERE state IN (?, ?) AND period_start < ? AND id > ? "
+                    "AND (event = ? OR body NOT LIKE ?) ORDER BY id LIMIT ?",  # a period that never ends: kept
+                    (DELIVERED, FAILED, _stamp(cutoff), after, events.EXPIRING, '%"period_end": null%',
+                     batch)).fetchall()
+        if not rows:
+            return deleted
+        after = rows[-1][0]
+        ended = [id_ for id_, event, body in rows if event == events.EXPIRING or _ended_before(body, cutoff)]
+        if ended:
+            marks = ", ".join("?" * len(ended))
+            deleted += _run(f"DELETE FROM pouch_alerts WHERE id IN ({marks}) AND state IN (?, ?)",
+                            (*ended, DELIVERED, FAILED)).rowcount
+
+
+def _ended_before(body: str, cutoff: datetime) -> bool:
+    end = json.loads(body).get("period_end")
+    return end is not None and datetime.fromisoformat(end) < cutoff

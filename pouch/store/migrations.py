@@ -272,6 +272,16 @@ MIGRATIONS: list[tuple[int, str, str | dict]] = [
         """,
     ),
     (
+        10,
+        "alerts: the targets each event is still owed",
+        # Space-separated: a fingerprint (pouch.alerts.outbox.fingerprint) of each pouch_webhook of
+        # the gateway that wrote the event, and "key" for the key's own webhook. Gateways with other
+        # pouch_webhook lists deliver what they know and leave the rest. NULL: written before this.
+        """
+        ALTER TABLE pouch_alerts ADD COLUMN owed TEXT;
+        """,
+    ),
+    (
         11,
         "rate limits in the store: requests in flight per scope and a log of the last minutes",
         # pouch.store.limits: requests/min, tokens/min and requests in flight shared by every
