@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 
 import anthropic
@@ -90,8 +91,11 @@ def test_a_team_budget_binds_across_its_keys_and_its_refusal_names_the_team(gate
     assert refused.value.response.headers["x-should-retry"] == "false"
     assert ledger.window_totals(key_store.get(b.id), utcnow()) == (Money(0), Money(0)), "nothing held at the key"
     assert level(team.scope)[1] == 0 and ReservationRow.select().count() == 0
-    refusal = RefusalRow.select().order_by(RefusalRow.id.desc()).first()
-    assert (refusal.reason, refusal.team) == ("insufficient_quota", team.name)
+    deadline = time.monotonic() + 15  # refusals are written in batches, off the request path
+    while not (refusal := RefusalRow.select().where(RefusalRow.reason == "insufficient_quota").first()):
+        assert time.monotonic() < deadline, "the refusal was never recorded"
+        time.sleep(0.05)
+    assert refusal.team == team.name
 
 
 def test_a_team_allowlist_and_rate_limit_bind_its_keys(gateway, fakes):
