@@ -3,6 +3,7 @@ shape (``{"error": {"message", "type"}}``, never a traceback), store work off th
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 from decimal import Decimal
@@ -51,6 +52,26 @@ def encode(value, depth: int = 2) -> str:
     return json.dumps(value)
 
 
+def loopback_host(host: str) -> bool:
+    """Whether a Host header names this machine: ``localhost`` or a loopback address (127.x.x.x,
+    [::1]), with any port."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        name = host[1:].partition("]")[0]
+    else:
+        name, colon, port = host.rpartition(":")
+        if not colon or not port.isdigit():
+            name = host
+    if name == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
 def _refuse_constant(name: str):
     raise ValueError(f"{name} is not a number JSON allows")
 
@@ -70,6 +91,13 @@ class Handler(tornado.web.RequestHandler):
         return not self.public
 
     async def prepare(self):
+        # A listener on loopback is for this machine: a page whose name was re-pointed at
+        # 127.0.0.1 (DNS rebinding) is same-origin with it in the browser, and would read what
+        # answers without a token (/metrics when public) and send wrong tokens from there.
+        if self.settings.get("loopback_only") and not loopback_host(self.request.host):
+            raise ApiError(403, f"this admin API listens on loopback and answers only requests for localhost, "
+                                f"127.0.0.1 or [::1], not {self.request.host[:100]!r}: a page that reaches it "
+                                "under another name is refused (DNS rebinding)")
         if self.needs_token():
             try:
                 self.token = await self.settings["auth"].check(self.request.headers.get("Authorization"),

@@ -56,7 +56,9 @@ class AdminServer:
 
     def start(self, listen: Listen) -> None:
         sockets = tornado.netutil.bind_sockets(listen.port, listen.host or None)
-        self._server = tornado.httpserver.HTTPServer(make_app(self.auth), max_body_size=MAX_BODY)
+        app = make_app(self.auth)
+        app.settings["loopback_only"] = listen.loopback  # then the Host header must name loopback too
+        self._server = tornado.httpserver.HTTPServer(app, max_body_size=MAX_BODY)
         self._server.add_sockets(sockets)
         self.listen, self.port = listen, sockets[0].getsockname()[1]
         if not listen.loopback:
