@@ -1,6 +1,9 @@
 """What the admin API holds against callers who are not its operator, over real HTTP to the
 server ``pouch admin`` runs: wrong tokens never lock the real admin out; a loopback listener
-answers only requests for a loopback name (no DNS rebinding)."""
+answers only requests for a loopback name (no DNS rebinding); bodies too deep or not text are
+a 400, never a 500."""
+
+import json
 
 import pytest
 
@@ -61,3 +64,33 @@ def test_a_loopback_listener_answers_loopback_names(api, public_metrics, host):
     assert api.get("/metrics", headers={"Host": host}).status_code == 200
     assert api.get("/healthz", headers={"Host": host}).status_code == 200
     assert api.get("/api/keys", api.admin, headers={"Host": host}).status_code == 200
+
+
+def deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("body", [
+    deep(200_000),  # 400 kB, under the body limit
+    '{"name": "deep", "models": ' + deep(200_000) + "}",
+    '{"name": "deep", "models": ' + deep(990) + "}",
+    '{"name": "deep", "alert_at": ' + deep(200_000) + "}",
+])
+def test_deeply_nested_json_is_a_400(api, body, caplog):
+    for method, path in (("POST", "/api/keys"), ("PATCH", "/api/keys/alice")):
+        answer = api.request(method, path, api.admin, content=body.encode())
+        assert answer.status_code in (400, 404), (method, answer.status_code, answer.text[:200])
+        assert answer.json()["error"]["type"] in ("invalid_request", "not_found")
+    assert "Traceback" not in caplog.text
+    assert keys.all_keys() == []
+
+
+@pytest.mark.parametrize("field", ["name", "webhook", "models", "expires_at", "period", "bogus\ud800"])
+def test_a_lone_surrogate_anywhere_in_a_body_is_a_400(api, field, caplog):
+    value = {"webhook": "https://x.example/\ud800", "models": ["gpt-\ud800"]}.get(field, "x\ud800")
+    body = json.dumps({"name": "fine", field: value} if field != "name" else {"name": value})  # "\\ud800": valid JSON
+    for method, path in (("POST", "/api/keys"), ("PATCH", "/api/keys/fine")):
+        message = error_of(api.request(method, path, api.admin, content=body.encode()), 400)
+        assert "lone surrogate escape" in message, message
+    assert "Traceback" not in caplog.text
+    assert keys.all_keys() == []

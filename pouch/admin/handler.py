@@ -72,6 +72,24 @@ def loopback_host(host: str) -> bool:
     return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
+def _valid_text(value) -> bool:
+    """Whether every string in ``value`` (names and values, however deep) can be encoded."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return True
+
+
 def _refuse_constant(name: str):
     raise ValueError(f"{name} is not a number JSON allows")
 
@@ -139,8 +157,13 @@ class Handler(tornado.web.RequestHandler):
                 value = json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant)
             except (ValueError, UnicodeDecodeError) as e:
                 raise ApiError(400, f"the body is not JSON ({e}): send a JSON object") from None
+            except RecursionError:
+                raise ApiError(400, "the body is nested too deeply: send a JSON object of fields") from None
         if not isinstance(value, dict):
             raise ApiError(400, "the body must be a JSON object")
+        if not _valid_text(value):  # "\ud800" is valid JSON, but no store can keep it
+            raise ApiError(400, "the body holds a lone surrogate escape (such as \\ud800), which is not text: "
+                                "send UTF-8 text")
         unknown = sorted(set(value) - fields)
         if unknown:
             takes = f"it takes {', '.join(sorted(fields))}" if fields else "it takes no body"
