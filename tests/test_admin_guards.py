@@ -1,17 +1,24 @@
 """What the admin API holds against callers who are not its operator, over real HTTP to the
 server ``pouch admin`` runs: wrong tokens never lock the real admin out; a loopback listener
 answers only requests for a loopback name (no DNS rebinding); bodies too deep or not text are
-a 400, never a 500."""
+a 400, never a 500; the gateway says where the API really listens, and warns beyond loopback."""
 
 import json
+import logging
 
+import httpx2
 import pytest
+from mitmproxy.test import taddons
+
+from addons.admin import Admin
+from addons.metrics import Metrics
 
 from pouch.admin import metrics as admin_metrics
 from pouch.admin.auth import Authenticator, FailedAttempts
 from pouch.domain.periods import utcnow
 from pouch.store import admin_tokens, keys
 from tests.admin_server import Api, Served, error_of
+from tests.gateway import free_port
 
 
 @pytest.fixture
@@ -94,3 +101,51 @@ def test_a_lone_surrogate_anywhere_in_a_body_is_a_400(api, field, caplog):
         assert "lone surrogate escape" in message, message
     assert "Traceback" not in caplog.text
     assert keys.all_keys() == []
+
+
+def test_the_gateway_logs_where_it_really_listens_and_warns_beyond_loopback(store, caplog):
+    """pouch_admin=0.0.0.0:PORT used to be logged as http://127.0.0.1:PORT, and a public /metrics on
+    it went without a word. (Binds every interface for the test's length; nothing is sent out.)"""
+    admin, metrics = Admin(), Metrics()
+    port = free_port()
+    with taddons.context(admin, metrics) as tctx, caplog.at_level(logging.INFO):
+        loop = tctx.master.event_loop
+
+        def on_loop(call, *args, **kwargs):
+            async def run():
+                return call(*args, **kwargs)
+            return loop.run_until_complete(run())
+
+        tctx.configure(metrics, pouch_metrics_public=False)
+        tctx.configure(admin, pouch_admin=f"0.0.0.0:{port}")
+        on_loop(admin.running)
+        try:
+            assert f"admin API on 0.0.0.0:{port} (every interface), http://127.0.0.1:{port} from this host" \
+                in caplog.text
+            assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+                f"pouch admin: listening on 0.0.0.0:{port} (every interface), beyond this host, on plain HTTP: "
+                "admin tokens cross the network unencrypted; put a TLS proxy in front of it or listen on 127.0.0.1"]
+            assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+            # beyond loopback any Host is answered: operators reach it by their own names
+            answer = loop.run_until_complete(_get(f"http://127.0.0.1:{port}/healthz", "pouch.example.com"))
+            assert answer == 200
+
+            on_loop(tctx.configure, metrics, pouch_metrics_public=True)  # turned on while it runs
+            [error] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+            assert error.startswith(f"pouch: pouch_metrics_public=true on 0.0.0.0:{port} (every interface): "
+                                    "anyone who can reach this address reads /metrics without a token")
+            caplog.clear()
+            on_loop(tctx.configure, admin, pouch_admin=f"0.0.0.0:{free_port()}")  # and at each start
+            assert [r.levelno for r in caplog.records if r.levelno >= logging.WARNING] == [logging.WARNING,
+                                                                                         logging.ERROR]
+            caplog.clear()
+            on_loop(tctx.configure, admin, pouch_admin=f"127.0.0.1:{port}")
+            assert not [r for r in caplog.records if r.levelno >= logging.WARNING], "loopback: nothing to warn of"
+        finally:
+            on_loop(admin.done)
+            admin_metrics.public = False
+
+
+async def _get(url: str, host: str) -> int:
+    async with httpx2.AsyncClient(timeout=10) as client:
+        return (await client.get(url, headers={"Host": host})).status_code
