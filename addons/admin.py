@@ -28,6 +28,8 @@ class Admin:
                           "HTTP: put TLS in front.")
 
     def configure(self, updated):
+        if "pouch_metrics_public" in updated and self._running:
+            self._warn_public_metrics()
         if "pouch_admin" not in updated:
             return
         try:
@@ -48,11 +50,21 @@ class Admin:
         try:
             self.server.start(listen)
         except OSError as e:
-            log.error("pouch: the admin API cannot listen on %s:%d (%s): the gateway runs without it; give it "
-                      "another address with --set pouch_admin=HOST:PORT, or 'off'", listen.host, listen.port,
-                      e.strerror or e)
+            log.error("pouch: the admin API cannot listen on %s (%s): the gateway runs without it; give it "
+                      "another address with --set pouch_admin=HOST:PORT, or 'off'", listen.bound(), e.strerror or e)
             return
-        log.info("pouch: admin API on %s", self.server.url)
+        if listen.loopback:
+            log.info("pouch: admin API on %s", self.server.url)
+        else:  # the server itself warns that it is plain HTTP beyond this host
+            log.info("pouch: admin API on %s, %s from this host", self.server.bound, self.server.url)
+        self._warn_public_metrics()
+
+    def _warn_public_metrics(self) -> None:
+        public = getattr(ctx.options, "pouch_metrics_public", False)  # the metrics addon's option, when loaded
+        if self.server.listen is not None and not self.server.listen.loopback and public:
+            log.error("pouch: pouch_metrics_public=true on %s: anyone who can reach this address reads /metrics "
+                      "without a token (every key's name, budget and spend); listen on 127.0.0.1, or set "
+                      "pouch_metrics_public=false and give Prometheus a viewer token", self.server.bound)
 
     def done(self):
         self._running = False

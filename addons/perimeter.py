@@ -87,6 +87,11 @@ class Perimeter:
             "addresses too), 'none' (nothing), or host globs allowed wherever they resolve "
             "(github.com, *.corp.example, 10.1.2.*). Loopback, private, link-local and metadata "
             "addresses are reached only when named or with 'all'.")
+        loader.add_option(
+            "pouch_public_listen", str, "",
+            "The host clients really connect to when a load balancer on this host forwards them from "
+            "loopback (`pouch run --workers N` sets it): beyond loopback, proxy authentication works as if "
+            "this gateway listened there, and no client counts as local, though all arrive from 127.0.0.1.")
 
     def configure(self, updated):
         if "pouch_proxy_auth" in updated and ctx.options.pouch_proxy_auth not in ("auto", "on", "off"):
@@ -96,6 +101,8 @@ class Perimeter:
                 self.passthrough = perimeter.Passthrough(ctx.options.pouch_passthrough)
             except ValueError as e:
                 raise exceptions.OptionsError(str(e)) from e
+        if "pouch_public_listen" in updated:
+            perimeter.public_listen = ctx.options.pouch_public_listen.strip().strip("[]")
         if "listen_host" in updated and not ctx.options.has_changed("listen_host"):
             # mitmproxy's default is every interface, pouch's loopback. mitmproxy loads scripts
             # after it starts listening, so servers already up are moved (at start-up, before
@@ -135,7 +142,10 @@ class Perimeter:
                 continue
             if perimeter.exposed(mode, ctx.options.listen_host):
                 host = mode.listen_host(ctx.options.listen_host)
-                exposed.append(f"{host or '*'}:{mode.listen_port(ctx.options.listen_port)}")
+                where = f"{host or '*'}:{mode.listen_port(ctx.options.listen_port)}"
+                if perimeter.behind_balancer():
+                    where = f"{perimeter.public_listen} (a load balancer forwards to {where})"
+                exposed.append(where)
         return exposed
 
     def running(self):
@@ -186,7 +196,7 @@ class Perimeter:
             return client in auth.authenticated or bool(flow and flow.metadata.get("proxyauth"))
         if isinstance(client.proxy_mode, ADMITTED_MODES):
             return True
-        return not self.auth_required() and perimeter.is_loopback(client.peername[0])
+        return not self.auth_required() and perimeter.local_client(client)
 
     async def credentials(self, flow: http.HTTPFlow) -> bool:
         """Take proxy credentials off the request (they never go upstream); False if refused."""

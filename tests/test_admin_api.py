@@ -395,13 +395,13 @@ def test_wrong_tokens_are_limited_per_address(store, tokens):
             assert api.get("/api/keys").status_code == 401, "no token at all is not an attempt"
         for _ in range(3):
             assert api.get("/api/keys", "pouch-admin-guess").status_code == 401
-        blocked = api.get("/api/keys", tokens.admin)
+        blocked = api.get("/api/keys", "pouch-admin-guess")
         assert "too many wrong admin tokens" in error_of(blocked, 429)
         assert blocked.headers["retry-after"] == "11"
+        assert api.get("/api/keys", tokens.admin).status_code == 200, "a valid token is never refused"
         now[0] += 10  # one attempt back
-        assert api.get("/api/keys", tokens.admin).status_code == 200
         assert api.get("/api/keys", "pouch-admin-guess").status_code == 401
-        assert api.get("/api/keys", tokens.admin).status_code == 429
+        assert api.get("/api/keys", "pouch-admin-guess").status_code == 429
         assert api.get("/healthz").status_code == 200
     finally:
         api.close()

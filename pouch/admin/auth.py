@@ -3,8 +3,10 @@ store's hashes, and a limit on wrong tokens per client address.
 
 Only the header counts: no cookie, no query parameter, so a page on another site can make a
 browser send nothing that authenticates (and the API sends no CORS headers, so it cannot read
-an answer either). A token is 256 random bits, so guessing is hopeless anyway; the limit keeps a
-client that tries from costing a store query per attempt, and makes it show in the log.
+an answer either). A token is 256 random bits, so guessing is hopeless anyway; the limit slows a
+client that tries and makes it show in the log. It never stands in a valid token's way: the
+token is looked up first (one indexed query), and only wrong ones count, so wrong tokens sent
+from the admin's own address (a TLS proxy in front, any local process) cannot lock the admin out.
 """
 
 from __future__ import annotations
@@ -75,10 +77,6 @@ class Authenticator:
 
     async def check(self, header: str | None, address: str) -> AdminToken:
         """The live token the header carries, else Refused. Raises the store's errors as they are."""
-        wait = self.attempts.retry_after(address)
-        if wait:
-            raise Refused(429, f"too many wrong admin tokens from {address}: try again in {int(wait) + 1} s",
-                          retry_after=int(wait) + 1)
         token = bearer(header)
         if token is None:
             raise Refused(401, "send an admin token: 'Authorization: Bearer <token>' (create one with "
@@ -87,7 +85,11 @@ class Authenticator:
         found = await store.run(admin_tokens.by_hash, presented)
         # The lookup is by hash (nothing to learn from its timing); the comparison, constant-time
         # all the same, keeps a store that matched loosely from letting another token in.
-        if found is None or not hmac.compare_digest(found.secret_hash, presented) or found.revoked:
-            self.attempts.failed(address)
-            raise Refused(401, "this admin token is not valid (unknown or revoked)")
-        return found
+        if found is not None and hmac.compare_digest(found.secret_hash, presented) and not found.revoked:
+            return found
+        wait = self.attempts.retry_after(address)
+        if wait:
+            raise Refused(429, f"too many wrong admin tokens from {address}: try again in {int(wait) + 1} s",
+                          retry_after=int(wait) + 1)
+        self.attempts.failed(address)
+        raise Refused(401, "this admin token is not valid (unknown or revoked)")

@@ -3,6 +3,7 @@ shape (``{"error": {"message", "type"}}``, never a traceback), store work off th
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 from decimal import Decimal
@@ -51,6 +52,44 @@ def encode(value, depth: int = 2) -> str:
     return json.dumps(value)
 
 
+def loopback_host(host: str) -> bool:
+    """Whether a Host header names this machine: ``localhost`` or a loopback address (127.x.x.x,
+    [::1]), with any port."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        name = host[1:].partition("]")[0]
+    else:
+        name, colon, port = host.rpartition(":")
+        if not colon or not port.isdigit():
+            name = host
+    if name == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def _valid_text(value) -> bool:
+    """Whether every string in ``value`` (names and values, however deep) can be encoded."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return True
+
+
 def _refuse_constant(name: str):
     raise ValueError(f"{name} is not a number JSON allows")
 
@@ -70,6 +109,13 @@ class Handler(tornado.web.RequestHandler):
         return not self.public
 
     async def prepare(self):
+        # A listener on loopback is for this machine: a page whose name was re-pointed at
+        # 127.0.0.1 (DNS rebinding) is same-origin with it in the browser, and would read what
+        # answers without a token (/metrics when public) and send wrong tokens from there.
+        if self.settings.get("loopback_only") and not loopback_host(self.request.host):
+            raise ApiError(403, f"this admin API listens on loopback and answers only requests for localhost, "
+                                f"127.0.0.1 or [::1], not {self.request.host[:100]!r}: a page that reaches it "
+                                "under another name is refused (DNS rebinding)")
         if self.needs_token():
             try:
                 self.token = await self.settings["auth"].check(self.request.headers.get("Authorization"),
@@ -111,8 +157,13 @@ class Handler(tornado.web.RequestHandler):
                 value = json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant)
             except (ValueError, UnicodeDecodeError) as e:
                 raise ApiError(400, f"the body is not JSON ({e}): send a JSON object") from None
+            except RecursionError:
+                raise ApiError(400, "the body is nested too deeply: send a JSON object of fields") from None
         if not isinstance(value, dict):
             raise ApiError(400, "the body must be a JSON object")
+        if not _valid_text(value):  # "\ud800" is valid JSON, but no store can keep it
+            raise ApiError(400, "the body holds a lone surrogate escape (such as \\ud800), which is not text: "
+                                "send UTF-8 text")
         unknown = sorted(set(value) - fields)
         if unknown:
             takes = f"it takes {', '.join(sorted(fields))}" if fields else "it takes no body"

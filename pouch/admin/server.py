@@ -25,6 +25,14 @@ class Listen(NamedTuple):
         host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
         return f"http://{f'[{host}]' if ':' in host else host}:{self.port if port is None else port}"
 
+    def bound(self, port: int | None = None) -> str:
+        """Where it really listens, as an operator should read it: ``0.0.0.0:8082 (every
+        interface)``, ``127.0.0.1:8082``."""
+        port = self.port if port is None else port
+        if self.host in ("", "0.0.0.0", "::"):
+            return f"{'[::]' if self.host == '::' else '0.0.0.0'}:{port} (every interface)"
+        return f"{f'[{self.host}]' if ':' in self.host else self.host}:{port}"
+
     @property
     def loopback(self) -> bool:
         try:
@@ -56,16 +64,24 @@ class AdminServer:
 
     def start(self, listen: Listen) -> None:
         sockets = tornado.netutil.bind_sockets(listen.port, listen.host or None)
-        self._server = tornado.httpserver.HTTPServer(make_app(self.auth), max_body_size=MAX_BODY)
+        app = make_app(self.auth)
+        app.settings["loopback_only"] = listen.loopback  # then the Host header must name loopback too
+        self._server = tornado.httpserver.HTTPServer(app, max_body_size=MAX_BODY)
         self._server.add_sockets(sockets)
         self.listen, self.port = listen, sockets[0].getsockname()[1]
         if not listen.loopback:
-            log.warning("pouch admin: listening beyond this host on plain HTTP: admin tokens cross the network "
-                        "unencrypted; put a TLS proxy in front of %s or listen on 127.0.0.1", self.url)
+            log.warning("pouch admin: listening on %s, beyond this host, on plain HTTP: admin tokens cross the "
+                        "network unencrypted; put a TLS proxy in front of it or listen on 127.0.0.1", self.bound)
 
     @property
     def url(self) -> str:
+        """How this host reaches it (127.0.0.1 for every interface)."""
         return self.listen.url(self.port) if self.listen else ""
+
+    @property
+    def bound(self) -> str:
+        """Where it listens (``0.0.0.0:8082 (every interface)``)."""
+        return self.listen.bound(self.port) if self.listen else ""
 
     def stop(self) -> None:
         if self._server is not None:

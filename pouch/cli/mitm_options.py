@@ -87,3 +87,46 @@ def deferred(opts: options.Options, name: str) -> str | None:
     if isinstance(value, optmanager._UnconvertedStrings):  # from --set: one string per time given
         value = value.val[-1] if value.val else None
     return None if value is None else str(value)
+
+
+def without(tool: str, args: Sequence[str], names: set[str]) -> list[str]:
+    """``args`` less every argument that sets one of ``names``, whichever form it takes
+    (``--set name=...``, ``--listen-port 8080``, ``-p8080``, ``--mode=...``, an abbreviation):
+    ``pouch run --workers`` gives each worker its own listeners and name instead. Arguments
+    after ``--`` are kept as they are."""
+    parser = getattr(cmdline, tool)(tool_options(tool))
+    kept: list[str] = []
+    rest = list(args)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--":
+            return kept + [arg] + rest
+        action, value, attached = _flag(parser, arg)
+        if action is None:
+            kept.append(arg)
+            continue
+        takes_value = action.nargs != 0
+        if takes_value and not attached and rest:
+            value = rest.pop(0)
+        setting = value.partition("=")[0] if action.dest == "setoptions" else action.dest
+        if setting not in names:
+            kept += [arg] if attached or not takes_value else [arg, value]
+    return kept
+
+
+def _flag(parser: argparse.ArgumentParser, arg: str) -> tuple[argparse.Action | None, str, bool]:
+    """The option ``arg`` names (exactly, or as argparse's unique abbreviation), the value
+    attached to it (``--x=1``, ``-p8080``) and whether there was one."""
+    if not arg.startswith("-") or arg == "-":
+        return None, "", False
+    actions = parser._option_string_actions
+    if arg.startswith("--"):
+        flag, sep, value = arg.partition("=")
+        if flag not in actions:
+            matches = {actions[o] for o in actions if o.startswith(flag) and o.startswith("--")}
+            if len(matches) != 1:
+                return None, "", False
+            return matches.pop(), value, bool(sep)
+        return actions[flag], value, bool(sep)
+    action = actions.get(arg[:2])
+    return action, arg[2:], len(arg) > 2

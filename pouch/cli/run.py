@@ -223,12 +223,19 @@ def command(tool: str, port: int, db: str | None, extra: tuple[str, ...]):
         return args, None
 
 
-def launch(ctx: click.Context, tool: str, port: int, demo: bool, extra: tuple[str, ...]) -> None:
-    db = ctx.find_root().obj["db"]
+def launch(ctx: click.Context, tool: str, port: int, demo: bool, extra: tuple[str, ...], workers: int = 1) -> None:
+    root_db = db = ctx.find_root().obj["db"]
     args, opts = command(tool, port, db, extra)
     if opts is not None:
         db = mitm_options.deferred(opts, "pouch_db") or db  # the store the gateway will use
     database.open_store(db)
+    plan = None
+    if workers > 1 and opts is not None:  # else mitmproxy says what is wrong with the arguments
+        from pouch.cli import haproxy, workers as supervisor  # built on this module's command()
+
+        if not (binary := haproxy.binary()):
+            raise click.ClickException(haproxy.MISSING)
+        plan = supervisor.make_plan(tool, port, root_db, extra, opts, workers, command)
     if opts is not None:
         ca = trust.ensure_ca(Path(opts.confdir).expanduser())
         home = "" if db or os.environ.get("POUCH_DB") else f"POUCH_HOME={shlex.quote(str(database.home().absolute()))} "
@@ -236,6 +243,10 @@ def launch(ctx: click.Context, tool: str, port: int, demo: bool, extra: tuple[st
         click.echo(banner(tool, opts, demo_secret() if demo else None, ca, trust.write_bundle(ca), home, env_args))
         if demo:
             click.echo(admin.dashboard_banner(opts))
+    if plan is not None:
+        click.echo(plan.describe())
+        sys.stdout.flush()
+        sys.exit(supervisor.Supervisor(plan, binary).run())
     sys.stdout.flush()
     os.execv(args[0], args)
 
@@ -247,26 +258,32 @@ PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 @click.option("--port", default=8080, show_default=True,
               help="Proxy listen port (a port given to mitmdump: -p, --set listen_port=, --mode ...@PORT wins).")
 @click.option("--demo", is_flag=True, help="Create a demo mock key on first run and print how to try it.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Gateway processes, behind HAProxy on the one listen address (README: \"Several processes "
+                   "and machines\").")
 @click.argument("mitmdump_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def run(ctx, port, demo, mitmdump_args):
+def run(ctx, port, demo, workers, mitmdump_args):
     """Run the gateway headless (mitmdump), on 127.0.0.1 unless told otherwise (--listen-host
     0.0.0.0: then clients authenticate with their pouch key as the proxy password). Extra
     arguments go to mitmdump and win over pouch's defaults,
     e.g. `pouch run --mode reverse:https://api.openai.com --set pouch_unknown_keys=observe`."""
-    launch(ctx, "mitmdump", port, demo, mitmdump_args)
+    launch(ctx, "mitmdump", port, demo, mitmdump_args, workers)
 
 
 @click.command(context_settings=PASS_THROUGH)
 @click.option("--port", default=8080, show_default=True,
               help="Proxy listen port (a port given to mitmweb wins; mitmweb's UI: --set web_port=N).")
 @click.option("--demo", is_flag=True, help="Create a demo mock key on first run and print how to try it.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Gateway processes, behind HAProxy on the one listen address (README: \"Several processes "
+                   "and machines\").")
 @click.argument("mitmweb_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def web(ctx, port, demo, mitmweb_args):
+def web(ctx, port, demo, workers, mitmweb_args):
     """Run the gateway with mitmweb, the traffic inspector, on 127.0.0.1 unless told otherwise.
     Extra arguments go to mitmweb and win over pouch's defaults."""
-    launch(ctx, "mitmweb", port, demo, mitmweb_args)
+    launch(ctx, "mitmweb", port, demo, mitmweb_args, workers)
 
 
 @click.command("addon-path")
