@@ -3,11 +3,14 @@
     scripts/invariants [--requests N] [--concurrency C] [--seed S] [--runs R] [--deadline S] [--keep DIR]
 
 Starts fakes of OpenAI, Anthropic and Gemini and one real gateway (mitmdump with the chain),
-then, per run, creates fresh keys with tight budgets and rate limits (and a mock key), fires N
-requests across every API, streamed or not, with seeded random faults (slow, failing, dying
-or usage-less upstreams; clients that give up or hang up; bad input), waits until the gateway
-has settled, and checks the invariants from the store, the fakes' records and what every
-client saw. Prints a table per run and exits 1 on any violation.
+then, per run, creates fresh keys with tight budgets and rate limits (and a mock key), teams
+whose budgets bind before their keys', keys whose end users' budgets bind (end users named by
+x-pouch-user, OpenAI's user / safety_identifier or Anthropic's metadata.user_id), and starts a
+second gateway on the same store whose pouch_budget_total binds the keys sent through it; fires
+N requests across every API, streamed or not, with seeded random faults (slow, failing, dying
+or usage-less upstreams; clients that give up or hang up; bad input), waits until the gateways
+have settled, and checks the invariants from the store, the fakes' records and what every
+client saw, at every budget level. Prints a table per run and exits 1 on any violation.
 
 The issue's target ("zero invariant violations over at least 10,000 requests of mixed faults"):
 

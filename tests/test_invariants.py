@@ -5,8 +5,10 @@ import collections
 
 import pytest
 
-from pouch.store.database import LedgerRow, ReservationRow, UsageRow
-from scripts.invariantlib import harness, plan
+import dataclasses
+
+from pouch.store.database import BudgetLedgerRow, LedgerRow, ReservationRow, UsageRow
+from scripts.invariantlib import harness, levels, plan
 from scripts.invariantlib.checks import check_run, most_at_once, most_within_a_minute, tokens_counted
 
 REQUESTS = 300
@@ -33,6 +35,8 @@ def test_no_invariant_breaks_under_load_faults_and_bad_input(run):
     # without output caps admitted again once its worst cases had settled
     assert result.tool_rows and result.injected and result.overruns == result.injected
     assert result.token_probes.get("tpm-nocap")
+    # teams, end users and the ceiling each had requests; a run this short may not exhaust them
+    assert {r.kind for r in result.levels if r.rows} == {"team", "users", "total"}
 
 
 def test_the_checks_see_a_store_that_breaks_them(run):
@@ -71,6 +75,36 @@ def test_the_checks_see_wrong_bills(run):
     finally:
         UsageRow.update(tool_calls=tool_row.tool_calls).where(UsageRow.id == tool_row.id).execute()
         UsageRow.update(outcome=plain_row.outcome).where(UsageRow.id == plain_row.id).execute()
+
+
+def test_the_checks_see_levels_that_break_them(run):
+    """A team's ledger off by a unit and holding a reservation, an end user's ledger off by a
+    unit, and a refusal that names a level its request does not belong to, each break an
+    invariant of levels.py."""
+    env, result = run
+    env.gateway.open_store()
+    team = result.teams["team-a"]
+    users = next(k for k in result.keys if k.spec.role == "users")
+    team_window = BudgetLedgerRow.get(BudgetLedgerRow.scope == team.scope)
+    user_window = BudgetLedgerRow.select().where(BudgetLedgerRow.scope.startswith(f"user:{users.id}:")).first()
+    teamless = {k.role for k in plan.KEYS if not k.team}
+    refused = next(o for o in result.outcomes if o.planned.role in teamless and o.message.startswith("budget of key"))
+    misnamed = dataclasses.replace(refused, message=refused.message.replace("key '", f"team '{team.name}' of '", 1))
+    outcomes = [misnamed if o is refused else o for o in result.outcomes]
+    try:
+        BudgetLedgerRow.update(spent_pico=BudgetLedgerRow.spent_pico + 1, reserved_pico=5).where(
+            BudgetLedgerRow.id == team_window.id).execute()
+        BudgetLedgerRow.update(spent_pico=BudgetLedgerRow.spent_pico + 1).where(
+            BudgetLedgerRow.id == user_window.id).execute()
+        reports, found = levels.check_levels(result.keys, result.teams, result.ceiling, outcomes)
+        by_name = {(r.kind, r.name): r for r in reports}
+        assert {v.invariant for v in by_name["team", team.name].violations} >= {3, 4}
+        assert any(v.invariant == 4 for v in by_name["users", "users"].violations)
+        assert any(v.invariant == 9 and refused.planned.id in v.message for v in found)
+    finally:
+        BudgetLedgerRow.update(spent_pico=team_window.spent_pico, reserved_pico=0).where(
+            BudgetLedgerRow.id == team_window.id).execute()
+        BudgetLedgerRow.update(spent_pico=user_window.spent_pico).where(BudgetLedgerRow.id == user_window.id).execute()
 
 
 @pytest.mark.parametrize("spans, weights, expected", [

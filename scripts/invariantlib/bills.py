@@ -52,7 +52,7 @@ def check_charges(rows, flag) -> None:
 def check_requests(spec, key_id: int, mine: list[Outcome], by_request_id, reached, flag) -> None:
     """Request by request where the client saw the provider's request id."""
     for o in mine:
-        if not o.request_id or o.result == "refused":
+        if not o.request_id or o.result == "refused" or o.pouch_error:
             continue
         found = by_request_id.get(o.request_id, [])
         where = f"{o.planned.id} {o.planned.kind} fault={o.planned.fault} request-id {o.request_id}"

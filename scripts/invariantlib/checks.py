@@ -11,8 +11,9 @@ usage rows), from what the fakes recorded, and from what each client saw.
    at admission, settled to the reported tokens; requests in flight)
 6. every client got a readable reply or a provider-shaped error; a broken connection only
    where the upstream was made to die mid-stream
-7. the upstream never saw a pouch key, and nothing refused reached it
+7. the upstream never saw a pouch key or an x-pouch-* header, and nothing refused reached it
 8. every request billed what its provider billed (bills.py)
+(1, 3, 4 and 9 for the levels around a key: teams, end users, the gateway's ceiling: levels.py)
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class RunKey:
     name: str
     secret: str
     budget: Money | None
+    user_budget: Money | None = None  # each end user's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +134,8 @@ def reached_upstream(upstream: Upstream) -> dict[str, list]:
 
 def admitted(o: Outcome, reached) -> bool:
     """Known to have been admitted: the client saw an answer, or upstream saw the request."""
+    if o.pouch_error:  # refused; the client may have hung up before it read why
+        return o.planned.id in reached
     return o.result in ADMITTED or o.planned.id in reached or (o.result == "connection_error" and o.headers_seen)
 
 
@@ -140,7 +144,7 @@ def count_outcomes(report: KeyReport, mine: list[Outcome], reached, rows, ledger
         report.sent += 1
         report.faults[o.planned.fault] += 1
         if o.result == "refused":
-            report.refused[o.reason] += 1
+            report.refused[o.reason + refusing_level(o)] += 1
         elif admitted(o, reached):
             report.admitted += 1
         else:  # cancelled before the headers, a broken connection, a timeout: admitted or not
@@ -152,6 +156,17 @@ def count_outcomes(report: KeyReport, mine: list[Outcome], reached, rows, ledger
     report.excess = Money(sum(r.cost_pico - r.reserved_pico for r in rows if r.outcome == "overrun"))
     report.spent = Money(sum(r.spent_pico for r in ledger))
     report.reserved = Money(sum(r.reserved_pico for r in ledger))
+
+
+def refusing_level(o: Outcome) -> str:
+    """A budget refusal's level besides the key's, for the summary: "/team", "/user", "/total"."""
+    if o.reason != "budget":
+        return ""
+    for start, level in (("budget of team ", "/team"), ("budget of end user ", "/user"),
+                         ("budget of the gateway", "/total")):
+        if o.message.startswith(start):
+            return level
+    return ""
 
 
 def check_budget(report: KeyReport, ledger, fail) -> None:
@@ -367,6 +382,8 @@ def check_credentials(keys: list[RunKey], upstream: Upstream) -> list[Violation]
             seen = json.dumps([record.path, record.headers]) + repr(record.body)
             if SECRET_PREFIX in seen or any(s in seen for s in secrets):
                 found.append(Violation(7, "-", f"{provider} upstream saw a pouch key: {record.path} {record.headers}"))
+            if any(name.lower().startswith("x-pouch-") for name in record.headers):
+                found.append(Violation(7, "-", f"{provider} upstream saw pouch's headers: {record.headers}"))
             if record.headers.get(where[provider]) != expected:
                 found.append(Violation(7, "-", f"{provider} upstream got {where[provider]}="
                                                f"{record.headers.get(where[provider])!r}, not the real key"))

@@ -12,13 +12,14 @@ from pathlib import Path
 
 from pouch.domain.money import Money
 from pouch.services import keys as key_service
-from pouch.store.database import ReservationRow, UsageRow
+from pouch.services import teams as team_service
+from pouch.store.database import BudgetLedgerRow, ReservationRow, UsageRow
 from tests.fakes.anthropic_fake import FakeAnthropic
 from tests.fakes.gemini_fake import FakeGemini
 from tests.fakes.openai_fake import FakeOpenAI
 from tests.gateway import REAL_KEYS, Gateway
 
-from . import plan, probes
+from . import levels, plan, probes
 from .checks import KeyReport, RunKey, Upstream, Violation, check_credentials, check_run
 from .kinds import HOSTS
 from .send import Outcome, fire
@@ -36,10 +37,11 @@ class Environment:
         tls = workdir / "tls"
         self.fakes = {name: fake(tls_dir=tls / name) for name, fake in
                       (("openai", FakeOpenAI), ("anthropic", FakeAnthropic), ("gemini", FakeGemini))}
-        bundle = tls / "cas.pem"
-        bundle.write_text("".join(fake.ca_path.read_text() for fake in self.fakes.values()))
-        routes = {HOSTS[name]: fake.url for name, fake in self.fakes.items()}
-        self.gateway = Gateway(workdir / "gateway", routes, str(bundle))
+        self.bundle = tls / "cas.pem"
+        self.bundle.write_text("".join(fake.ca_path.read_text() for fake in self.fakes.values()))
+        self.routes = {HOSTS[name]: fake.url for name, fake in self.fakes.items()}
+        self.gateway = Gateway(workdir / "gateway", self.routes, str(self.bundle))
+        self.ceiling: Gateway | None = None
 
     def __enter__(self) -> Environment:
         for fake in self.fakes.values():
@@ -49,9 +51,26 @@ class Environment:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.stop_ceiling()
         self.gateway.stop()
         for fake in self.fakes.values():
             fake.stop()
+
+    def start_ceiling(self, index: int, total: Money) -> Gateway:
+        """A second gateway on the same store whose pouch_budget_total is ``total`` (period
+        none: its ledger spans runs, so each run's gateway gets what was spent plus the run's
+        share). The ceiling keys' requests go through it; no other request reserves at the
+        ceiling, so its ledger is theirs alone."""
+        self.stop_ceiling()
+        options = {"pouch_db": self.gateway.db_url, "pouch_instance": f"invariants-ceiling-{index}",
+                   "pouch_budget_total": total.json(), "pouch_budget_total_period": "none"}
+        self.ceiling = Gateway(self.workdir / f"ceiling-{index}", self.routes, str(self.bundle), options).start()
+        return self.ceiling
+
+    def stop_ceiling(self) -> None:
+        if self.ceiling is not None:
+            self.ceiling.stop()
+            self.ceiling = None
 
     def upstream(self) -> Upstream:
         credentials = {"openai": REAL_KEYS["OPENAI_API_KEY"], "anthropic": REAL_KEYS["ANTHROPIC_API_KEY"],
@@ -68,8 +87,11 @@ class RunResult:
     seconds: float
     settle_seconds: float
     reports: list[KeyReport]
+    levels: list[levels.LevelReport]  # teams, end users, the ceiling
     general: list[Violation]  # not about one key
     keys: list[RunKey]
+    teams: dict[str, levels.RunTeam]
+    ceiling: levels.Ceiling
     outcomes: list[Outcome]
     upstream_requests: int
     tool_rows: list[dict]  # the tool_calls of every usage row that has some
@@ -77,7 +99,7 @@ class RunResult:
 
     @property
     def violations(self) -> list[Violation]:
-        return self.general + [v for r in self.reports for v in r.violations]
+        return self.general + [v for r in (*self.reports, *self.levels) for v in r.violations]
 
     @property
     def overruns(self) -> int:
@@ -88,16 +110,38 @@ class RunResult:
         return sum(r.injected for r in self.reports)
 
 
-def create_keys(index: int, seed: int, shares: collections.Counter) -> dict[str, RunKey]:
+def create_teams(index: int, seed: int, shares: collections.Counter) -> dict[str, levels.RunTeam]:
+    teams = {}
+    for spec in plan.TEAMS:
+        members = [k for k in plan.KEYS if k.team == spec.role]
+        budget = plan.level_budget_of(spec, members, shares)
+        team = team_service.create(f"inv-s{seed}-r{index}-{spec.role}", budget=budget.json(), period=spec.period)
+        teams[spec.role] = levels.RunTeam(spec, team.id, team.name, budget)
+    return teams
+
+
+def create_keys(index: int, seed: int, shares: collections.Counter,
+                teams: dict[str, levels.RunTeam]) -> dict[str, RunKey]:
     keys = {}
     for spec in plan.KEYS:
         budget = plan.budget_of(spec, shares[spec.role])
+        user_budget = plan.user_budget_of(spec, shares[spec.role])
         key, secret = key_service.create(
             f"inv-s{seed}-r{index}-{spec.role}", budget=budget.json() if budget else None, rpm=spec.rpm,
             tpm=spec.tpm, max_concurrent=spec.max_concurrent, mock=spec.mock or None, models=spec.models,
-            period=spec.period)
-        keys[spec.role] = RunKey(spec, key.id, key.name, secret, budget)
+            period=spec.period, team=teams[spec.team].name if spec.team else None,
+            user_budget=user_budget.json() if user_budget else None, user_period=spec.user_period,
+            require_user=spec.require_user or None)
+        keys[spec.role] = RunKey(spec, key.id, key.name, secret, budget, user_budget)
     return keys
+
+
+def ceiling_of(shares: collections.Counter) -> levels.Ceiling:
+    """This run's ceiling: what earlier runs spent under it, plus this run's share."""
+    members = [k for k in plan.KEYS if k.ceiling]
+    share = plan.level_budget_of(plan.CEILING, members, shares)
+    before = Money(sum(w.spent_pico for w in BudgetLedgerRow.select().where(BudgetLedgerRow.scope == levels.TOTAL)))
+    return levels.Ceiling(before + share, before)
 
 
 def draw_roles(rng: random.Random, n: int) -> list[str]:
@@ -136,27 +180,36 @@ def run_once(env: Environment, index: int, requests: int, concurrency: int, seed
              deadline: float | None = None) -> RunResult:
     rng = random.Random(f"{seed}-{index}")
     roles = draw_roles(rng, requests)
-    keys = create_keys(index, seed, collections.Counter(roles))
+    shares = collections.Counter(roles)
+    teams = create_teams(index, seed, shares)
+    keys = create_keys(index, seed, shares, teams)
+    ceiling = ceiling_of(shares)
+    ceiling_gateway = env.start_ceiling(index, ceiling.budget)
     for fake in env.fakes.values():
         fake.reset()
-    planned = [plan.plan_request(rng, i, index, keys[role].spec, keys[role].secret, env.gateway)
+    planned = [plan.plan_request(rng, i, index, keys[role].spec, keys[role].secret,
+                                 ceiling_gateway if keys[role].spec.ceiling else env.gateway)
                for i, role in enumerate(roles)]
     started = time.monotonic()
     limit = started + (deadline or default_deadline(requests))
-    outcomes = asyncio.run(fire(env.gateway, planned, concurrency, limit))
+    outcomes = asyncio.run(fire(env.gateway, planned, concurrency, limit, ceiling=ceiling_gateway))
     seconds = time.monotonic() - started
     settle_seconds = settle(env, [k.id for k in keys.values()])
+    env.stop_ceiling()
     upstream = env.upstream()
     reports = check_run(list(keys.values()), outcomes, upstream)
+    level_reports, by_key = levels.check_levels(list(keys.values()), teams, ceiling, outcomes)
     tool_rows = [row.tool_calls for row in UsageRow.select(UsageRow.tool_calls).where(
         UsageRow.key.in_([k.id for k in keys.values()]), UsageRow.tool_calls.is_null(False))]
-    general = check_credentials(list(keys.values()), upstream) + probes.check_slots_freed(env, rng, index, keys)
+    general = (check_credentials(list(keys.values()), upstream) + by_key
+               + probes.check_slots_freed(env, rng, index, keys))
     settled, token_probes = probes.check_tokens_settled(env, rng, index, keys, outcomes)
     general += settled
     if len(outcomes) < requests:
         general.append(Violation(6, "-", f"the gateway was too slow: {requests - len(outcomes)} requests "
                                  f"not sent within the run's {limit - started:.0f} s"))
-    return RunResult(index, seed, requests, concurrency, seconds, settle_seconds, reports, general, list(keys.values()),
+    return RunResult(index, seed, requests, concurrency, seconds, settle_seconds, reports, level_reports, general,
+                     list(keys.values()), teams, ceiling,
                      outcomes, sum(map(len, upstream.records.values())), tool_rows, token_probes)
 
 
@@ -182,6 +235,13 @@ def summary(result: RunResult, shown: int = 20) -> str:
         overruns = f"{r.overruns}/{r.injected}" if r.overruns or r.injected else "-"
         lines.append(f"  {r.role:<13}{r.sent:>6}{r.admitted:>7}{r.unknown:>6}{r.rows:>6}{faulty:>7}  "
                      f"{usd(r.spent):>10}{budget:>14}{over:>10}{overruns:>9}{len(r.violations):>5}  {refused}")
+    lines.append(f"  {'level':<26}{'members':>8}{'rows':>6}  {'spent $':>10}{'budget $':>15}{'over $':>10}"
+                 f"{'refused':>9}{'bound':>7}{'viol':>5}")
+    for r in result.levels:
+        budget = usd(r.budget) + ("/user" if r.kind == "users" else "")
+        over = usd(r.spent - r.budget) if r.kind != "users" and r.budget is not None and r.spent > r.budget else "-"
+        lines.append(f"  {r.kind + ' ' + r.name[-20:]:<26}{r.members:>8}{r.rows:>6}  {usd(r.spent):>10}{budget:>15}"
+                     f"{over:>10}{r.refused:>9}{r.exhausted:>7}{len(r.violations):>5}")
     faults = sum((r.faults for r in result.reports), collections.Counter())
     outcomes = sum((r.outcomes for r in result.reports), collections.Counter())
     lines.append("  faults injected: " + " ".join(f"{f}:{n}" for f, n in faults.most_common()))

@@ -101,6 +101,11 @@ class Planned:
     ignore_bounds: bool = False  # the fake performs every call whatever the bound (x-fake-ignore-bounds)
     usage: dict = dataclasses.field(default_factory=dict)  # x-fake-usage: what the fake reports instead
     overrun: bool = False  # the upstream was made to bill more than the worst case: an injected overrun
+    end_user: str | None = None  # the end user the gateway must read from the request
+    # how it was sent (plan.USER_WAYS); "none" where its key has end users but this request names
+    # none, "missing" where its key requires one (then it must be refused)
+    user_via: str = ""
+    via: str = "main"  # the gateway it goes through: "main", or "ceiling" (pouch_budget_total set)
 
     @property
     def provider(self) -> str:

@@ -49,11 +49,29 @@ class KeySpec:
     faults: tuple[str, ...] | None = None  # None: every fault that fits the kind
     hold: bool = False  # the fake holds every request a moment, so that they overlap
     overruns: float = 0.0  # share of its requests whose upstream bills more than the worst case
+    team: str | None = None  # the TeamSpec role of its team
+    users: int = 0  # end users its requests are spread over (0: it sends none)
+    user_budget_worst_cases: int | None = None  # each end user's budget, in worst cases (None: no budget)
+    user_per_share: int | None = None  # add one worst case per this many requests of each end user
+    user_period: str | None = None
+    require_user: bool = False  # a request without an end user is refused
+    ceiling: bool = False  # sent through the gateway whose pouch_budget_total binds (harness.CEILING)
 
     @property
     def strict(self) -> bool:
         """The budget promise is strict only when every model is tokenized exactly (OpenAI)."""
         return all(KINDS[k].provider == "openai" for k in self.kinds)
+
+
+@dataclasses.dataclass(frozen=True)
+class TeamSpec:
+    """A team of a run: its budget in mean worst cases of its keys' requests, plus one per
+    ``per_share`` requests sent by all its keys (``level_budget_of``)."""
+
+    role: str
+    budget_worst_cases: int
+    per_share: int
+    period: str | None = None
 
 
 # Rows of Gemini requests carry no request id, so they are paired with requests by what they
@@ -88,7 +106,34 @@ KEYS = (
             hold=True, faults=("none", "slow", "status", "cached")),
     KeySpec("concurrent", OPENAI + ANTHROPIC + GEMINI, 2, None, max_concurrent=3, hold=True),
     KeySpec("mock", OPENAI + ANTHROPIC + GEMINI, 2, 4, per_share=3, mock=True),
+    # Teams whose budget binds before their keys' own (a fifth of a mean worst case per request
+    # against a third of the dearest): a burst spread over several keys meets one budget. An overrun in a team is
+    # charged to the team too.
+    KeySpec("team-a-1", OPENAI, 2, 6, per_share=3, team="team-a", overruns=0.03, models="gpt-4o-mini"),
+    KeySpec("team-a-2", OPENAI, 2, 6, per_share=3, team="team-a"),
+    KeySpec("team-a-3", OPENAI + ANTHROPIC, 2, 6, per_share=3, team="team-a"),
+    # end users' budgets that bind (the key's would not): many end users, sent each of the ways
+    KeySpec("users", OPENAI + ANTHROPIC, 3, 6, per_share=2, users=12, user_budget_worst_cases=1, user_per_share=4,
+            require_user=True),
+    KeySpec("users-rolling", OPENAI, 1, None, users=4, user_budget_worst_cases=1, user_per_share=6,
+            user_period="10s"),
+    # both: end users' budgets inside keys inside a team whose budget binds too
+    KeySpec("team-b-1", OPENAI + ANTHROPIC, 2, 6, per_share=2, team="team-b", users=8, user_budget_worst_cases=1,
+            user_per_share=4),
+    KeySpec("team-b-2", OPENAI, 2, 6, per_share=2, team="team-b", users=8, user_budget_worst_cases=1,
+            user_per_share=4),
+    # through the gateway with a ceiling (pouch_budget_total), which binds before their own budgets;
+    # the second's requests fit the ceiling, a team, the key and an end user in one transaction
+    KeySpec("ceiling", OPENAI, 2, 6, per_share=2, ceiling=True),
+    KeySpec("ceiling-all", OPENAI + ANTHROPIC, 2, 6, per_share=2, ceiling=True, team="team-c", users=6,
+            user_budget_worst_cases=1, user_per_share=3),
 )
+TEAMS = (
+    TeamSpec("team-a", 4, per_share=5),
+    TeamSpec("team-b", 4, per_share=7),  # its end users' budgets take much of its keys' demand
+    TeamSpec("team-c", 6, per_share=3),  # binds after the ceiling, mostly
+)
+CEILING = TeamSpec("ceiling", 2, per_share=10)  # the gateway's pouch_budget_total over the ceiling keys' requests
 
 # fault -> weight. Upstream faults go out as x-fake-* headers; client faults are what the
 # client does; bad input is what a careless or hostile client sends.
@@ -125,13 +170,38 @@ def dearest(kind: Kind, text: str) -> Money:
     return max(expect.worst_case(sample(kind, text, tool, bound)) for tool in tools for bound in bounds)
 
 
+def worst_of(kinds) -> Money:
+    """The worst case of the dearest request of these kinds."""
+    longest = " ".join(sorted(WORDS, key=len)[-10:])
+    return max(dearest(KINDS[k], longest) for k in kinds)
+
+
 def budget_of(spec: KeySpec, share: int) -> Money | None:
     if spec.budget_worst_cases is None:
         return None
-    longest = " ".join(sorted(WORDS, key=len)[-10:])
-    worst = max(dearest(KINDS[k], longest) for k in spec.kinds)
     cases = spec.budget_worst_cases + (share // spec.per_share if spec.per_share else 0)
-    return worst * cases
+    return worst_of(spec.kinds) * cases
+
+
+def mean_worst(kinds) -> Money:
+    """The mean worst case of a request of one of these kinds (each as likely): a level over
+    cheap and dear kinds sized by the dearest would never bind."""
+    return Money(sum(dearest(KINDS[k], " ".join(sorted(WORDS, key=len)[-10:])).pico for k in kinds) // len(kinds))
+
+
+def user_budget_of(spec: KeySpec, share: int) -> Money | None:
+    """Each end user's budget: ``share`` requests spread over ``spec.users`` end users."""
+    if spec.user_budget_worst_cases is None:
+        return None
+    return mean_worst(spec.kinds) * (spec.user_budget_worst_cases + share // spec.users // spec.user_per_share)
+
+
+def level_budget_of(level: TeamSpec, members: list[KeySpec], shares) -> Money:
+    """A team's (or the ceiling's) budget over the requests its ``members`` send (``shares``:
+    role -> requests): mean worst cases, one per ``level.per_share`` requests."""
+    per_request = sum(shares[spec.role] * mean_worst(spec.kinds).pico for spec in members)
+    return (max(mean_worst(spec.kinds) for spec in members) * level.budget_worst_cases
+            + Money(per_request // level.per_share))
 
 
 BAD_CAPS = (-1, 0, "40", 1.5, 10**12, True)
@@ -193,6 +263,7 @@ def plan_request(rng: random.Random, index: int | str, run: int, spec: KeySpec, 
     if spec.hold and not fake_delay:
         fake_delay = round(rng.uniform(0.05, 0.4), 3)  # long enough for requests to overlap
         headers["x-fake-delay"] = str(fake_delay)
+    end_user, user_via = add_end_user(rng, spec, kind, body, headers)
     payload = spoiled(rng, kind, body) if fault == "bad_body" else json.dumps(body).encode()
 
     reverse = kind.provider == "openai" and rng.random() < 0.3
@@ -208,12 +279,40 @@ def plan_request(rng: random.Random, index: int | str, run: int, spec: KeySpec, 
     expected = text if spec.mock else f"echo: {text}"  # the mock echoes without a prefix
     planned = Planned(f"{run}-{index}", spec.role, kind.name, fault, reverse, http2, url, headers, payload, text,
                       expected, fake_delay, cancel_after, close_after, model, max_tokens, tool, tool_bound,
-                      usage=json.loads(headers.get("x-fake-usage", "{}")))
+                      usage=json.loads(headers.get("x-fake-usage", "{}")), end_user=end_user, user_via=user_via,
+                      via="ceiling" if spec.ceiling else "main")
     if tool:
         planned = with_tool_calls(rng, planned)
     if model == kind.model == REASONING_MODEL:
         planned = with_reasoning(rng, planned)
     return with_overrun(rng, planned) if overrun else planned
+
+
+NO_USER = 0.08  # share of an end-user key's requests that name no end user
+# Where a client names its end user: pouch's header, or the field its provider's SDKs use; or
+# both, the header winning over a decoy in the field.
+USER_WAYS = {"openai": ("header", "user", "safety_identifier", "header_over_field"),
+             "anthropic": ("header", "metadata", "header_over_field"), "gemini": ("header",)}
+
+
+def add_end_user(rng: random.Random, spec: KeySpec, kind: Kind, body: dict,
+                 headers: dict) -> tuple[str | None, str]:
+    """Name one of the key's end users the way a client might; returns (the end user the gateway
+    must read, how it was sent)."""
+    if not spec.users:
+        return None, ""
+    if rng.random() < NO_USER:
+        return None, "missing" if spec.require_user else "none"
+    end_user = f"u{rng.randrange(spec.users)}"
+    way = rng.choice(USER_WAYS[kind.provider])
+    if way in ("header", "header_over_field"):
+        headers["x-pouch-user"] = end_user
+    field = f"decoy-{rng.randrange(spec.users)}" if way == "header_over_field" else end_user
+    if way in ("user", "safety_identifier") or (way == "header_over_field" and kind.provider == "openai"):
+        body[way if way != "header_over_field" else rng.choice(("user", "safety_identifier"))] = field
+    elif way in ("metadata", "header_over_field"):
+        body["metadata"] = {"user_id": field}
+    return end_user, way
 
 
 def with_tool_calls(rng: random.Random, planned: Planned) -> Planned:

@@ -36,6 +36,7 @@ class Outcome:
     result: str = ""
     status: int | None = None
     reason: str = ""  # why pouch refused (REASONS values)
+    message: str = ""  # the refusal's message, as the client read it
     headers_seen: bool = False
     request_id: str | None = None  # the provider's (or pouch's mock's), which the usage row records
     output_capped: int | None = None  # x-pouch-output-capped: the cap the gateway set itself
@@ -46,32 +47,43 @@ class Outcome:
     started: float = 0.0
     ended: float = 0.0
 
+    @property
+    def pouch_error(self) -> bool:
+        """pouch answered with its own error (its Anthropic-shaped errors carry a request-id of
+        pouch's): a refusal, even where the client hung up before reading it, so its request-id
+        proves no admission."""
+        return self.status is not None and self.status >= 400 and (self.request_id or "").startswith("req_pouch_")
+
 
 class Clients:
-    """Pooled clients through the HTTPS proxy (trusting the gateway's CA), over HTTP/1.1 and
-    HTTP/2, and one for reverse mode."""
+    """Pooled clients through each gateway's HTTPS proxy (trusting its CA), over HTTP/1.1 and
+    HTTP/2, and one for reverse mode (the URL names the gateway)."""
 
-    def __init__(self, gateway, concurrency: int):
+    def __init__(self, gateways: dict, concurrency: int):
         limits = httpx2.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency)
         timeout = httpx2.Timeout(REQUEST_TIMEOUT)
-        self.proxied = httpx2.AsyncClient(proxy=gateway.proxy_url, verify=gateway.tls(), timeout=timeout, limits=limits)
-        self.proxied_h2 = httpx2.AsyncClient(proxy=gateway.proxy_url, verify=gateway.tls(), timeout=timeout,
-                                             limits=limits, http2=True)
+        self.proxied = {via: httpx2.AsyncClient(proxy=gateway.proxy_url, verify=gateway.tls(), timeout=timeout,
+                                                limits=limits) for via, gateway in gateways.items()}
+        self.proxied_h2 = {via: httpx2.AsyncClient(proxy=gateway.proxy_url, verify=gateway.tls(), timeout=timeout,
+                                                   limits=limits, http2=True) for via, gateway in gateways.items()}
         self.reverse = httpx2.AsyncClient(timeout=timeout, limits=limits)
 
     def for_request(self, planned: Planned) -> httpx2.AsyncClient:
-        return self.reverse if planned.reverse else self.proxied_h2 if planned.http2 else self.proxied
+        if planned.reverse:
+            return self.reverse
+        return (self.proxied_h2 if planned.http2 else self.proxied)[planned.via]
 
     async def close(self) -> None:
-        for client in (self.proxied, self.proxied_h2, self.reverse):
+        for client in (*self.proxied.values(), *self.proxied_h2.values(), self.reverse):
             await client.aclose()
 
 
 async def fire(gateway, planned: list[Planned], concurrency: int,
-               deadline: float = math.inf) -> list[Outcome]:
+               deadline: float = math.inf, ceiling=None) -> list[Outcome]:
     """``concurrency`` clients take the planned requests in order, each as soon as it is free,
-    until the ``deadline`` (``time.monotonic()``) has passed."""
-    clients = Clients(gateway, concurrency)
+    until the ``deadline`` (``time.monotonic()``) has passed. Requests planned ``via`` the
+    ceiling go through the ``ceiling`` gateway."""
+    clients = Clients({"main": gateway, **({"ceiling": ceiling} if ceiling else {})}, concurrency)
     pending = iter(planned)
     outcomes: list[Outcome] = []
 
@@ -147,6 +159,8 @@ def judge(planned: Planned, outcome: Outcome, body: bytes) -> None:
         outcome.text = text
         if not planned.expected_text.startswith(text):
             outcome.problem = f"reply text {text!r} is not (a prefix of) {planned.expected_text[:200]!r}"
+        elif planned.user_via == "missing":
+            outcome.problem = "answered, though it names no end user and its key requires one"
         return
     try:
         message, code = error_of(kind, outcome.status, body)
@@ -157,8 +171,10 @@ def judge(planned: Planned, outcome: Outcome, body: bytes) -> None:
     if message.startswith("fake:"):  # the fake's own error, passed through
         outcome.result = "upstream_error"
         return
-    outcome.result, outcome.reason = "refused", REASONS.get(code, code)
+    outcome.result, outcome.reason, outcome.message = "refused", REASONS.get(code, code), message
     expected = EXPECTED_REFUSALS.get(planned.fault, LOAD_REFUSALS)
+    if planned.user_via == "missing":  # refused for that, unless by the first checks of bad input
+        expected = EXPECTED_REFUSALS.get(planned.fault, set()) | {"request"}
     if outcome.reason not in expected:
         outcome.problem = f"unexpected refusal {outcome.status} {code}: {message}"
 
