@@ -141,6 +141,20 @@ def test_the_log_is_pruned_past_two_minutes(any_store, clock):
     assert RateLogRow.select().count() == 1
 
 
+def test_idle_scopes_are_dropped_so_end_users_do_not_pile_up(any_store, clock):
+    key, _ = keys.create("app", NOW, user_rpm=5, max_concurrent=10)
+    held = [reserve(key, user=f"u{i}") for i in range(20)]
+    assert all(isinstance(h, ledger.Reservation) for h in held[:10])
+    for h in held[:10]:
+        finish(h)
+    reserve(key, user="still-here")  # in flight: kept
+    clock[0] += 121
+    ledger.prune_rates(clock[0])
+    kept = sorted(row.scope for row in LimitStateRow.select())
+    assert kept == [f"key:{key.id}", key.user_scope("still-here")], "only the scopes of the request in flight"
+    assert isinstance(reserve(key, user="u1"), ledger.Reservation), "a dropped scope comes back"
+
+
 def test_on_postgresql_a_reservation_is_one_call(store_url, clock, monkeypatch):
     """pouch_reserve does what the Python steps do, in one round trip: with those steps broken,
     a reservation with limits and levels still works on PostgreSQL (and only there)."""

@@ -36,6 +36,10 @@ _LOG = "INSERT INTO pouch_rate_log (scope, at, tokens, reservation_id) VALUES (?
 _FREE = "UPDATE pouch_limit_state SET in_flight = in_flight - 1 WHERE scope = ? AND in_flight > 0"
 _SETTLE = "UPDATE pouch_rate_log SET tokens = ? WHERE reservation_id = ?"
 _PRUNE = "DELETE FROM pouch_rate_log WHERE at <= ?"
+# A scope with nothing in flight and nothing in the log has nothing to count: its row goes (it
+# comes back on its next request). End users are named by clients, so they must not pile up.
+_PRUNE_IDLE = ("DELETE FROM pouch_limit_state WHERE in_flight = 0 AND NOT EXISTS "
+               "(SELECT 1 FROM pouch_rate_log WHERE pouch_rate_log.scope = pouch_limit_state.scope)")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -173,5 +177,8 @@ def free(run, slots: str | None, reservation_id: str, tokens: int | None) -> Non
 
 
 def prune(run, now: float) -> int:
-    """Drop log rows no minute counts any more; returns how many."""
-    return run(_PRUNE, (now - 2 * WINDOW,)).rowcount
+    """Drop log rows no minute counts any more, then the rows of scopes left idle; returns how
+    many log rows went."""
+    pruned = run(_PRUNE, (now - 2 * WINDOW,)).rowcount
+    run(_PRUNE_IDLE, ())
+    return pruned
