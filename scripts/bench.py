@@ -1,6 +1,7 @@
 """Benchmark the chain against bare mitmdump, in one run, on this machine (README: "Performance").
 
     scripts/bench [--runs 3] [--duration 5] [--sustain 20] [--quick] [--soak N] [--json out.json]
+    scripts/bench --workers 1,2 [--runs 5] [--duration 5] [--db URL] [--json out.json]
 
 Starts the fake OpenAI (plain HTTP), bare mitmdump in reverse mode in front of it, and the
 chain (mitmdump -s addons/pouch.py, SQLite store under a temporary POUCH_HOME, a real key
@@ -29,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.fakes: the stream events of the in-process benchmark
 
-from benchlib import inproc, load, report, store_check  # noqa: E402
+from benchlib import inproc, load, report, store_check, workers_bench  # noqa: E402
 from benchlib.servers import Servers, rss_mb  # noqa: E402
 from pouch.services import keys as key_service  # noqa: E402
 
@@ -64,6 +65,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--soak", type=int, default=0, metavar="N",
                         help="also send N more requests to the chain and report its RSS growth (e.g. 50000)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every measurement to FILE")
+    parser.add_argument("--workers", type=lambda text: [int(n) for n in text.split(",")], metavar="N,M",
+                        help="instead: req/s of the chain as N, M, ... workers behind HAProxy (pouch run --workers), "
+                             "beside bare mitmdump and the chain as one process (benchlib/workers_bench.py)")
+    parser.add_argument("--db", metavar="URL", help="with --workers: the store (default SQLite in a temporary home)")
     args = parser.parse_args(argv)
     args.runs = args.runs or (1 if args.quick else 3)
     args.duration = args.duration or (2.0 if args.quick else 5.0)
@@ -311,7 +316,11 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     failed = True
     try:
-        result = measure(args, meta, workdir, servers)
+        if args.workers:
+            result = workers_bench.measure(args, meta, workdir, servers, requests_for, key_service.create, PATH,
+                                           CONNECTIONS, progress)
+        else:
+            result = measure(args, meta, workdir, servers)
         failed = False
     except KeyboardInterrupt:
         progress("interrupted")
@@ -322,10 +331,12 @@ def main(argv: list[str]) -> int:
             progress(f"logs kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(report.render(result))
+    print(workers_bench.render(result) if args.workers else report.render(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         progress(f"wrote {args.json}")
+    if args.workers:
+        return 0 if result["errors"] == 0 and result["store"]["open_reservations"] == 0 else 2
     return 0 if result["sanity"]["ok"] else 2
 
 

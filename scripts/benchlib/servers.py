@@ -96,6 +96,31 @@ class Servers:
             "--set", "connection_strategy=lazy",
         ], dict(os.environ, OPENAI_API_KEY=UPSTREAM_SECRET, POUCH_HOME=str(home)))
 
+    def workers(self, count: int, upstream: str, db_url: str, home: Path) -> Server:
+        """The chain as ``pouch run --workers N`` runs it: ``count`` mitmdump processes behind
+        HAProxy (benchlib/supervise.py: the same plan and supervisor, one worker included)."""
+        pinned_prices.write(home)
+        port = free_port()
+        name = f"workers{count}"
+        log = self.workdir / f"{name}.log"
+        with open(log, "ab") as out:
+            process = self._spawn([sys.executable, str(Path(__file__).with_name("supervise.py")), str(count),
+                                   "--mode", f"reverse:https://api.openai.com@{port}",
+                                   "--set", f"pouch_route=api.openai.com={upstream}",
+                                   "--set", f"pouch_db={db_url}", "--set", f"pouch_instance=bench-{count}w",
+                                   "--set", "pouch_admin=off"],
+                                  stdout=out, stderr=subprocess.STDOUT,
+                                  env=dict(os.environ, OPENAI_API_KEY=UPSTREAM_SECRET, POUCH_HOME=str(home)))
+        server = self._track(Server(name, f"http://127.0.0.1:{port}", process, log))
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited:\n{log.read_text()[-3000:]}")
+            if "pouch: ready:" in log.read_text(errors="replace"):
+                return server
+            time.sleep(0.2)
+        raise RuntimeError(f"{name} did not get ready:\n{log.read_text()[-3000:]}")
+
     def _mitmdump(self, name: str, port: int, args: list[str], env: dict) -> Server:
         log = self.workdir / f"{name}.log"
         confdir = self.workdir / f"{name}-confdir"
