@@ -91,6 +91,7 @@ class Servers:
             "--set", f"pouch_route=api.openai.com={upstream}",
             "--set", f"pouch_db={db_url}",
             "--set", "pouch_instance=bench",
+            "--set", "pouch_admin=off",  # 127.0.0.1:8082 may be another gateway's on this host
             # What the chain sets itself, but only in its running hook: mitmdump accepts
             # connections before that, and would dial api.openai.com for them.
             "--set", "connection_strategy=lazy",

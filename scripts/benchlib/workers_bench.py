@@ -24,7 +24,7 @@ def measure(args, meta: dict, workdir: Path, servers, requests_for, key_create, 
     home = workdir / "pouch-home"
     db_url = args.db or f"sqlite:///{home / 'pouch.db'}"
     store_check.open_gateway_store(db_url)
-    _, secret = key_create("bench", budget="1000000")
+    _, secret = key_create(f"bench-{os.getpid()}", budget="1000000")  # a --db store may hold an earlier run's
     fake = servers.fake_openai()
     urls = {"bare": servers.bare_mitmdump(fake.url).url, "chain": servers.chain(fake.url, db_url, home).url}
     for count in args.workers:
