@@ -26,6 +26,7 @@ from addons.upstream import Upstream
 from addons.usage import UsageMeter
 from pouch.domain.periods import utcnow
 from pouch.services import exchange
+from pouch.services import key_cache
 from pouch.services.store_thread import store_thread
 from pouch.store import database
 from pouch.store import keys as key_store
@@ -172,6 +173,7 @@ def gateway(*, started: bool = True, **options):
             db = database.database.obj
             store_thread.call(db.close)  # the store thread's own connection
             db.close()
+            key_cache.keys.reset()  # a test's pouch_key_cache (0, say) must not reach the next test's
 
 
 def sse_chunks(events, size: int = 37) -> list[bytes]:
