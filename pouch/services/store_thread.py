@@ -12,6 +12,9 @@ this thread cost more than the work and queued reservations behind settlements. 
 writer holds the store, the step is tried again on the event loop a few times (without
 blocking it), then handed to this thread, which waits.
 
+On PostgreSQL, settlements waiting together are written in one transaction (``ledger.finish``'s
+``together``): one COMMIT for them all, each still a single call of pouch_finish.
+
 Quick steps keep their order: a settlement that had to wait (the store locked, a checkpoint
 running) is written before any step that came after it — a reservation never overtakes it, so
 it is judged with that spend already counted (an overrun's included). Waiting settlements are
@@ -40,6 +43,7 @@ QUICK_PAUSES = (0.001, 0.002, 0.004, 0.008, 0.015, 0.03)
 # Quick steps between two checkpoints of the write-ahead log (each adds a few pages to it;
 # SQLite's own checkpoint, which quick steps do not run, comes every 1000 pages).
 CHECKPOINT_EVERY = 200
+BATCH = 64  # settlements written in one transaction, at most (PostgreSQL)
 
 
 @dataclasses.dataclass(eq=False)  # pending jobs are a set: compared by identity
@@ -74,6 +78,8 @@ class StoreThread:
         self._lock = threading.Lock()
         self._quick_writes = 0
         self._checkpointing = False
+        self._batch: list[tuple[_Job, tuple]] = []  # settlements waiting to be written together
+        self._flushing = False
 
     async def run(self, fn, *args, **kwargs):
         if quick.applies(fn):
@@ -105,14 +111,44 @@ class StoreThread:
         (pauses of 0.5 s, 1 s, 2 s, ... up to MAX_PAUSE). Only for idempotent work. A quick
         step is done before this returns, unless another writer holds the store."""
         job = _Job(functools.partial(fn, *args, **kwargs), retries, here=quick.applies(fn))
+        together = getattr(fn, "together", None)
         with self._lock:
             self._pending.add(job)
             if job.here:
                 self._queued[job] = None
+            elif together is not None and fn.batches():
+                # written with the others waiting by then, in one transaction (see _flush)
+                self._batch.append((job, args + (kwargs.get("tokens"),) if len(args) == 3 else args))
+                flush, self._flushing = not self._flushing, True
+                if flush:
+                    self._pool.submit(self._flush, together)
+                return
         if job.here:
             self._pump()
         else:
             self._submit(job)
+
+    def _flush(self, together) -> None:
+        """On a store thread: write the settlements waiting (up to BATCH) in one transaction,
+        then queue the next batch behind whatever was submitted meanwhile (reservations wait
+        for one batch at most). If the batch fails, each is written alone, with its retries."""
+        with self._lock:
+            taken, self._batch = self._batch[:BATCH], self._batch[BATCH:]
+        try:
+            if taken:
+                _guarded(functools.partial(together, [arguments for _, arguments in taken]))
+        except Exception as e:
+            log.warning("store: %d settlements written together failed (%s); each is written alone", len(taken), e)
+            for job, _ in taken:
+                self._submit(job)
+        else:
+            with self._lock:
+                for job, _ in taken:
+                    self._pending.discard(job)
+        with self._lock:
+            more = self._flushing = bool(self._batch)
+        if more:
+            self._pool.submit(self._flush, together)
 
     def _pump(self) -> str:
         """Write the queued quick steps here, oldest first, until one cannot be: CLEAR when

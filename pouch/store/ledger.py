@@ -294,7 +294,7 @@ def finish(reservation_id: str, cost: Money, usage: dict, tokens: int | None = N
     its tokens/min counted (None: unknown, the worst case stands).
     """
     usage = {"cost_pico": cost.pico, **usage, "reservation_id": reservation_id}
-    if getattr(database.obj, "pouch_schema", 0) >= ONE_CALL_FINISH and not isinstance(database.obj, pw.SqliteDatabase):
+    if batches():
         return _finish_in_one_call(reservation_id, cost, usage, tokens)
     with database.atomic():
         released = _run(_RELEASE, (reservation_id,)).fetchone()
@@ -315,16 +315,38 @@ def finish(reservation_id: str, cost: Money, usage: dict, tokens: int | None = N
 def _finish_in_one_call(reservation_id: str, cost: Money, usage: dict, tokens: int | None) -> bool:
     """``finish`` on PostgreSQL: ``pouch_finish`` (pouch/store/finish.sql) and the alerts its
     answer calls for, in one transaction: three round trips instead of one per statement."""
+    with database.atomic():
+        return _call_finish(reservation_id, cost, usage, tokens)
+
+
+def _call_finish(reservation_id: str, cost: Money, usage: dict, tokens: int | None) -> bool:
     row = {UsageRow._meta.fields[name].column_name: _json_value(UsageRow._meta.fields[name].db_value(value))
            for name, value in usage.items()}
-    with database.atomic():
-        done = _run(_FINISH, (reservation_id, cost.pico, json.dumps(row), tokens)).fetchone()[0]
-        if not done["done"]:
-            return False
-        spent = done["spent"]
-        outbox.settled(done["ledger"], spent - cost.pico, spent, done["budget"], done["alert_at"], usage,
-                       reservation_id)
+    done = _run(_FINISH, (reservation_id, cost.pico, json.dumps(row), tokens)).fetchone()[0]
+    if not done["done"]:
+        return False
+    spent = done["spent"]
+    outbox.settled(done["ledger"], spent - cost.pico, spent, done["budget"], done["alert_at"], usage, reservation_id)
     return True
+
+
+def finish_together(settlements: list[tuple]) -> list[bool]:
+    """Several ``finish`` (their arguments, in order) in one transaction on PostgreSQL: the
+    store thread batches settlements that arrive together, one COMMIT for them all. Any failure
+    rolls them all back and raises (the caller then runs each alone, with its own retries)."""
+    with database.atomic():
+        return [_call_finish(reservation_id, cost, {"cost_pico": cost.pico, **usage, "reservation_id": reservation_id},
+                             tokens)
+                for reservation_id, cost, usage, tokens in settlements]
+
+
+def batches() -> bool:
+    """Whether settlements are batched: on PostgreSQL with pouch_finish (SQLite writes each in
+    process, in a fraction of the time a batch would wait)."""
+    return getattr(database.obj, "pouch_schema", 0) >= ONE_CALL_FINISH and not isinstance(database.obj, pw.SqliteDatabase)
+
+
+finish.together, finish.batches = finish_together, batches  # for the store thread (StoreThread.later)
 
 
 _FINISH = "SELECT pouch_finish(?, ?, ?::jsonb, ?)"
