@@ -1,6 +1,7 @@
 """The invariant harness: proof that pouch's money promise holds under load, faults and bad input.
 
     scripts/invariants [--requests N] [--concurrency C] [--seed S] [--runs R] [--deadline S] [--keep DIR]
+                       [--db URL] [--workers N [--kill-worker]]
 
 Starts fakes of OpenAI, Anthropic and Gemini and one real gateway (mitmdump with the chain),
 then, per run, creates fresh keys with tight budgets and rate limits (and a mock key), teams
@@ -12,9 +13,18 @@ or usage-less upstreams; clients that give up or hang up; bad input), waits unti
 have settled, and checks the invariants from the store, the fakes' records and what every
 client saw, at every budget level. Prints a table per run and exits 1 on any violation.
 
-The issue's target ("zero invariant violations over at least 10,000 requests of mixed faults"):
+With ``--workers N`` the gateway is ``pouch run --workers N``: N gateway processes on one
+PostgreSQL store behind HAProxy (``--db``, default: POUCH_TEST_PG's server, database pouch_inv,
+emptied first), every key's requests spread over them; limits of keys, a team and end users
+bind and are checked from the store (its rate log and snapshots of what is in flight).
+``--kill-worker`` SIGKILLs worker 2 mid-run: pouch restarts it, it charges what it left open.
+
+The targets ("zero invariant violations over at least 10,000 requests of mixed faults"; issue
+16: the same over three processes, and with one killed):
 
     scripts/invariants --requests 10000
+    scripts/invariants --requests 10000 --workers 3
+    scripts/invariants --requests 10000 --workers 3 --kill-worker
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # pouch, addons, tests.fakes, tests.gateway and this package
 
-from scripts.invariantlib import harness  # noqa: E402
+from scripts.invariantlib import harness, workers  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -43,7 +53,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "(default 60 + requests / 20)")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="work in DIR and keep it (the gateway's store and mitmdump.log); default: a temporary one")
+    parser.add_argument("--db", metavar="URL",
+                        help="the store: a PostgreSQL URL of a database the harness may empty (default: a SQLite "
+                             "file in the work directory; with --workers, POUCH_TEST_PG's server, database "
+                             f"{workers.DEFAULT_DATABASE})")
+    parser.add_argument("--workers", type=int, default=0, metavar="N",
+                        help="run the gateway as `pouch run --workers N` (HAProxy in front, PostgreSQL behind)")
+    parser.add_argument("--kill-worker", action="store_true",
+                        help=f"SIGKILL worker {harness.KILLED_WORKER} mid-run (pouch restarts it); needs --workers 2+")
     args = parser.parse_args(argv)
+    if args.workers:
+        args.db = args.db or workers.default_url()
+        if not args.db or not args.db.startswith("postgres"):
+            parser.error("--workers needs a PostgreSQL store: --db postgresql://... (or POUCH_TEST_PG set)")
+    if args.kill_worker and args.workers < harness.KILLED_WORKER:
+        parser.error(f"--kill-worker needs --workers {harness.KILLED_WORKER} or more")
     if args.requests < 1 or args.concurrency < 1 or args.runs < 1:
         parser.error("--requests, --concurrency and --runs must be positive")
     if args.keep and args.keep.exists() and any(args.keep.iterdir()):
@@ -57,11 +81,11 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="pouch-invariants-") as temporary:
         workdir = args.keep or Path(temporary)
         workdir.mkdir(parents=True, exist_ok=True)
-        with harness.Environment(workdir) as env:
+        with harness.Environment(workdir, args.db, args.workers) as env:
             results = []
             for index in range(1, args.runs + 1):
                 results.append(harness.run_once(env, index, args.requests, args.concurrency, args.seed,
-                                                args.deadline))
+                                                args.deadline, kill=args.kill_worker))
                 print(harness.summary(results[-1]), flush=True)
     violations = sum(len(r.violations) for r in results)
     total = sum(r.requests for r in results)

@@ -1,11 +1,14 @@
 """The invariant harness (scripts/invariants), bounded: a few hundred requests of mixed faults
-through one real gateway must break no invariant; and the checks must see a broken store."""
+through one real gateway must break no invariant, nor through pouch run --workers 3 on
+PostgreSQL (one worker SIGKILLed mid-run too); and the checks must see a broken store."""
 
 import collections
+import dataclasses
+import os
 
 import pytest
 
-import dataclasses
+from pouch.cli import haproxy
 
 from pouch.store.database import BudgetLedgerRow, LedgerRow, ReservationRow, UsageRow
 from scripts.invariantlib import harness, levels, plan
@@ -17,7 +20,7 @@ REQUESTS = 300
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     with harness.Environment(tmp_path_factory.mktemp("invariants")) as env:
-        yield env, harness.run_once(env, index=1, requests=REQUESTS, concurrency=24, seed=7)
+        yield env, harness.run_once(env, index=1, requests=REQUESTS, concurrency=24, seed=9)
 
 
 @pytest.mark.timeout(180)
@@ -153,3 +156,44 @@ def test_most_at_once(spans, expected):
 
 def test_most_at_once_weighs_each_span():
     assert most_at_once([(0, 1), (0.5, 1.5), (1.5, 2)], [16_000, 17_000, 100]) == 33_000
+
+
+# --- several gateway processes on PostgreSQL (issue 16) -------------------------------------
+
+PG_URL = os.environ.get("POUCH_TEST_PG")
+WORKER_REQUESTS = 500
+
+
+@pytest.fixture(scope="module")
+def workers_env(tmp_path_factory):
+    if not PG_URL:
+        pytest.skip("PostgreSQL not available (scripts/test starts it)")
+    if haproxy.binary() is None:
+        pytest.skip("haproxy not installed (scripts/bootstrap does)")
+    url = PG_URL.rsplit("/", 1)[0] + "/pouch_invariants_test"  # its own database: emptied, never the tests'
+    with harness.Environment(tmp_path_factory.mktemp("invariants-workers"), url, workers=3) as env:
+        yield env
+
+
+@pytest.mark.timeout(120)
+def test_three_workers_on_postgresql_hold_limits_globally(workers_env):
+    """pouch run --workers 3 behind HAProxy: every limited scope's requests went through all
+    three processes, its limits refused some, and no invariant broke (rates from the store's
+    log, requests in flight from snapshots of it)."""
+    result = harness.run_once(workers_env, index=1, requests=WORKER_REQUESTS, concurrency=24, seed=11)
+    assert not result.violations, harness.summary(result)
+    scopes = {r.scope: r for r in result.scopes}
+    team = scopes[result.teams["team-lim"].scope]
+    assert team.workers == 3 and team.refused and team.most_in_flight == 3, harness.summary(result)
+    assert sum(r.refused for r in result.scopes if r.limits.max_concurrent) and result.samples > 10
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.xfail(reason="pouch/store/ledger.py recover() writes no reserved_pico on a recovered row and charges a "
+                          "mock key's reservation (reported to the lead, issue 16)", strict=False)
+def test_a_worker_killed_mid_run_breaks_no_invariant(workers_env):
+    """Worker 2 SIGKILLed mid-run: pouch restarts it, it charges what it left open, its clients
+    see broken connections (never a second bill), and every check still holds."""
+    result = harness.run_once(workers_env, index=2, requests=WORKER_REQUESTS, concurrency=24, seed=11, kill=True)
+    assert result.kill.back and result.kill.recovered, harness.summary(result)
+    assert not result.violations, harness.summary(result)

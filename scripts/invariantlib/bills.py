@@ -27,7 +27,8 @@ from . import expect
 from .kinds import DEFAULT_TOOL_CALLS, KINDS
 from .send import Outcome
 
-WORST_CASE = {"cut_short", "no_usage", "abandoned", "measure_failed"}  # charged their reservation
+# charged their reservation ("recovered": left open by a gateway process that died)
+WORST_CASE = {"cut_short", "no_usage", "abandoned", "measure_failed", "recovered"}
 CLIENT_FAULTS = {"client_cancel", "client_close"}  # after which a complete answer may end either way
 USAGE_ENDS_STREAM = {"openai", "anthropic"}  # their streams report the billed usage at the end only
 
@@ -49,13 +50,21 @@ def check_charges(rows, flag) -> None:
                                    f"{Money(row.reserved_pico).json()} reserved")
 
 
-def check_requests(spec, key_id: int, mine: list[Outcome], by_request_id, reached, flag) -> None:
-    """Request by request where the client saw the provider's request id."""
+def check_requests(spec, key_id: int, mine: list[Outcome], by_request_id, reached, flag,
+                   unsettled: frozenset[str] = frozenset(), recovered: int = 0) -> None:
+    """Request by request where the client saw the provider's request id. A request whose
+    gateway process was killed before it settled (``unsettled``: under way then; even a complete
+    answer whose settlement had not committed) has its row among the key's ``recovered`` ones,
+    which carry no request id (its reservation knew none): at most one each."""
+    orphans = []
     for o in mine:
         if not o.request_id or o.result == "refused" or o.pouch_error:
             continue
         found = by_request_id.get(o.request_id, [])
         where = f"{o.planned.id} {o.planned.kind} fault={o.planned.fault} request-id {o.request_id}"
+        if not found and o.planned.id in unsettled:
+            orphans.append(o.planned.id)
+            continue
         if len(found) != 1 or found[0].key_id != key_id:
             flag(f"{where}: {len(found)} usage rows (keys {[r.key_id for r in found]}), not one under key {key_id}",
                  2)
@@ -73,6 +82,9 @@ def check_requests(spec, key_id: int, mine: list[Outcome], by_request_id, reache
                 flag(f"{where}: row {describe(seen)}; the provider billed {describe(expected)}")
         if row.outcome == "overrun" and not o.planned.overrun:
             flag(f"{where}: an overrun nobody injected: {describe(row_facts(row))}")
+    if len(orphans) > recovered:
+        flag(f"{len(orphans)} requests of a killed gateway process saw their request id but have no row, and only "
+             f"{recovered} recovered rows can be theirs: {orphans[:5]}", 2)
 
 
 def check_tool_bound(o: Outcome, sent: dict, where: str, flag) -> None:
@@ -114,10 +126,11 @@ def describe(facts: tuple) -> str:
             f"tools {json.dumps(dict(tools))}, {Money(cost).json()} of {Money(reserved).json()} reserved")
 
 
-def check_gemini_rows(spec, rows, mine: list[Outcome], reached, flag) -> None:
+def check_gemini_rows(spec, rows, mine: list[Outcome], reached, flag, unsettled: frozenset[str] = frozenset()) -> None:
     """Gemini rows carry no request id: where every Gemini request of the key either reads a
     whole answer or is billed without usage, its complete answers and its rows billed at usage
-    are the same bills."""
+    are the same bills; but a complete answer ``unsettled`` when its gateway process died may
+    have a recovered row instead (one each)."""
     if spec.mock or CLIENT_FAULTS & set(spec.faults or CLIENT_FAULTS):
         return
     expected = collections.Counter(expected_row(o, reached.get(o.planned.id, ())) for o in mine
@@ -125,7 +138,13 @@ def check_gemini_rows(spec, rows, mine: list[Outcome], reached, flag) -> None:
     seen = collections.Counter(row_facts(r) for r in rows if r.provider == "gemini" and r.outcome in ("ok", "overrun"))
     for facts, n in (seen - expected).items():
         flag(f"{n} Gemini row(s) {describe(facts)}, billed for no complete answer")
-    for facts, n in (expected - seen).items():
+    missing = expected - seen
+    recovered = sum(r.provider == "gemini" and r.outcome == "recovered" for r in rows)
+    may_be_recovered = sum(o.planned.provider == "gemini" and o.planned.id in unsettled and billed_as_reported(o, spec)
+                           for o in mine)
+    if sum(missing.values()) <= min(recovered, may_be_recovered):
+        return
+    for facts, n in missing.items():
         flag(f"{n} complete Gemini answer(s) billed {describe(facts)} have no such row")
 
 

@@ -89,7 +89,13 @@ class Upstream:
     credentials: dict[str, str]  # provider -> the real key
 
 
-def check_run(keys: list[RunKey], outcomes: list[Outcome], upstream: Upstream) -> list[KeyReport]:
+def check_run(keys: list[RunKey], outcomes: list[Outcome], upstream: Upstream, excused: frozenset[str] = frozenset(),
+              spend_reached: dict[int, float] | None = None, unsettled: frozenset[str] = frozenset()) -> list[KeyReport]:
+    """``excused``: requests a SIGKILLed gateway process left unanswered (a broken connection is
+    their due); ``unsettled``: requests under way when it died, whose rows may be the ones its
+    restart recovered (without a request id); ``spend_reached``: key id -> when a snapshot of
+    the store first saw its spend at its budget (with several gateway processes; else the usage
+    rows' order tells it)."""
     reached = reached_upstream(upstream)
     by_request_id = collections.defaultdict(list)
     for row in UsageRow.select().where(UsageRow.key.in_([k.id for k in keys]), UsageRow.request_id.is_null(False)):
@@ -107,16 +113,18 @@ def check_run(keys: list[RunKey], outcomes: list[Outcome], upstream: Upstream) -
             report.violations.append(Violation(invariant, report.name, message))
 
         check_budget(report, ledger, fail)
-        check_refused_once_spent(report, rows, mine, reached, fail)
+        check_refused_once_spent(report, rows, mine, reached, fail,
+                                 None if spend_reached is None else spend_reached.get(key.id, math.inf))
         check_rows(report, rows, fail)
         check_overruns(report, fail)
         bills.check_charges(rows, flag)
-        bills.check_requests(key.spec, key.id, mine, by_request_id, reached, flag)
-        bills.check_gemini_rows(key.spec, rows, mine, reached, flag)
+        bills.check_requests(key.spec, key.id, mine, by_request_id, reached, flag, unsettled,
+                             sum(r.outcome == "recovered" for r in rows))
+        bills.check_gemini_rows(key.spec, rows, mine, reached, flag, unsettled)
         check_reservations(report, key, ledger, fail)
         check_spend(report, rows, fail)
         check_rate_limits(report, rows, mine, reached, fail)
-        check_clients(report, mine, fail)
+        check_clients(report, mine, fail, excused)
         check_upstream_saw(report, mine, reached, fail)
         reports.append(report)
     return reports
@@ -136,7 +144,10 @@ def admitted(o: Outcome, reached) -> bool:
     """Known to have been admitted: the client saw an answer, or upstream saw the request."""
     if o.pouch_error:  # refused; the client may have hung up before it read why
         return o.planned.id in reached
-    return o.result in ADMITTED or o.planned.id in reached or (o.result == "connection_error" and o.headers_seen)
+    # A connection that broke after the headers proves admission only for a success: an error's
+    # headers may be pouch's refusal, whose body a killed gateway process never finished.
+    return o.result in ADMITTED or o.planned.id in reached or (
+        o.result == "connection_error" and o.headers_seen and o.status is not None and o.status < 400)
 
 
 def count_outcomes(report: KeyReport, mine: list[Outcome], reached, rows, ledger) -> None:
@@ -187,7 +198,8 @@ def check_budget(report: KeyReport, ledger, fail) -> None:
             report.overspend = Money(max(report.overspend.pico, over - report.excess.pico))
 
 
-def check_refused_once_spent(report: KeyReport, rows, mine: list[Outcome], reached, fail) -> None:
+def check_refused_once_spent(report: KeyReport, rows, mine: list[Outcome], reached, fail,
+                             seen_at: float | None = None) -> None:
     """1: once a settlement has brought spend to the budget (an overrun can take it past),
     no request is admitted in that window.
 
@@ -195,6 +207,9 @@ def check_refused_once_spent(report: KeyReport, rows, mine: list[Outcome], reach
     window's spend. A settlement is queued before its client reads the end of the answer, and
     a request's reservation after its client sent it, on the same store thread: a request sent
     after such a client finished reading is judged with the spend already there.
+
+    Several gateway processes settle on threads of their own, so there ``seen_at`` says when:
+    the first snapshot of the store (watch.py) that saw the spend at the budget.
     """
     if report.budget is None or report.spec.period or report.spec.mock:
         return
@@ -204,6 +219,8 @@ def check_refused_once_spent(report: KeyReport, rows, mine: list[Outcome], reach
         spent += row.cost_pico
         if spent >= report.budget.pico and row.request_id in finished:
             since = min(since, finished[row.request_id])
+    if seen_at is not None:
+        since = seen_at
     if since == math.inf:
         return
     report.sent_after_spent = sum(o.started > since for o in mine)
@@ -265,6 +282,8 @@ def check_rate_limits(report: KeyReport, rows, mine: list[Outcome], reached, fai
     was exceeded, whatever the exact admission times were.
     """
     spec = report.spec
+    # A recovered row is written when its gateway came back, long after the admission: no span.
+    rows = [r for r in rows if r.outcome != "recovered"]
     spans = [(r.ts.timestamp(), r.ts.timestamp() + (r.latency_ms or 0) / 1000 + 0.001) for r in rows]
     if spec.rpm:
         worst = most_within_a_minute(spans, [1] * len(rows))
@@ -342,10 +361,13 @@ def most_at_once(spans: list[tuple[float, float]], weights: list[int] | None = N
     return best
 
 
-def check_clients(report: KeyReport, mine: list[Outcome], fail) -> None:
-    """6: a readable reply or a provider-shaped error; connection errors only where due."""
+def check_clients(report: KeyReport, mine: list[Outcome], fail, excused: frozenset[str] = frozenset()) -> None:
+    """6: a readable reply or a provider-shaped error; connection errors only where due (an
+    upstream made to die, or a gateway process SIGKILLed: ``excused``)."""
     for o in mine:
         where = f"{o.planned.id} {o.planned.kind} fault={o.planned.fault}"
+        if o.planned.id in excused:
+            continue
         if o.problem:
             fail(Violation(6, report.name, f"{where}: {o.problem}"))
         elif o.result == "timeout":

@@ -55,6 +55,7 @@ class KeySpec:
     user_per_share: int | None = None  # add one worst case per this many requests of each end user
     user_period: str | None = None
     require_user: bool = False  # a request without an end user is refused
+    user_rpm: int | None = None  # requests/min of each of its end users
     ceiling: bool = False  # sent through the gateway whose pouch_budget_total binds (harness.CEILING)
 
     @property
@@ -72,6 +73,9 @@ class TeamSpec:
     budget_worst_cases: int
     per_share: int
     period: str | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
 
 
 # Rows of Gemini requests carry no request id, so they are paired with requests by what they
@@ -105,6 +109,12 @@ KEYS = (
     KeySpec("tpm-nocap", ("chat", "chat_stream", "responses"), 1, None, tpm=50_000, sets_max_tokens=False,
             hold=True, faults=("none", "slow", "status", "cached")),
     KeySpec("concurrent", OPENAI + ANTHROPIC + GEMINI, 2, None, max_concurrent=3, hold=True),
+    # Limits that bind at every level at once, checked from the store's rate log (ratelog.py): a
+    # key with all three inside a team with all three, a key that only its team limits, and end
+    # users with requests/min. Any fault: the log has the exact admission times.
+    KeySpec("lim-all", OPENAI, 2, None, rpm=24, tpm=700, max_concurrent=2, hold=True, team="team-lim"),
+    KeySpec("lim-team", OPENAI + ANTHROPIC, 2, None, hold=True, team="team-lim"),
+    KeySpec("lim-users", ("chat", "responses", "messages"), 2, None, users=3, user_rpm=8),
     KeySpec("mock", OPENAI + ANTHROPIC + GEMINI, 2, 4, per_share=3, mock=True),
     # Teams whose budget binds before their keys' own (a fifth of a mean worst case per request
     # against a third of the dearest): a burst spread over several keys meets one budget. An overrun in a team is
@@ -132,6 +142,8 @@ TEAMS = (
     TeamSpec("team-a", 4, per_share=5),
     TeamSpec("team-b", 4, per_share=7),  # its end users' budgets take much of its keys' demand
     TeamSpec("team-c", 6, per_share=3),  # binds after the ceiling, mostly
+    # its rate limits bind, never its budget
+    TeamSpec("team-lim", 1000, per_share=1, rpm=40, tpm=1500, max_concurrent=3),
 )
 CEILING = TeamSpec("ceiling", 2, per_share=10)  # the gateway's pouch_budget_total over the ceiling keys' requests
 

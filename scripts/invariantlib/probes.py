@@ -24,7 +24,7 @@ def check_slots_freed(env, rng: random.Random, index: int, keys: dict[str, RunKe
     simultaneous requests again (no slot is held by a request that has ended)."""
     found = []
     for key in keys.values():
-        if not key.spec.max_concurrent:
+        if not key.spec.max_concurrent or only_limit(key.spec) != "max_concurrent":
             continue
         probes = [plan.plan_request(rng, f"probe{i}", index, key.spec, key.secret, env.gateway, fault="none")
                   for i in range(key.spec.max_concurrent)]
@@ -45,7 +45,7 @@ def check_tokens_settled(env, rng: random.Random, index: int, keys: dict[str, Ru
     found, probed = [], {}
     planned = {o.request_id: o.planned for o in outcomes if o.request_id}
     for key in keys.values():
-        if not key.spec.tpm:
+        if not key.spec.tpm or only_limit(key.spec) != "tpm":
             continue
         since = time.time() - WINDOW
         rows = UsageRow.select().where(UsageRow.key == key.id)
@@ -67,6 +67,16 @@ def check_tokens_settled(env, rng: random.Random, index: int, keys: dict[str, Ru
                                    f"admitted, though its last minute holds at most {held} of {key.spec.tpm} "
                                    f"tokens/min: {[(o.result, o.reason, o.problem) for o in answers]}"))
     return found, probed
+
+
+def only_limit(spec) -> str | None:
+    """The key's one limit, if it has one and no other limit (its team's included) can refuse
+    a probe; keys with several limits are checked from the store's rate log (ratelog.py)."""
+    given = [name for name in ("rpm", "tpm", "max_concurrent", "user_rpm") if getattr(spec, name)]
+    team = next((t for t in plan.TEAMS if t.role == spec.team), None)
+    if team is not None and (team.rpm or team.tpm or team.max_concurrent):
+        return None
+    return given[0] if len(given) == 1 else None
 
 
 def tokens_held(spec, row, planned) -> int:
