@@ -44,6 +44,7 @@ class Budget:
         # read once here, not on every request
         self.cap_output, self.hold = ctx.options.pouch_cap_output, timedelta(seconds=ctx.options.pouch_hold)
         self.allow_unmetered = ctx.options.pouch_unmetered == "allow"
+        self.mock_all = getattr(ctx.options, "pouch_mock", "off") == "all"  # the mock link's option
         try:
             self.total = parse_budget(ctx.options.pouch_budget_total or None)
             self.total_period = Period.parse(ctx.options.pouch_budget_total_period)
@@ -69,7 +70,7 @@ class Budget:
             key, self.levels(key, found.attribution.end_user, now), plan, now, hold=self.hold,
             has_cap=bool(call.max_output), may_cap=self.cap_output, cap=cap,
             provider=provider, model=call.model, endpoint=found.endpoint.name,
-            limits=found.limits, tokens=found.limit_tokens)
+            limits=found.limits, tokens=found.limit_tokens, mock=key.mock or self.mock_all)
         found.reservation = Reservation(result.id, result.amount, result.remaining, plan.price.model)
         found.limit_headers = result.headers or None
 

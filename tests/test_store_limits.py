@@ -192,3 +192,44 @@ def test_on_postgresql_a_reservation_is_one_call(store_url, clock, monkeypatch):
 
 
 _real_run = ledger._run
+
+
+def test_recovery_releases_a_mocks_reservation_and_names_what_was_held(any_store, clock):
+    key, _ = keys.create("alice", NOW, budget=Money(100), max_concurrent=1)
+    key = keys.get(key.id)
+    mock = ledger.reserve(key.id, key.window(NOW), Money(30), NOW, owner="t", hold=HOLD,
+                          limits=limits(key, None), mock=True)
+    assert isinstance(mock, ledger.Reservation)
+    assert ledger.recover(NOW, owner="t") == 1
+    row = UsageRow.get()
+    assert (row.outcome, row.mock, row.cost_pico, row.reserved_pico) == ("recovered", True, 0, 30)
+    assert ledger.window_totals(key, NOW) == (Money(0), Money(0)), "a mock never went upstream: nothing charged"
+    real = reserve(key, amount=40)
+    assert ledger.recover(NOW, owner="t") == 1
+    charged = UsageRow.select().where(UsageRow.reservation_id == real.id).get()
+    assert (charged.mock, charged.cost_pico, charged.reserved_pico) == (False, 40, 40)
+
+
+def test_on_postgresql_a_reservation_chosen_as_a_deadlock_victim_is_tried_again(store_url, clock, monkeypatch):
+    """A batch of settlements may lock several keys' rows in another order than a reservation;
+    PostgreSQL then rolls one back. The reservation, which then holds nothing, is tried again."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("SQLite serialises writers: no deadlocks")
+    import peewee
+
+    database.open_store(store_url)
+    key, _ = keys.create("alice", NOW, rpm=5)
+    real, calls = ledger._run, []
+
+    class DeadlockDetected(Exception):
+        pgcode = "40P01"  # what psycopg2's error carries
+
+    def first_call_deadlocks(sql, params):
+        if sql.startswith("SELECT pouch_reserve(") and not calls:
+            calls.append(sql)
+            raise peewee.OperationalError(DeadlockDetected("deadlock detected"))  # as peewee wraps it
+        return real(sql, params)
+
+    monkeypatch.setattr(ledger, "_run", first_call_deadlocks)
+    held = reserve(key)
+    assert isinstance(held, ledger.Reservation) and calls

@@ -1,6 +1,7 @@
 """Migrations on a store that is in use: what was open before one still settles after it."""
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 from pouch.domain.keys import Key
 from pouch.domain.money import Money
@@ -32,8 +33,16 @@ def test_reservations_open_across_migration_5_settle_after_it(store_url, monkeyp
             (database.naive(NOW),) * 3)
         key = Key(id=1, name="alice", prefix="pouch-abc", secret_hash="hash", created_at=NOW, anchor=NOW,
                   budget=Money(100))
-        held = [ledger.reserve(key.id, key.window(NOW), Money(n), NOW, owner="gw", hold=HOLD, model="m")
-                for n in (10, 20)]
+        # two reservations as a gateway of that time held them
+        p = db.param
+        db.execute_sql(f"INSERT INTO pouch_ledger (key_id, window_start, spent_pico, reserved_pico) "
+                       f"VALUES (1, {p}, 0, 30)", (database.naive(key.window(NOW).start),))
+        for reservation_id, amount in (("r1", 10), ("r2", 20)):
+            db.execute_sql(
+                "INSERT INTO pouch_reservations (id, key_id, ledger_id, amount_pico, created_at, deadline, owner, "
+                f"model) VALUES ({p}, 1, 1, {p}, {p}, {p}, 'gw', 'm')",
+                (reservation_id, amount, database.naive(NOW), database.naive(NOW + HOLD)))
+        held = [SimpleNamespace(id="r1"), SimpleNamespace(id="r2")]
         monkeypatch.undo()
 
         assert migrations.migrate(db) == [number for number, _, _ in migrations.MIGRATIONS if number >= 5]

@@ -33,15 +33,16 @@ def exhausted_message(key: Key, refusal: ledger.Refusal, needed: Money) -> str:
 async def reserve(key: Key, levels: tuple[ledger.Level, ...], plan: admission.Plan, now: datetime, *,
                   hold: timedelta, has_cap: bool, may_cap: bool, cap: Callable[[int], None],
                   provider: str, model: str, endpoint: str, limits: tuple = (),
-                  tokens: int = 0) -> tuple[ledger.Reservation, int | None]:
+                  tokens: int = 0, mock: bool = False) -> tuple[ledger.Reservation, int | None]:
     """The reservation and the output cap pouch set (None: none), or BudgetExhausted naming the
     level that refused (RateLimited: the limit); ``cap(tokens)`` writes a cap into the request.
-    ``limits`` are taken in the same transaction, ``tokens`` counted against tokens/min."""
+    ``limits`` are taken in the same transaction, ``tokens`` counted against tokens/min;
+    ``mock``: pouch answers it itself (recovery then releases it)."""
     window, needed, capped = key.window(now), plan.amount, None
     for _ in range(len(levels) + 2):
         result = await store(ledger.reserve, key.id, window, needed, now, owner=instance.name, hold=hold,
                              provider=provider, model=model, endpoint=endpoint, levels=levels,
-                             limits=limits, tokens=tokens)
+                             limits=limits, tokens=tokens, mock=mock)
         if isinstance(result, ledger.RateRefusal):
             raise rate_limited(result, tokens, has_cap=has_cap)
         if isinstance(result, ledger.Reservation):

@@ -87,7 +87,7 @@ async def admit(socket: Socket, endpoint: Endpoint, body: dict, sent_at: float,
     response.entry = price_table().lookup(call.model, provider.name, requested_at)
     bounds = Bounds(response.input_tokens, call.max_output, call.choices, call.hidden_input, response.tool_calls,
                     False, response.exact)
-    changed |= await _reserve(response, key, endpoint, provider, body, bounds, settings)
+    changed |= await _reserve(response, key, endpoint, provider, body, bounds, settings, socket.mock)
     return response, changed
 
 
@@ -124,7 +124,7 @@ async def _count(model: str, body: dict) -> tuple[int, bool]:
 
 
 async def _reserve(response: Response, key: Key, endpoint: Endpoint, provider, body: dict, bounds: Bounds,
-                   settings: Settings) -> bool:
+                   settings: Settings, response_mock: bool) -> bool:
     """Reserve the worst case at every level (``reserving``); True if it capped the output to fit."""
     call = response.call
     plan = admission.plan(response.entry, call.model, provider.name, bounds, allow_unmetered=settings.allow_unmetered)
@@ -142,6 +142,7 @@ async def _reserve(response: Response, key: Key, endpoint: Endpoint, provider, b
     result, capped = await reserving.reserve(
         key, settings.levels(key, end_user, now), plan, now, hold=settings.hold,
         has_cap=bool(call.max_output), may_cap=settings.cap_output, cap=cap,
-        provider=provider.name, model=call.model, endpoint=endpoint.name, limits=rates, tokens=tokens)
+        provider=provider.name, model=call.model, endpoint=endpoint.name, limits=rates, tokens=tokens,
+        mock=response_mock)
     response.reservation = Reservation(result.id, result.amount, result.remaining, plan.price.model)
     return capped is not None

@@ -230,6 +230,7 @@ class ReservationRow(Table):
     endpoint = pw.TextField(null=True)
     scopes = pw.TextField(null=True)  # the pouch_budget_ledger ids it also holds, comma-separated
     slots = pw.TextField(null=True)  # the limit scopes it holds a request in flight at, one per line
+    mock = pw.BooleanField(default=False)  # pouch answers it itself: recovery releases it, never charges
 
     class Meta:
         table_name = "pouch_reservations"

@@ -20,14 +20,15 @@ from pouch.domain.keys import Key
 from pouch.domain.periods import Window
 from pouch.domain.money import Money
 from pouch.store.database import (
-    BudgetLedgerRow, InstanceRow, KeyRow, LedgerRow, ReservationRow, TeamRow, UsageRow, database, naive)
+    BudgetLedgerRow, InstanceRow, KeyRow, LedgerRow, ReservationRow, TeamRow, UsageRow, database, forget_if_broken,
+    naive)
 
 from pouch.store.instances import STALE_AFTER
 from pouch.store import limits as limit_store
 from pouch.store.limits import Limit, RateRefusal
 from pouch.store.quick import quick
 
-ONE_CALL = 12  # the migration that made pouch_reserve (PostgreSQL)
+ONE_CALL = 14  # the migration that made pouch_reserve as it is called (PostgreSQL)
 ONE_CALL_FINISH = 13  # ... and pouch_finish
 LONGEST_REQUEST = timedelta(hours=24)  # past this, even a live gateway's reservation is recovered
 
@@ -94,9 +95,9 @@ _ADMIT = (  # finds the window's row too (its unique index): one statement for m
 )
 _HOLD = (
     "INSERT INTO pouch_reservations (id, key_id, ledger_id, amount_pico, created_at, deadline, owner, "
-    "provider, model, endpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "provider, model, endpoint, mock) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_HOLD_LEVELS = _HOLD.replace("endpoint)", "endpoint, scopes, slots)").replace("?)", "?, ?, ?)")
+_HOLD_LEVELS = _HOLD.replace("mock)", "mock, scopes, slots)").replace("?)", "?, ?, ?)")
 _RELEASE = "DELETE FROM pouch_reservations WHERE id = ? RETURNING ledger_id, amount_pico, scopes, slots"
 _FIND_LEVEL = "SELECT id FROM pouch_budget_ledger WHERE scope = ? AND window_start = ?"
 _ADMIT_LEVEL = (
@@ -152,6 +153,7 @@ def reserve(
     levels: tuple[Level, ...] = (),
     limits: tuple[Limit, ...] = (),
     tokens: int = 0,
+    mock: bool = False,
 ) -> Reservation | Refusal | RateRefusal:
     """Admit ``amount`` against the key's budget window ``window`` and every other level's
     (``levels``: the gateway's, the team's, the end user's) only if it fits them all, in one
@@ -162,6 +164,7 @@ def reserve(
 
     ``limits`` (the key's, its team's, its end user's rates and requests in flight) are taken
     first, in the same transaction (``pouch.store.limits``), counting ``tokens`` against tokens/min.
+    ``mock``: pouch answers the request itself (nothing goes upstream), so recovery releases it.
 
     Rows are locked in one order, the limits' (team, key, end user), the levels' (total, team,
     end user) and then the key's, and ``finish`` settles them in that order too: on PostgreSQL
@@ -172,7 +175,7 @@ def reserve(
     reservation_id = _reservation_id()
     if getattr(database.obj, "pouch_schema", 0) >= ONE_CALL and not isinstance(database.obj, pw.SqliteDatabase):
         return _reserve_in_one_call(reservation_id, key_id, window, amount, now, owner, hold, provider, model,
-                                    endpoint, levels, limits, tokens)
+                                    endpoint, levels, limits, tokens, mock)
     try:
         with database.atomic():
             headers = limit_store.take(_run, limits, limit_store.clock(), tokens, reservation_id) if limits else {}
@@ -189,7 +192,7 @@ def reserve(
                                            row.window_start, row.window_end))
             ledger_id, spent, reserved, budget = admitted
             values = (reservation_id, key_id, ledger_id, amount.pico, _stamp(now), _stamp(now + hold), owner,
-                      provider, model, endpoint)
+                      provider, model, endpoint, mock)
             if held or limits:
                 _run(_HOLD_LEVELS, (*values, ",".join(str(level_id) for level_id, _ in held) or None,
                                     "\n".join(limit.scope for limit in limits) or None))
@@ -204,17 +207,30 @@ def reserve(
 
 
 def _reserve_in_one_call(reservation_id, key_id, window, amount, now, owner, hold, provider, model, endpoint,
-                         levels, limits, tokens) -> Reservation | Refusal | RateRefusal:
+                         levels, limits, tokens, mock) -> Reservation | Refusal | RateRefusal:
     """``reserve`` on PostgreSQL: the same steps in one round trip, ``pouch_reserve``
     (pouch/store/reserve.sql); what it answers read back into the same results."""
     clock = limit_store.clock()
-    found = _run(_RESERVE, (
+    params = (
         reservation_id, key_id, _stamp(window.start), _stamp(window.end), amount.pico, _stamp(now),
         _stamp(now + hold), owner, provider, model, endpoint,
         json.dumps([_level_json(level) for level in levels]),
         json.dumps([{"scope": limit.scope, "rpm": limit.rpm, "tpm": limit.tpm, "max_concurrent": limit.max_concurrent}
                     for limit in limits]),
-        tokens, clock)).fetchone()[0]
+        tokens, clock, mock)
+    for attempt in range(DEADLOCK_TRIES):
+        try:
+            found = _run(_RESERVE, params).fetchone()[0]
+            break
+        except pw.DatabaseError as e:
+            # A batch of settlements (several keys' rows) may lock in another order than a
+            # reservation does; PostgreSQL then rolls one back. A reservation rolled back holds
+            # nothing: it is simply tried again.
+            driver_error = getattr(e, "orig", None) or e.__context__  # psycopg2's error, which peewee wraps
+            if getattr(driver_error, "pgcode", None) != "40P01" or attempt == DEADLOCK_TRIES - 1 \
+                    or database.obj.in_transaction():
+                raise
+            forget_if_broken(e)
     refused = found.get("refused")
     if refused is not None and "rate" in refused:  # what the refusal says is read as the minute stands
         return limit_store.refusal(_run, limits[refused["rate"]], clock, refused["why"], tokens)
@@ -233,7 +249,8 @@ def _reserve_in_one_call(reservation_id, key_id, window, amount, now, owner, hol
     return Reservation(reservation_id, key_id, amount, window.start, Money(min(lefts)) if lefts else None, headers)
 
 
-_RESERVE = "SELECT pouch_reserve(" + ", ".join(["?"] * 11) + ", ?::jsonb, ?::jsonb, ?, ?)"
+_RESERVE = "SELECT pouch_reserve(" + ", ".join(["?"] * 11) + ", ?::jsonb, ?::jsonb, ?, ?, ?)"
+DEADLOCK_TRIES = 3
 
 
 def _level_json(level: Level) -> dict:
@@ -383,7 +400,7 @@ def recover(now: datetime, *, owner: str | None = None) -> int:
 
     A gateway that crashed (or was SIGKILLed) could not settle what it had admitted, and
     may have forwarded those requests, so each such reservation is charged in full, its
-    worst case: spend is never silently lost. Reservations past their deadline are
+    worst case: spend is never silently lost. A mock request's (pouch answered it itself) is released. Reservations past their deadline are
     recovered by anyone, unless the gateway holding them is alive (it settles them itself;
     after a day they are recovered all the same); ``owner`` additionally recovers every
     reservation a previous run of that same gateway left open.
@@ -406,9 +423,13 @@ def recover(now: datetime, *, owner: str | None = None) -> int:
             "model": row.model,
             "endpoint": row.endpoint,
             "outcome": "recovered",
+            "reserved_pico": row.amount_pico,
             **_attribution(row.scopes),
         }
-        closed += finish(row.id, Money(row.amount_pico), usage)
+        if row.mock:  # pouch answered it itself, nothing went upstream: released, never charged
+            closed += finish(row.id, Money(0), {**usage, "mock": True, "cost_pico": 0})
+        else:
+            closed += finish(row.id, Money(row.amount_pico), usage)
     return closed
 
 

@@ -335,6 +335,21 @@ MIGRATIONS: list[tuple[int, str, str | dict]] = [
         "PostgreSQL: a settlement in one call (pouch_finish)",
         {"sqlite": (), "postgresql": (_read("finish.sql"),)},
     ),
+    (
+        14,
+        "reservations: whether pouch answers the request itself (a mock)",
+        # Recovery releases a mock's reservation instead of charging it: nothing went upstream.
+        # pouch_reserve takes the flag (its old signature goes).
+        {
+            "sqlite": "ALTER TABLE pouch_reservations ADD COLUMN mock BOOLEAN NOT NULL DEFAULT FALSE",
+            "postgresql": (
+                "ALTER TABLE pouch_reservations ADD COLUMN mock BOOLEAN NOT NULL DEFAULT FALSE",
+                "DROP FUNCTION IF EXISTS pouch_reserve(text, integer, timestamp, timestamp, bigint, timestamp, "
+                "timestamp, text, text, text, text, jsonb, jsonb, bigint, double precision)",
+                _read("reserve.sql"),
+            ),
+        },
+    ),
 ]
 
 

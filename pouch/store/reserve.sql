@@ -6,7 +6,8 @@
 CREATE OR REPLACE FUNCTION pouch_reserve(
     p_id text, p_key_id integer, p_start timestamp, p_end timestamp, p_amount bigint,
     p_created timestamp, p_deadline timestamp, p_owner text, p_provider text, p_model text,
-    p_endpoint text, p_levels jsonb, p_limits jsonb, p_tokens bigint, p_clock double precision)
+    p_endpoint text, p_levels jsonb, p_limits jsonb, p_tokens bigint, p_clock double precision,
+    p_mock boolean)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     item jsonb;
@@ -122,9 +123,9 @@ BEGIN
             END IF;
         END IF;
         INSERT INTO pouch_reservations (id, key_id, ledger_id, amount_pico, created_at, deadline, owner,
-                                        provider, model, endpoint, scopes, slots)
+                                        provider, model, endpoint, mock, scopes, slots)
             VALUES (p_id, p_key_id, row_id, p_amount, p_created, p_deadline, p_owner,
-                    p_provider, p_model, p_endpoint, held, slots);
+                    p_provider, p_model, p_endpoint, p_mock, held, slots);
         result := jsonb_build_object('left', budget - spent - reserved, 'lefts', lefts, 'rate', rate);
     EXCEPTION WHEN SQLSTATE 'PX001' THEN
         result := jsonb_build_object('refused', SQLERRM::jsonb);
