@@ -189,8 +189,6 @@ def test_three_workers_on_postgresql_hold_limits_globally(workers_env):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(reason="pouch/store/ledger.py recover() writes no reserved_pico on a recovered row and charges a "
-                          "mock key's reservation (reported to the lead, issue 16)", strict=False)
 def test_a_worker_killed_mid_run_breaks_no_invariant(workers_env):
     """Worker 2 SIGKILLed mid-run: pouch restarts it, it charges what it left open, its clients
     see broken connections (never a second bill), and every check still holds."""
