@@ -281,7 +281,7 @@ def test_a_settlement_the_store_thread_took_keeps_later_steps_behind_it(store, t
         blocker.execute("BEGIN IMMEDIATE")
         thread.later(settle, first, 70, retries=3)
         await asyncio.sleep(sum(QUICK_PAUSES) + 0.05)  # its tries here ran out: the store thread waits with it
-        thread.later(settle, second, 20, retries=3)  # younger: behind it, on the store thread too
+        thread.later(settle, second, 20, retries=3)  # younger: waits behind it, written here after it
         threading.Timer(0.2, lambda: (blocker.execute("ROLLBACK"), blocker.close())).start()
         return await thread.run(ledger.reserve, key.id, key.window(NOW), Money(20), NOW, owner="t", hold=HOLD)
 
