@@ -70,7 +70,7 @@ class Budget:
             key, self.levels(key, found.attribution.end_user, now), plan, now, hold=self.hold,
             has_cap=bool(call.max_output), may_cap=self.cap_output, cap=cap,
             provider=provider, model=call.model, endpoint=found.endpoint.name,
-            limits=found.limits, tokens=found.limit_tokens, mock=key.mock or self.mock_all)
+            limits=found.limits, tokens=found.limit_tokens, choices=call.choices, mock=key.mock or self.mock_all)
         found.reservation = Reservation(result.id, result.amount, result.remaining, plan.price.model)
         found.limit_headers = result.headers or None
 

@@ -233,3 +233,33 @@ def test_on_postgresql_a_reservation_chosen_as_a_deadlock_victim_is_tried_again(
     monkeypatch.setattr(ledger, "_run", first_call_deadlocks)
     held = reserve(key)
     assert isinstance(held, ledger.Reservation) and calls
+
+
+def test_a_request_the_budget_caps_counts_its_prompt_and_its_cap_against_tpm(any_store, clock, monkeypatch):
+    """(review 15/16, finding 1) The cap replaced the tokens/min count: 15,000 + 100 tokens were
+    counted as 100, and a second request of 39,000 then fitted a 40,000 tpm."""
+    import asyncio
+
+    from pouch.pricing import reserve as pricing
+    from pouch.pricing.reserve import Bounds
+    from pouch.rules import admission
+    from pouch.services import reserving
+    from pouch.services.instance import instance
+    from pouch.services.prices import price_table
+
+    monkeypatch.setattr(instance, "name", "t")
+    entry = price_table().lookup("gpt-4o-mini", "openai", NOW)
+    bounds = Bounds(input_tokens=15_000, max_output=None)
+    plan = admission.plan(entry, "gpt-4o-mini", "openai", bounds, allow_unmetered=False)
+    budget = plan.worst.fixed + Money(plan.worst.per_output.pico * 100)  # the prompt and 100 output tokens
+    key, _ = keys.create("k", NOW, budget=budget, tpm=40_000)
+    key = keys.get(key.id)
+    caps = []
+    held, cap = asyncio.run(reserving.reserve(
+        key, (), plan, NOW, hold=HOLD, has_cap=False, may_cap=True, cap=caps.append, provider="openai",
+        model="gpt-4o-mini", endpoint="chat", limits=limits(key, None), tokens=pricing.worst_tokens(entry, bounds)))
+    assert cap == 100 and caps == [100]
+    assert [row.tokens for row in RateLogRow.select()] == [15_100]
+    other = ledger.reserve(key.id, key.window(NOW), Money(0), NOW, owner="t", hold=HOLD,
+                           limits=limits(key, None), tokens=39_000)
+    assert isinstance(other, ledger.RateRefusal) and "over 40000 tokens per minute" in other.reason

@@ -33,26 +33,29 @@ def exhausted_message(key: Key, refusal: ledger.Refusal, needed: Money) -> str:
 async def reserve(key: Key, levels: tuple[ledger.Level, ...], plan: admission.Plan, now: datetime, *,
                   hold: timedelta, has_cap: bool, may_cap: bool, cap: Callable[[int], None],
                   provider: str, model: str, endpoint: str, limits: tuple = (),
-                  tokens: int = 0, mock: bool = False) -> tuple[ledger.Reservation, int | None]:
+                  tokens: int = 0, choices: int = 1, mock: bool = False) -> tuple[ledger.Reservation, int | None]:
     """The reservation and the output cap pouch set (None: none), or BudgetExhausted naming the
     level that refused (RateLimited: the limit); ``cap(tokens)`` writes a cap into the request.
-    ``limits`` are taken in the same transaction, ``tokens`` counted against tokens/min;
+    ``limits`` are taken in the same transaction, ``tokens`` counted against tokens/min (the
+    worst case at the plan's output; a cap takes the output it cuts, ``choices`` times, off it);
     ``mock``: pouch answers it itself (recovery then releases it)."""
-    window, needed, capped = key.window(now), plan.amount, None
+    window, needed, capped, counted = key.window(now), plan.amount, None, tokens
     for _ in range(len(levels) + 2):
         result = await store(ledger.reserve, key.id, window, needed, now, owner=instance.name, hold=hold,
                              provider=provider, model=model, endpoint=endpoint, levels=levels,
-                             limits=limits, tokens=tokens, mock=mock)
+                             limits=limits, tokens=counted, mock=mock)
         if isinstance(result, ledger.RateRefusal):
-            raise rate_limited(result, tokens, has_cap=has_cap)
+            raise rate_limited(result, counted, has_cap=has_cap or capped is not None)
         if isinstance(result, ledger.Reservation):
             return result, capped
-        tokens = admission.capped(plan, result.budget - result.spent - result.reserved,
+        output = admission.capped(plan, result.budget - result.spent - result.reserved,
                                   has_cap=has_cap, may_cap=may_cap)
-        if tokens is None or (capped is not None and tokens >= capped):
+        if output is None or (capped is not None and output >= capped):
             break
-        cap(tokens)
-        capped, needed = tokens, admission.with_cap(plan, tokens).amount
+        cap(output)
+        capped, needed = output, admission.with_cap(plan, output).amount
+        if tokens:
+            counted = tokens - (plan.worst.max_output - output) * choices
     raise BudgetExhausted(exhausted_message(key, result, needed), {"x-should-retry": "false"})
 
 

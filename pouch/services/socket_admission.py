@@ -143,6 +143,6 @@ async def _reserve(response: Response, key: Key, endpoint: Endpoint, provider, b
         key, settings.levels(key, end_user, now), plan, now, hold=settings.hold,
         has_cap=bool(call.max_output), may_cap=settings.cap_output, cap=cap,
         provider=provider.name, model=call.model, endpoint=endpoint.name, limits=rates, tokens=tokens,
-        mock=response_mock)
+        choices=call.choices, mock=response_mock)
     response.reservation = Reservation(result.id, result.amount, result.remaining, plan.price.model)
     return capped is not None
