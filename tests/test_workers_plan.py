@@ -94,6 +94,15 @@ def test_a_public_address_beyond_loopback_is_passed_to_every_worker():
     assert "bind 0.0.0.0:8080" in haproxy.config(made.frontends, 2)
 
 
+def test_the_operators_own_public_listen_reaches_every_worker():
+    """(review 15/16, finding 2) A load balancer of the operator's in front of a loopback
+    listener: their pouch_public_listen was dropped, and the workers took every client for a
+    local one (keyless side paths, tunnels without proxy authentication)."""
+    made = plan("mitmdump", "--set", "pouch_public_listen=gateway.example.com")
+    assert made.public_listen == "gateway.example.com"
+    assert all(setting(w.argv, "pouch_public_listen") == ["gateway.example.com"] for w in made.workers)
+
+
 def test_a_udp_listener_cannot_be_balanced():
     with pytest.raises(click.ClickException, match="not a TCP listener"):
         plan("mitmdump", "--mode", "reverse:quic://example.com@9443")

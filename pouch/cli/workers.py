@@ -146,7 +146,10 @@ def make_plan(tool: str, port: int, db: str | None, extra: tuple[str, ...], opts
                                        "is not a TCP listener with a port (regular, upstream, reverse, socks5 are)")
     if not found:
         raise click.ClickException("--workers needs at least one listener (--mode)")
-    public = next((l.host or "::" for l in found if not perimeter.is_loopback(l.host)), "")
+    # The operator's own pouch_public_listen wins (a load balancer of theirs in front of a loopback
+    # listener): dropped, it left the workers taking every client for a local one.
+    public = mitm_options.deferred(opts, "pouch_public_listen") or \
+        next((l.host or "::" for l in found if not perimeter.is_loopback(l.host)), "")
     perimeter.public_listen = public
     base = mitm_options.deferred(opts, "pouch_instance") or \
         f"{socket.gethostname()}:{'+'.join(str(l.port) for l in found)}"
