@@ -176,9 +176,12 @@ def free(run, slots: str | None, reservation_id: str, tokens: int | None) -> Non
         run(_SETTLE, (tokens, reservation_id))
 
 
+PRUNE_AFTER = 10 * WINDOW  # not 1 minute: a gateway whose clock runs ahead must not delete the minute others count
+
+
 def prune(run, now: float) -> int:
     """Drop log rows no minute counts any more, then the rows of scopes left idle; returns how
     many log rows went."""
-    pruned = run(_PRUNE, (now - 2 * WINDOW,)).rowcount
+    pruned = run(_PRUNE, (now - PRUNE_AFTER,)).rowcount
     run(_PRUNE_IDLE, ())
     return pruned

@@ -285,7 +285,7 @@ MIGRATIONS: list[tuple[int, str, str | dict]] = [
         11,
         "rate limits in the store: requests in flight per scope and a log of the last minutes",
         # pouch.store.limits: requests/min, tokens/min and requests in flight shared by every
-        # gateway on the store. ``at`` is epoch seconds; the log is pruned past two minutes.
+        # gateway on the store. ``at`` is epoch seconds; the log is pruned past ten minutes.
         # A reservation names the scopes it holds a slot at (``slots``, one per line).
         {
             "sqlite": """
