@@ -131,9 +131,9 @@ class StoreThread:
         (pauses of 0.5 s, 1 s, 2 s, ... up to MAX_PAUSE). Only for idempotent work. A quick
         step is done before this returns, unless another writer holds the store."""
         job = _Job(functools.partial(fn, *args, **kwargs), retries, here=quick.applies(fn))
-        if job.here and self._loop is None:
+        if job.here:
             try:
-                self._loop = asyncio.get_running_loop()
+                self._loop = asyncio.get_running_loop()  # the one to come back to (tests run several)
             except RuntimeError:
                 pass
         together = getattr(fn, "together", None)
