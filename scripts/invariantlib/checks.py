@@ -115,7 +115,7 @@ def check_run(keys: list[RunKey], outcomes: list[Outcome], upstream: Upstream, e
         check_budget(report, ledger, fail)
         check_refused_once_spent(report, rows, mine, reached, fail,
                                  None if spend_reached is None else spend_reached.get(key.id, math.inf))
-        check_rows(report, rows, fail, mine, reached)
+        check_rows(report, rows, fail)
         check_overruns(report, fail)
         bills.check_charges(rows, flag)
         bills.check_requests(key.spec, key.id, mine, by_request_id, reached, flag, unsettled,
@@ -237,7 +237,7 @@ def check_overruns(report: KeyReport, fail) -> None:
                        "overrun(s) injected into answers read whole"))
 
 
-def check_rows(report: KeyReport, rows, fail, mine=(), reached=None) -> None:
+def check_rows(report: KeyReport, rows, fail) -> None:
     """2: one usage row per admitted request, each closing its own reservation."""
     ids = [r.reservation_id for r in rows]
     if None in ids:
@@ -251,17 +251,7 @@ def check_rows(report: KeyReport, rows, fail, mine=(), reached=None) -> None:
     if not report.admitted <= report.rows <= report.admitted + report.unknown:
         fail(Violation(2, report.name, f"{report.rows} usage rows for {report.admitted} requests known admitted "
                        f"and {report.unknown} the client cannot know about (row outcomes: "
-                       f"{dict(report.outcomes)}){_rowless(rows, mine, reached)}"))
-
-
-def _rowless(rows, mine, reached) -> str:
-    """The requests that reached upstream under an id no row carries: where to look."""
-    if not reached:
-        return ""
-    ids = {r.request_id for r in rows}
-    found = [f"{o.planned.id} ({o.planned.fault}, {o.result}, status {o.status})" for o in mine
-             if any(record.id not in ids for record in reached.get(o.planned.id, ()))]
-    return f"; reached upstream under an id no row has: {', '.join(found[:5])}" if found else ""
+                       f"{dict(report.outcomes)})"))
 
 
 def check_reservations(report: KeyReport, key: RunKey, ledger, fail) -> None:
